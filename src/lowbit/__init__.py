@@ -1,0 +1,58 @@
+"""lowbit: quantize tensors and models to low-bit numbers on the CPU, and see what was lost.
+
+Example:
+    >>> import numpy as np, lowbit
+    >>> x = np.linspace(-1, 1, 256, dtype=np.float32)
+    >>> qt = lowbit.quantize(x, "int4", granularity=lowbit.PerGroup(64))
+    >>> round(lowbit.metrics.sqnr_db(x, qt.dequantize()), 1) > 20
+    True
+"""
+
+from lowbit import metrics
+from lowbit.core import dequantize, fake_quantize, quantize
+from lowbit.errors import (
+    EmptyInputError,
+    FileFormatError,
+    GranularityError,
+    InputTypeError,
+    LowbitError,
+    NonFiniteError,
+    NotCalibratedError,
+    OptionError,
+    QTypeError,
+)
+from lowbit.formats import QType, get_qtype, int_qtype, list_qtypes
+from lowbit.granularity import PerChannel, PerGroup, PerTensor
+from lowbit.metrics import compare, Scheme
+from lowbit.qparams import choose_qparams
+from lowbit.qtensor import QTensor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "quantize",
+    "dequantize",
+    "fake_quantize",
+    "choose_qparams",
+    "QTensor",
+    "QType",
+    "get_qtype",
+    "int_qtype",
+    "list_qtypes",
+    "PerTensor",
+    "PerChannel",
+    "PerGroup",
+    "metrics",
+    "compare",
+    "Scheme",
+    "LowbitError",
+    "QTypeError",
+    "GranularityError",
+    "NonFiniteError",
+    "EmptyInputError",
+    "InputTypeError",
+    "FileFormatError",
+    "NotCalibratedError",
+    "OptionError",
+]

@@ -1,0 +1,230 @@
+"""quantize / dequantize / fake_quantize: pure functions over arrays.
+
+Every function validates and plans once in NumPy (shapes, formats, ranges,
+parameters), then hands the element loop to one fused Numba kernel.
+
+Example:
+    >>> import numpy as np, lowbit
+    >>> x = np.array([[0.1, -0.4], [0.25, 0.8]], np.float32)
+    >>> qt = lowbit.quantize(x, "int8", granularity=lowbit.PerChannel(axis=0))
+    >>> qt.codes.tolist()
+    [[32, -127], [40, 127]]
+    >>> np.abs(lowbit.dequantize(qt) - x).max() <= qt.scale.max() / 2
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lowbit._arrays import Source, as_float_array, check_finite, restore
+from lowbit.errors import InputTypeError, OptionError
+from lowbit.formats import QType, get_qtype
+from lowbit.granularity import BlockLayout, Granularity, PerTensor, plan
+from lowbit.qparams import choose_qparams, symmetric_divisor
+from lowbit.qtensor import QTensor
+
+__all__ = ["quantize", "dequantize", "fake_quantize", "ROUNDING_MODES"]
+
+ROUNDING_MODES = ("nearest", "stochastic")
+
+
+def _scale_dtype(source: Source) -> np.dtype:
+    return np.dtype(np.float64 if source.dtype == "float64" else np.float32)
+
+
+def _seed(rounding: str, rng: Any) -> np.uint64:
+    if rounding not in ROUNDING_MODES:
+        raise OptionError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
+    if rounding == "nearest":
+        return np.uint64(0)
+    if isinstance(rng, np.random.Generator):
+        return np.uint64(rng.integers(0, 2**63))
+    if rng is None:
+        return np.uint64(np.random.default_rng().integers(0, 2**63))
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return np.uint64(int(rng) % 2**64)
+    raise OptionError(f"rng must be None, an int seed or a numpy Generator, got {type(rng).__name__}")
+
+
+def _explicit_qparams(
+    scale: Any, zero_point: Any, qt: QType, symmetric: bool, layout: BlockLayout, sdt: np.dtype
+) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        s = np.broadcast_to(np.asarray(scale, np.float64), layout.param_shape).astype(sdt)
+        default_zp = symmetric_divisor(qt)[0] if symmetric else 0
+        z = np.broadcast_to(np.asarray(default_zp if zero_point is None else zero_point), layout.param_shape)
+    except ValueError:
+        raise OptionError(
+            f"scale/zero_point must be scalars or shaped {layout.param_shape} for this granularity"
+        ) from None
+    if not np.all(np.isfinite(s) & (s > 0)):
+        raise OptionError("scale must be finite and > 0 everywhere")
+    if not np.all((z == np.rint(z)) & (z >= qt.qmin) & (z <= qt.qmax)):
+        raise OptionError(f"zero_point must be integers in [{qt.qmin}, {qt.qmax}] for {qt.name}")
+    return s, z.astype(np.int64)
+
+
+def _check_out(out: np.ndarray, dtype: np.dtype, size: int, what: str) -> np.ndarray:
+    if not isinstance(out, np.ndarray) or out.dtype != dtype or out.size != size or not out.flags.c_contiguous:
+        raise OptionError(f"out= must be a C-contiguous {dtype} NumPy array with {size} elements for {what}")
+    return out.reshape(-1)
+
+
+def _prepare(
+    x: Any,
+    qtype: str | QType,
+    granularity: Granularity | None,
+    symmetric: bool | None,
+    scale: Any,
+    zero_point: Any,
+) -> tuple[np.ndarray, Source, QType, Granularity, bool, BlockLayout, np.ndarray, np.ndarray]:
+    """Validate inputs once and compute per-block scale and zero point."""
+    qt = get_qtype(qtype)
+    gran = PerTensor() if granularity is None else granularity
+    sym = qt.signed if symmetric is None else bool(symmetric)
+    flat, source = as_float_array(x)
+    layout = plan(gran, source.shape)
+    from lowbit.kernels import block_minmax
+
+    mins, maxs, nonfinite = block_minmax(flat, layout)
+    check_finite(flat, nonfinite, source.shape)
+    sdt = _scale_dtype(source)
+    if scale is None:
+        s, z = choose_qparams(mins, maxs, qt, symmetric=sym, scale_dtype=sdt)
+    else:
+        s, z = _explicit_qparams(scale, zero_point, qt, sym, layout, sdt)
+    return flat, source, qt, gran, sym, layout, s.reshape(layout.param_shape), z.reshape(layout.param_shape)
+
+
+def quantize(
+    x: Any,
+    qtype: str | QType = "int8",
+    *,
+    granularity: Granularity | None = None,
+    symmetric: bool | None = None,
+    rounding: str = "nearest",
+    rng: Any = None,
+    scale: Any = None,
+    zero_point: Any = None,
+    out: np.ndarray | None = None,
+) -> QTensor:
+    """Quantize a float tensor to integer codes.
+
+    Args:
+        x: NumPy array or CPU torch tensor (float16/bfloat16/float32/float64).
+        qtype: format name (``"int8"``, ``"uint4"``, ``"int8_full"`` ...) or QType.
+        granularity: ``PerTensor()`` (default), ``PerChannel(axis)``, ``PerGroup(size, axis)``.
+        symmetric: scale-only (True) or affine with zero point (False). Default:
+            symmetric for signed formats, affine for unsigned ones.
+        rounding: ``"nearest"`` (round half to even) or ``"stochastic"``.
+        rng: seed (int) or ``numpy.random.Generator`` for stochastic rounding.
+        scale: optional fixed scale(s) instead of min-max (scalar or per block).
+        zero_point: optional fixed zero point(s), used with ``scale``.
+        out: optional buffer for the codes (storage dtype, or uint8 packed bytes).
+
+    Returns:
+        A QTensor holding packed codes, scale and zero point.
+
+    Raises:
+        InputTypeError: not a float array/tensor. EmptyInputError: no elements.
+        NonFiniteError: NaN/Inf in the input (the message counts and locates them).
+        QTypeError, GranularityError, OptionError: bad format, granularity or option.
+
+    Example:
+        >>> import numpy as np, lowbit
+        >>> qt = lowbit.quantize(np.array([-1.0, 0.0, 2.0], np.float32), "uint8")
+        >>> qt.codes.tolist(), int(qt.zero_point)
+        ([0, 85, 255], 85)
+    """
+    seed = _seed(rounding, rng)
+    flat, source, qt, gran, sym, layout, s, z = _prepare(x, qtype, granularity, symmetric, scale, zero_point)
+    n = flat.size
+    if qt.packed:
+        size, dtype = qt.packed_nbytes(n), np.dtype(np.uint8)
+    else:
+        size, dtype = n, qt.storage_dtype
+    data = np.empty(size, dtype) if out is None else _check_out(out, dtype, size, qt.name)
+    inv = (flat.dtype.type(1) / s.astype(flat.dtype)).reshape(-1)
+    zpf = z.astype(flat.dtype).reshape(-1)
+    from lowbit.kernels import quantize_kernel
+
+    quantize_kernel(
+        flat, data, inv, zpf, layout.Q, layout.R, layout.T, qt.qmin, qt.qmax, qt.bits, rounding == "stochastic", seed
+    )
+    return QTensor(data, s, z.astype(qt.storage_dtype), qt, gran, sym, source)
+
+
+def dequantize(qtensor: QTensor, *, out: np.ndarray | None = None) -> Any:
+    """Turn a QTensor back into floats: ``(code - zero_point) * scale``.
+
+    Args:
+        qtensor: the result of :func:`quantize`.
+        out: optional C-contiguous float32 (float64 for float64 sources) NumPy
+            buffer with as many elements as the tensor; used for NumPy float32/64 sources.
+
+    Returns:
+        The same kind (NumPy/torch), dtype and shape as the quantized input.
+
+    Raises:
+        InputTypeError: ``qtensor`` is not a QTensor. OptionError: bad ``out``.
+
+    Example:
+        >>> import numpy as np, lowbit
+        >>> lowbit.dequantize(lowbit.quantize(np.array([0.0, 0.5, 1.0]), "uint8")).tolist()
+        [0.0, 0.5019607843137255, 1.0]
+    """
+    if not isinstance(qtensor, QTensor):
+        raise InputTypeError(f"dequantize expects a QTensor, got {type(qtensor).__name__}")
+    src, qt = qtensor.source, qtensor.qtype
+    layout = plan(qtensor.granularity, src.shape)
+    sdt = _scale_dtype(src)
+    n = qtensor.numel
+    use_out = out is not None and src.kind == "numpy" and src.dtype in ("float32", "float64")
+    result = _check_out(out, sdt, n, "dequantize") if use_out and out is not None else np.empty(n, sdt)
+    scale = qtensor.scale.astype(sdt).reshape(-1)
+    zp = qtensor.zero_point.astype(np.int32).reshape(-1)
+    from lowbit.kernels import dequantize_kernel
+
+    dequantize_kernel(qtensor.data, n, result, scale, zp, layout.Q, layout.R, layout.T, qt.bits, qt.signed)
+    return restore(result, src)
+
+
+def fake_quantize(
+    x: Any,
+    qtype: str | QType = "int8",
+    *,
+    granularity: Granularity | None = None,
+    symmetric: bool | None = None,
+    rounding: str = "nearest",
+    rng: Any = None,
+    scale: Any = None,
+    zero_point: Any = None,
+) -> Any:
+    """Quantize and dequantize in one fused pass (no code array is kept).
+
+    Arguments are those of :func:`quantize`; the result equals
+    ``dequantize(quantize(x, ...))`` exactly.
+
+    Returns:
+        The same kind, dtype and shape as ``x``.
+
+    Example:
+        >>> import numpy as np, lowbit
+        >>> lowbit.fake_quantize(np.array([0.3, -1.0], np.float32), "int2").tolist()
+        [0.0, -1.0]
+    """
+    seed = _seed(rounding, rng)
+    flat, source, qt, _, _, layout, s, z = _prepare(x, qtype, granularity, symmetric, scale, zero_point)
+    sf = s.astype(flat.dtype).reshape(-1)
+    inv = flat.dtype.type(1) / sf
+    result = np.empty_like(flat)
+    from lowbit.kernels import fake_quantize_kernel
+
+    fake_quantize_kernel(
+        flat, result, inv, z.astype(flat.dtype).reshape(-1), sf, z.astype(np.int32).reshape(-1),
+        layout.Q, layout.R, layout.T, qt.qmin, qt.qmax, rounding == "stochastic", seed,
+    )
+    return restore(result, source)

@@ -1,0 +1,159 @@
+"""Fused quantize / dequantize kernels over a (P, Q, R, T) block layout.
+
+Work is split into chunks of the flat tensor (a multiple of 8 elements, so a
+packed chunk starts on a byte boundary).  Inside a chunk the loop walks
+*segments*: runs that share one parameter (``T == 1``) or runs whose
+parameters are a contiguous slice (``T > 1``).  Each segment is a plain
+contiguous loop that LLVM vectorises.  Sub-byte codes are produced into a
+per-chunk scratch buffer and packed straight away, so the only large
+allocation is the caller's output.
+
+Rounding matches PyTorch: ``rint(fma(x, 1/scale, zero_point))`` in the input's
+precision, then clamping to ``[qmin, qmax]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from lowbit.kernels._bits import pack_run, uniform01, unpack_run
+
+__all__ = ["quantize_kernel", "dequantize_kernel", "fake_quantize_kernel", "CHUNK"]
+
+CHUNK = 1 << 14
+_FAST = {"contract"}
+
+
+@njit(inline="always", fastmath=_FAST, cache=True)
+def _quant_segment(x, lo, hi, inv, zp, qmin, qmax, stochastic, seed, dst, dst0):  # pragma: no cover
+    """Quantize x[lo:hi] with one (inv, zp) into dst[lo - dst0 : hi - dst0]."""
+    if stochastic:
+        for e in range(lo, hi):
+            v = np.floor(x[e] * inv + zp + uniform01(seed, e))
+            dst[e - dst0] = min(max(v, qmin), qmax)
+    else:
+        for e in range(lo, hi):
+            v = np.rint(x[e] * inv + zp)
+            dst[e - dst0] = min(max(v, qmin), qmax)
+
+
+@njit(inline="always", fastmath=_FAST, cache=True)
+def _quant_vector(x, lo, hi, inv, zp, p0, qmin, qmax, stochastic, seed, dst, dst0):  # pragma: no cover
+    """Quantize x[lo:hi] where element lo + k uses parameter p0 + k."""
+    if stochastic:
+        for e in range(lo, hi):
+            k = p0 + e - lo
+            v = np.floor(x[e] * inv[k] + zp[k] + uniform01(seed, e))
+            dst[e - dst0] = min(max(v, qmin), qmax)
+    else:
+        for e in range(lo, hi):
+            k = p0 + e - lo
+            v = np.rint(x[e] * inv[k] + zp[k])
+            dst[e - dst0] = min(max(v, qmin), qmax)
+
+
+@njit(inline="always", cache=True)
+def _segment(e, stop, Q, R, T):  # pragma: no cover - compiled
+    """End of the segment starting at flat index e, and its first parameter index.
+
+    With ``T == 1`` every element of the segment uses that parameter; with
+    ``T > 1`` element ``e + k`` uses parameter ``first + k``.
+    """
+    RT = R * T
+    row = e // RT
+    q = row % Q
+    if T == 1:
+        return min(stop, (row + 1) * RT), q
+    t0 = e % T
+    return min(stop, e - t0 + T), q * T + t0
+
+
+@njit(inline="always", cache=True)
+def _quant_chunk(x, start, stop, inv, zp, Q, R, T, qmin, qmax, stochastic, seed, dst, dst0):  # pragma: no cover
+    e = start
+    while e < stop:
+        end, p = _segment(e, stop, Q, R, T)
+        if T == 1:
+            _quant_segment(x, e, end, inv[p], zp[p], qmin, qmax, stochastic, seed, dst, dst0)
+        else:
+            _quant_vector(x, e, end, inv, zp, p, qmin, qmax, stochastic, seed, dst, dst0)
+        e = end
+
+
+@njit(parallel=True, cache=True)
+def quantize_kernel(x, out, inv, zp, Q, R, T, qmin, qmax, bits, stochastic, seed):  # pragma: no cover
+    """Quantize the flat float array ``x`` into ``out``.
+
+    ``out`` holds codes (8/16-bit formats) or packed bytes (other widths);
+    ``inv`` and ``zp`` are per-parameter ``1/scale`` and zero points in x's dtype.
+    """
+    n = x.size
+    packed = bits != 8 and bits != 16
+    fmin = x.dtype.type(qmin)
+    fmax = x.dtype.type(qmax)
+    nchunks = (n + CHUNK - 1) // CHUNK
+    for c in prange(nchunks):
+        start = c * CHUNK
+        stop = min(n, start + CHUNK)
+        if packed:
+            scratch = np.empty(CHUNK, np.int32)
+            _quant_chunk(x, start, stop, inv, zp, Q, R, T, fmin, fmax, stochastic, seed, scratch, start)
+            pack_run(scratch, stop - start, bits, out, start * bits // 8)
+        else:
+            _quant_chunk(x, start, stop, inv, zp, Q, R, T, fmin, fmax, stochastic, seed, out, 0)
+
+
+@njit(inline="always", cache=True)
+def _dequant_chunk(codes, c0, start, stop, scale, zp, Q, R, T, out):  # pragma: no cover
+    """out[e] = (codes[e - c0] - zp) * scale for e in [start, stop)."""
+    e = start
+    while e < stop:
+        end, p = _segment(e, stop, Q, R, T)
+        if T == 1:
+            s = scale[p]
+            z = zp[p]
+            for i in range(e, end):
+                out[i] = (np.int32(codes[i - c0]) - z) * s
+        else:
+            k0 = p - e
+            for i in range(e, end):
+                out[i] = (np.int32(codes[i - c0]) - zp[k0 + i]) * scale[k0 + i]
+        e = end
+
+
+@njit(parallel=True, cache=True)
+def dequantize_kernel(data, n, out, scale, zp, Q, R, T, bits, signed):  # pragma: no cover
+    """Dequantize ``n`` codes (unpacked, or packed bytes for sub-byte widths) into ``out``.
+
+    ``scale`` has out's dtype; ``zp`` is int32.
+    """
+    packed = bits != 8 and bits != 16
+    nchunks = (n + CHUNK - 1) // CHUNK
+    for c in prange(nchunks):
+        start = c * CHUNK
+        stop = min(n, start + CHUNK)
+        if packed:
+            scratch = np.empty(CHUNK, np.int32)
+            unpack_run(data, start * bits // 8, stop - start, bits, signed, scratch)
+            _dequant_chunk(scratch, start, start, stop, scale, zp, Q, R, T, out)
+        else:
+            _dequant_chunk(data, 0, start, stop, scale, zp, Q, R, T, out)
+
+
+@njit(parallel=True, cache=True)
+def fake_quantize_kernel(x, out, inv, zpf, scale, zpi, Q, R, T, qmin, qmax, stochastic, seed):  # pragma: no cover
+    """Quantize then dequantize ``x`` into the float array ``out`` chunk by chunk.
+
+    The codes of a chunk are written to ``out`` and turned back into values
+    while the chunk is still in cache: one pass over memory, no code array.
+    """
+    n = x.size
+    fmin = x.dtype.type(qmin)
+    fmax = x.dtype.type(qmax)
+    nchunks = (n + CHUNK - 1) // CHUNK
+    for c in prange(nchunks):
+        start = c * CHUNK
+        stop = min(n, start + CHUNK)
+        _quant_chunk(x, start, stop, inv, zpf, Q, R, T, fmin, fmax, stochastic, seed, out, 0)
+        _dequant_chunk(out, 0, start, stop, scale, zpi, Q, R, T, out)

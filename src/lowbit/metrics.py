@@ -1,0 +1,330 @@
+"""Error metrics (float64 accumulation) and :func:`compare`, one row per scheme.
+
+Conventions for degenerate inputs: zero error gives ``sqnr_db = inf``; a zero
+signal with non-zero error gives ``-inf``; the cosine of two all-zero tensors
+is 1 and of one all-zero tensor with a non-zero one is 0.
+
+Example:
+    >>> import numpy as np
+    >>> from lowbit import metrics
+    >>> metrics.sse(np.array([1.0, 2.0]), np.array([1.0, 1.5]))
+    0.25
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from lowbit._arrays import as_float_array
+from lowbit.errors import InputTypeError
+from lowbit.formats import QType, get_qtype
+from lowbit.granularity import Granularity, PerTensor
+
+__all__ = [
+    "sse",
+    "mse",
+    "rmse",
+    "sqnr_db",
+    "max_abs_error",
+    "cosine_similarity",
+    "ErrorStats",
+    "error_stats",
+    "Scheme",
+    "CompareRow",
+    "CompareTable",
+    "compare",
+]
+
+
+@dataclass(frozen=True)
+class ErrorStats:
+    """Every metric of one (reference, approximation) pair."""
+
+    numel: int
+    sse: float
+    signal: float
+    max_abs_error: float
+    cosine: float
+
+    @property
+    def mse(self) -> float:
+        """Mean squared error."""
+        return self.sse / self.numel
+
+    @property
+    def rmse(self) -> float:
+        """Root mean squared error."""
+        return math.sqrt(self.mse)
+
+    @property
+    def sqnr_db(self) -> float:
+        """Signal-to-quantization-noise ratio in dB, ``10 log10(sum x^2 / sum (x-y)^2)``."""
+        return _sqnr(self.signal, self.sse)
+
+
+def _sqnr(signal: float, noise: float) -> float:
+    if noise == 0.0:
+        return math.inf
+    if signal == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+def error_stats(reference: Any, approx: Any) -> ErrorStats:
+    """All metrics in one pass over both tensors (NumPy or torch, any float dtype).
+
+    Raises:
+        InputTypeError: the shapes differ or an input is not a float tensor.
+
+    Example:
+        >>> s = error_stats(np.array([3.0, 4.0]), np.array([3.0, 4.0]))
+        >>> s.sse, s.cosine, s.sqnr_db
+        (0.0, 1.0, inf)
+    """
+    x, xs = as_float_array(reference, allow_empty=True)
+    y, ys = as_float_array(approx, allow_empty=True)
+    if xs.shape != ys.shape:
+        raise InputTypeError(f"cannot compare tensors of shapes {xs.shape} and {ys.shape}")
+    if x.size == 0:
+        return ErrorStats(0, 0.0, 0.0, 0.0, 1.0)
+    from lowbit.kernels import error_stats as kernel
+
+    sse_, sxx, syy, sxy, mad = kernel(x, y)
+    if sxx == 0.0 or syy == 0.0:
+        cos = 1.0 if sxx == syy else 0.0
+    else:
+        cos = max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+    return ErrorStats(x.size, sse_, sxx, mad, cos)
+
+
+def sse(reference: Any, approx: Any) -> float:
+    """Sum of squared errors. Example: ``sse(x, lowbit.fake_quantize(x))``."""
+    return error_stats(reference, approx).sse
+
+
+def mse(reference: Any, approx: Any) -> float:
+    """Mean squared error.
+
+    Example:
+        >>> mse(np.array([1.0, 2.0]), np.array([1.0, 1.0]))
+        0.5
+    """
+    return error_stats(reference, approx).mse
+
+
+def rmse(reference: Any, approx: Any) -> float:
+    """Root mean squared error.
+
+    Example:
+        >>> rmse(np.array([0.0, 0.0]), np.array([3.0, 4.0]))
+        3.5355339059327378
+    """
+    return error_stats(reference, approx).rmse
+
+
+def sqnr_db(reference: Any, approx: Any) -> float:
+    """Signal-to-quantization-noise ratio in dB (inf when exact).
+
+    Example:
+        >>> sqnr_db(np.array([1.0, 1.0]), np.array([1.1, 0.9]))
+        20.0
+    """
+    return error_stats(reference, approx).sqnr_db
+
+
+def max_abs_error(reference: Any, approx: Any) -> float:
+    """Largest absolute elementwise error.
+
+    Example:
+        >>> max_abs_error(np.array([1.0, -2.0]), np.array([1.5, -2.0]))
+        0.5
+    """
+    return error_stats(reference, approx).max_abs_error
+
+
+def cosine_similarity(reference: Any, approx: Any) -> float:
+    """Cosine similarity of the two tensors seen as flat vectors.
+
+    Example:
+        >>> cosine_similarity(np.array([1.0, 0.0]), np.array([0.0, 2.0]))
+        0.0
+    """
+    return error_stats(reference, approx).cosine
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One way to quantize: format, granularity and symmetry.
+
+    Example:
+        >>> from lowbit import PerGroup
+        >>> Scheme("int4", PerGroup(128), symmetric=False).name
+        'int4 group:128 asym'
+    """
+
+    qtype: str | QType
+    granularity: Granularity = field(default_factory=PerTensor)
+    symmetric: bool | None = None
+
+    @property
+    def resolved_symmetric(self) -> bool:
+        """The symmetry actually used (the format's default when None)."""
+        return get_qtype(self.qtype).signed if self.symmetric is None else self.symmetric
+
+    @property
+    def name(self) -> str:
+        """Readable label, e.g. ``int8 channel sym``."""
+        sym = "sym" if self.resolved_symmetric else "asym"
+        return f"{get_qtype(self.qtype).name} {self.granularity} {sym}"
+
+
+@dataclass(frozen=True)
+class CompareRow:
+    """One line of a comparison: a scheme applied to one tensor."""
+
+    tensor: str
+    scheme: str
+    qtype: str
+    bits: int
+    granularity: str
+    symmetric: bool
+    numel: int
+    sse: float
+    mse: float
+    sqnr_db: float
+    max_abs_error: float
+    cosine: float
+    nbytes: int
+    original_nbytes: int
+
+    @property
+    def compression(self) -> float:
+        """Original bytes divided by quantized bytes."""
+        return self.original_nbytes / self.nbytes
+
+    @property
+    def bits_per_element(self) -> float:
+        """Quantized storage bits per element, scales included."""
+        return 8.0 * self.nbytes / self.numel
+
+
+_COLUMNS = (
+    ("tensor", "tensor", "{}"),
+    ("scheme", "scheme", "{}"),
+    ("bits/el", "bits_per_element", "{:.3f}"),
+    ("sqnr_db", "sqnr_db", "{:.2f}"),
+    ("mse", "mse", "{:.4g}"),
+    ("sse", "sse", "{:.4g}"),
+    ("max_abs", "max_abs_error", "{:.4g}"),
+    ("cosine", "cosine", "{:.6f}"),
+    ("bytes", "nbytes", "{:,}"),
+    ("ratio", "compression", "{:.2f}x"),
+)
+
+
+def format_table(header: list[str], rows: list[list[str]], markdown: bool = False) -> str:
+    """Aligned text (or Markdown) table; text columns left-aligned, numbers right-aligned.
+
+    Example:
+        >>> print(format_table(["a", "b"], [["x", "1"]]))
+        a  b
+        -  -
+        x  1
+    """
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    numeric = [all(_is_number(r[i]) for r in rows) and bool(rows) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)]
+        return ("| " + " | ".join(parts) + " |") if markdown else "  ".join(parts).rstrip()
+
+    rule = ["-" * w for w in widths]
+    if markdown:
+        rule = [("-" * (w - 1) + ":") if num else "-" * w for w, num in zip(widths, numeric)]
+    return "\n".join([line(header), line(rule), *(line(r) for r in rows)])
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.replace(",", "").rstrip("x"))
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class CompareTable:
+    """Rows of :func:`compare`, with text, Markdown and JSON renderings."""
+
+    rows: list[CompareRow]
+
+    def _cells(self) -> tuple[list[str], list[list[str]]]:
+        header = [c[0] for c in _COLUMNS]
+        body = [[fmt.format(getattr(r, attr)) for _, attr, fmt in _COLUMNS] for r in self.rows]
+        return header, body
+
+    def to_text(self) -> str:
+        """Aligned plain-text table."""
+        return format_table(*self._cells())
+
+    def to_markdown(self) -> str:
+        """GitHub-flavoured Markdown table."""
+        return format_table(*self._cells(), markdown=True)
+
+    def to_json(self) -> str:
+        """One JSON document: ``{"rows": [...]}``; infinities are written as strings."""
+        rows = []
+        for r in self.rows:
+            d = asdict(r)
+            d["compression"] = r.compression
+            d["bits_per_element"] = r.bits_per_element
+            rows.append({k: (str(v) if isinstance(v, float) and math.isinf(v) else v) for k, v in d.items()})
+        return json.dumps({"rows": rows}, indent=2)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+def _as_scheme(s: Scheme | str | QType) -> Scheme:
+    return s if isinstance(s, Scheme) else Scheme(s)
+
+
+def compare(x: Any, schemes: Iterable[Scheme | str | QType], *, name: str = "x") -> CompareTable:
+    """Quantize ``x`` with every scheme and tabulate the error of each.
+
+    Args:
+        x: NumPy array or torch tensor.
+        schemes: Scheme objects, or format names (per-tensor, default symmetry).
+        name: tensor name shown in the ``tensor`` column.
+
+    Returns:
+        A CompareTable (``.rows``, ``.to_text()``, ``.to_markdown()``, ``.to_json()``).
+
+    Example:
+        >>> import lowbit
+        >>> x = np.random.default_rng(0).standard_normal(1024).astype(np.float32)
+        >>> t = lowbit.compare(x, ["int8", "int4"])
+        >>> [r.scheme for r in t.rows], t.rows[0].sqnr_db > t.rows[1].sqnr_db
+        (['int8 tensor sym', 'int4 tensor sym'], True)
+    """
+    from lowbit.core import quantize
+
+    rows = []
+    for s in map(_as_scheme, schemes):
+        qt = quantize(x, s.qtype, granularity=s.granularity, symmetric=s.symmetric)
+        st = error_stats(x, qt.dequantize())
+        original = qt.numel * np.dtype(np.float32 if qt.dtype == "bfloat16" else qt.dtype).itemsize
+        if qt.dtype == "bfloat16":
+            original //= 2
+        rows.append(
+            CompareRow(
+                name, s.name, qt.qtype.name, qt.qtype.bits, str(s.granularity), qt.symmetric, qt.numel,
+                st.sse, st.mse, st.sqnr_db, st.max_abs_error, st.cosine, qt.nbytes, original,
+            )
+        )
+    return CompareTable(rows)

@@ -1,0 +1,116 @@
+"""Choose scale and zero point from per-block ranges.
+
+Rules (all computed in float64, then stored in the scale dtype):
+
+* symmetric, signed format: ``scale = absmax / qmax`` (``-qmin`` for int1), zero point 0;
+* symmetric, unsigned format: zero point ``2^(b-1)``, ``scale = absmax / (2^(b-1) - 1)``
+  (as ``torch``'s symmetric observers do for quint8);
+* affine: the range is widened to include 0 so that 0 is exactly representable,
+  ``scale = (hi - lo) / (qmax - qmin)``, ``zero_point = qmin - round(lo / scale)``.
+
+A block whose range is all zero gets scale 1 (every value maps exactly to the
+zero point and back to 0).  The scale is then nudged by at most a few ulps so
+that the block's extreme value dequantizes to itself exactly: a constant tensor
+round-trips without error.
+
+Example:
+    >>> import numpy as np
+    >>> s, z = choose_qparams(np.array([-19.68]), np.array([146.59]), "uint8", symmetric=False)
+    >>> round(float(s[0]), 6), int(z[0])
+    (0.652039, 30)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lowbit.errors import QTypeError
+from lowbit.formats import QType, get_qtype
+
+__all__ = ["choose_qparams", "symmetric_divisor"]
+
+
+def symmetric_divisor(qtype: QType) -> tuple[int, int]:
+    """(zero point, number of steps from zero to the largest magnitude) for symmetric use.
+
+    Raises:
+        QTypeError: the format has no symmetric form (uint1).
+
+    Example:
+        >>> symmetric_divisor(get_qtype("int8")), symmetric_divisor(get_qtype("uint8"))
+        ((0, 127), (128, 127))
+    """
+    if qtype.signed:
+        return 0, qtype.qmax if qtype.qmax > 0 else -qtype.qmin
+    mid = 2 ** (qtype.bits - 1)
+    steps = min(qtype.qmax - mid, mid - qtype.qmin)
+    if steps < 1:
+        raise QTypeError(f"{qtype.name} has too few codes for symmetric quantization; use symmetric=False")
+    return mid, steps
+
+
+def _exact_scale(target: np.ndarray, steps: np.ndarray, scale_dtype: np.dtype) -> np.ndarray:
+    """float scale with ``steps * scale == target`` exactly in that dtype where a nearby one exists."""
+    best = (target / steps).astype(scale_dtype)
+    tgt = target.astype(scale_dtype)
+    stp = steps.astype(scale_dtype)
+    found = (stp * best) == tgt
+    for direction in (np.inf, -np.inf):
+        cand = best.copy()
+        for _ in range(3):
+            cand = np.nextafter(cand, scale_dtype.type(direction))
+            hit = ~found & ((stp * cand) == tgt)
+            best = np.where(hit, cand, best)
+            found |= hit
+    return best
+
+
+def choose_qparams(
+    mins: np.ndarray,
+    maxs: np.ndarray,
+    qtype: str | QType,
+    *,
+    symmetric: bool,
+    scale_dtype: np.dtype | type = np.float32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scales and zero points for blocks with the given min and max.
+
+    Args:
+        mins: per-block minimum (any float dtype, finite).
+        maxs: per-block maximum.
+        qtype: the target integer format.
+        symmetric: scale-only (zero point fixed) rather than affine.
+        scale_dtype: float32 (default) or float64.
+
+    Returns:
+        ``(scale, zero_point)``; scale in ``scale_dtype``, zero point as int64,
+        both shaped like ``mins``.
+
+    Raises:
+        QTypeError: unknown format, or symmetric use of uint1.
+
+    Example:
+        >>> s, z = choose_qparams(np.array([-1.0]), np.array([2.0]), "int8", symmetric=True)
+        >>> float(s[0]) == np.float32(2 / 127), int(z[0])
+        (True, 0)
+    """
+    qt = get_qtype(qtype)
+    sdt = np.dtype(scale_dtype)
+    lo = np.minimum(np.asarray(mins, np.float64), 0.0)
+    hi = np.maximum(np.asarray(maxs, np.float64), 0.0)
+    if symmetric:
+        zero, steps = symmetric_divisor(qt)
+        target = np.maximum(-lo, hi)
+        zp = np.full(target.shape, zero, np.int64)
+        nsteps = np.full(target.shape, float(steps))
+    else:
+        target = hi - lo
+        nsteps = np.full(target.shape, float(qt.qmax - qt.qmin))
+    tiny = np.finfo(sdt).tiny
+    degenerate = target <= tiny * nsteps
+    scale = _exact_scale(np.where(degenerate, nsteps, target), nsteps, sdt)
+    scale = np.where(degenerate, sdt.type(1.0), scale)
+    if not symmetric:
+        zp = qt.qmin - np.rint(lo / scale.astype(np.float64))
+        zp = np.clip(zp, qt.qmin, qt.qmax).astype(np.int64)
+    return scale, zp
