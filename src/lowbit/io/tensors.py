@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 import struct
 from collections.abc import Iterable
 from pathlib import Path
@@ -45,6 +46,11 @@ def _safetensors_header(path: Path) -> dict:
     header.pop("__metadata__", None)
     header["__offset__"] = 8 + size
     return header
+
+
+def _natural(name: str) -> list:
+    """Sort key that puts ``layer.2`` before ``layer.10`` (safetensors stores names by offset)."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name)]
 
 
 def _read_bf16(path: Path, entry: dict, offset: int) -> np.ndarray:
@@ -82,7 +88,7 @@ def _tensor_dtypes(path: Path) -> dict[str, str]:
         header.pop("__offset__")
         table = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64", "BOOL": "bool"}
         table.update({f"{p}{b}": f"{n}{b}" for p, n in (("I", "int"), ("U", "uint")) for b in (8, 16, 32, 64)})
-        return {k: table.get(v["dtype"], v["dtype"].lower()) for k, v in header.items()}
+        return {k: table.get(header[k]["dtype"], header[k]["dtype"].lower()) for k in sorted(header, key=_natural)}
     arrays = _load_numpy(path)
     return {k: v.dtype.name for k, v in arrays.items()}
 

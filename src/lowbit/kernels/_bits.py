@@ -28,7 +28,7 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
 @njit(inline="always", cache=True)
-def uniform01(seed: np.uint64, index: int) -> float:
+def uniform01(seed, index):  # pragma: no cover - compiled
     """SplitMix64 hash of (seed, index) mapped to [0, 1) with 24 random bits."""
     z = seed + np.uint64(index) * _GOLDEN
     z = (z ^ (z >> np.uint64(30))) * _MIX1

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass
 
 from lowbit._text import format_table, jsonable
@@ -77,9 +76,12 @@ def aggregate(rows: list[CompareRow]) -> list[AggregateRow]:
 
 
 def _short_names(names: list[str]) -> dict[str, str]:
-    prefix = os.path.commonprefix(names) if len(names) > 1 else ""
-    prefix = prefix[: prefix.rfind(".") + 1] if "." in prefix else ""
-    return {n: n[len(prefix):] or n for n in names}
+    """Drop the dotted prefix every name shares (``encoder.layer.``)."""
+    parts = [n.split(".") for n in names]
+    keep = 0
+    while len(names) > 1 and all(len(p) > keep + 1 and p[keep] == parts[0][keep] for p in parts):
+        keep += 1
+    return {n: ".".join(p[keep:]) for n, p in zip(names, parts, strict=True)}
 
 
 def _pivot(rows: list[CompareRow], qtype: str) -> str:
@@ -120,9 +122,8 @@ def render_compare(table: CompareTable, fmt: str = "text", long: bool = False) -
     if fmt == "json":
         doc = json.loads(table.to_json())
         doc["aggregate"] = [
-            jsonable(
-                {**asdict(a), "sqnr_db": a.sqnr_db, "compression": a.compression, "bits_per_element": a.bits_per_element}
-            )
+            jsonable({**asdict(a), "sqnr_db": a.sqnr_db, "compression": a.compression,
+                      "bits_per_element": a.bits_per_element})
             for a in aggs
         ]
         return json.dumps(doc, indent=2)
