@@ -49,22 +49,6 @@ def symmetric_divisor(qtype: QType) -> tuple[int, int]:
     return mid, steps
 
 
-def _exact_scale(target: np.ndarray, steps: np.ndarray, scale_dtype: np.dtype) -> np.ndarray:
-    """float scale with ``steps * scale == target`` exactly in that dtype where a nearby one exists."""
-    best = (target / steps).astype(scale_dtype)
-    tgt = target.astype(scale_dtype)
-    stp = steps.astype(scale_dtype)
-    found = (stp * best) == tgt
-    for direction in (np.inf, -np.inf):
-        cand = best.copy()
-        for _ in range(3):
-            cand = np.nextafter(cand, scale_dtype.type(direction))
-            hit = ~found & ((stp * cand) == tgt)
-            best = np.where(hit, cand, best)
-            found |= hit
-    return best
-
-
 def choose_qparams(
     mins: np.ndarray,
     maxs: np.ndarray,
@@ -94,23 +78,16 @@ def choose_qparams(
         >>> float(s[0]) == np.float32(2 / 127), int(z[0])
         (True, 0)
     """
+    from lowbit.kernels.qparams import qparams_kernel
+
     qt = get_qtype(qtype)
     sdt = np.dtype(scale_dtype)
-    lo = np.minimum(np.asarray(mins, np.float64), 0.0)
-    hi = np.maximum(np.asarray(maxs, np.float64), 0.0)
-    if symmetric:
-        zero, steps = symmetric_divisor(qt)
-        target = np.maximum(-lo, hi)
-        zp = np.full(target.shape, zero, np.int64)
-        nsteps = np.full(target.shape, float(steps))
-    else:
-        target = hi - lo
-        nsteps = np.full(target.shape, float(qt.qmax - qt.qmin))
-    tiny = np.finfo(sdt).tiny
-    degenerate = target <= tiny * nsteps
-    scale = _exact_scale(np.where(degenerate, nsteps, target), nsteps, sdt)
-    scale = np.where(degenerate, sdt.type(1.0), scale)
-    if not symmetric:
-        zp = qt.qmin - np.rint(lo / scale.astype(np.float64))
-        zp = np.clip(zp, qt.qmin, qt.qmax).astype(np.int64)
+    lo, hi = np.broadcast_arrays(np.asarray(mins, np.float64), np.asarray(maxs, np.float64))
+    zero, steps = symmetric_divisor(qt) if symmetric else (0, 1)
+    scale = np.empty(lo.shape, sdt)
+    zp = np.empty(lo.shape, np.int64)
+    qparams_kernel(
+        np.ascontiguousarray(lo).reshape(-1), np.ascontiguousarray(hi).reshape(-1), qt.qmin, qt.qmax,
+        bool(symmetric), zero, steps, float(np.finfo(sdt).tiny), scale.reshape(-1), zp.reshape(-1),
+    )
     return scale, zp

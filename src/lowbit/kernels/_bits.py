@@ -43,8 +43,10 @@ def pack_run(codes, count, bits, out, byte0):  # pragma: no cover - compiled
     mask = (1 << bits) - 1
     if bits == 4:
         half = count // 2
+        ob = out[byte0 : byte0 + half]
+        cs = codes[: 2 * half]
         for j in range(half):
-            out[byte0 + j] = (codes[2 * j] & 15) | ((codes[2 * j + 1] & 15) << 4)
+            ob[j] = (cs[2 * j] & 15) | ((cs[2 * j + 1] & 15) << 4)
         if count % 2:
             out[byte0 + half] = codes[count - 1] & 15
         return
@@ -112,9 +114,16 @@ def unpack_run(data, byte0, count, bits, signed, codes):  # pragma: no cover - c
     mask = (1 << bits) - 1
     sign = 1 << (bits - 1)
     if bits == 4:
-        for j in range(count):
-            v = (np.int32(data[byte0 + (j >> 1)]) >> ((j & 1) * 4)) & 15
-            codes[j] = v - ((v & sign) << 1) if signed else v
+        db = data[byte0 : byte0 + (count + 1) // 2]
+        for j in range(count // 2):
+            byte = np.int32(db[j])
+            lo4 = byte & 15
+            hi4 = byte >> 4
+            codes[2 * j] = lo4 - ((lo4 & sign) << 1) if signed else lo4
+            codes[2 * j + 1] = hi4 - ((hi4 & sign) << 1) if signed else hi4
+        if count % 2:
+            v = np.int32(db[count // 2]) & 15
+            codes[count - 1] = v - ((v & sign) << 1) if signed else v
         return
     if bits == 2 or bits == 1:
         per_byte = 8 // bits

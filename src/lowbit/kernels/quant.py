@@ -8,8 +8,10 @@ contiguous loop that LLVM vectorises.  Sub-byte codes are produced into a
 per-chunk scratch buffer and packed straight away, so the only large
 allocation is the caller's output.
 
-Rounding matches PyTorch: ``rint(fma(x, 1/scale, zero_point))`` in the input's
-precision, then clamping to ``[qmin, qmax]``.
+Rounding matches PyTorch bit for bit: ``rint(fma(x, 1/scale, zero_point))`` in
+the input's precision (one rounding, through the ``llvm.fma`` intrinsic), then
+clamping to ``[qmin, qmax]``.  Loops index zero-based slices so LLVM can drop
+the negative-index checks and vectorise.
 """
 
 from __future__ import annotations
@@ -18,39 +20,44 @@ import numpy as np
 from numba import njit, prange
 
 from lowbit.kernels._bits import pack_run, uniform01, unpack_run
+from lowbit.kernels._intrinsics import fma
 
 __all__ = ["quantize_kernel", "dequantize_kernel", "fake_quantize_kernel", "CHUNK"]
 
 CHUNK = 1 << 14
-_FAST = {"contract"}
 
 
-@njit(inline="always", fastmath=_FAST, cache=True)
+@njit(inline="always", cache=True)
 def _quant_segment(x, lo, hi, inv, zp, qmin, qmax, stochastic, seed, dst, dst0):  # pragma: no cover
     """Quantize x[lo:hi] with one (inv, zp) into dst[lo - dst0 : hi - dst0]."""
+    xs = x[lo:hi]
+    ds = dst[lo - dst0 : hi - dst0]
     if stochastic:
-        for e in range(lo, hi):
-            v = np.floor(x[e] * inv + zp + uniform01(seed, e))
-            dst[e - dst0] = min(max(v, qmin), qmax)
+        for i in range(xs.size):
+            v = np.floor(fma(xs[i], inv, zp) + uniform01(seed, lo + i))
+            ds[i] = min(max(v, qmin), qmax)
     else:
-        for e in range(lo, hi):
-            v = np.rint(x[e] * inv + zp)
-            dst[e - dst0] = min(max(v, qmin), qmax)
+        for i in range(xs.size):
+            v = np.rint(fma(xs[i], inv, zp))
+            ds[i] = min(max(v, qmin), qmax)
 
 
-@njit(inline="always", fastmath=_FAST, cache=True)
+@njit(inline="always", cache=True)
 def _quant_vector(x, lo, hi, inv, zp, p0, qmin, qmax, stochastic, seed, dst, dst0):  # pragma: no cover
     """Quantize x[lo:hi] where element lo + k uses parameter p0 + k."""
+    m = hi - lo
+    xs = x[lo:hi]
+    ds = dst[lo - dst0 : hi - dst0]
+    ivs = inv[p0 : p0 + m]
+    zs = zp[p0 : p0 + m]
     if stochastic:
-        for e in range(lo, hi):
-            k = p0 + e - lo
-            v = np.floor(x[e] * inv[k] + zp[k] + uniform01(seed, e))
-            dst[e - dst0] = min(max(v, qmin), qmax)
+        for i in range(m):
+            v = np.floor(fma(xs[i], ivs[i], zs[i]) + uniform01(seed, lo + i))
+            ds[i] = min(max(v, qmin), qmax)
     else:
-        for e in range(lo, hi):
-            k = p0 + e - lo
-            v = np.rint(x[e] * inv[k] + zp[k])
-            dst[e - dst0] = min(max(v, qmin), qmax)
+        for i in range(m):
+            v = np.rint(fma(xs[i], ivs[i], zs[i]))
+            ds[i] = min(max(v, qmin), qmax)
 
 
 @njit(inline="always", cache=True)
@@ -110,15 +117,18 @@ def _dequant_chunk(codes, c0, start, stop, scale, zp, Q, R, T, out):  # pragma: 
     e = start
     while e < stop:
         end, p = _segment(e, stop, Q, R, T)
+        cs = codes[e - c0 : end - c0]
+        os_ = out[e:end]
         if T == 1:
             s = scale[p]
             z = zp[p]
-            for i in range(e, end):
-                out[i] = (np.int32(codes[i - c0]) - z) * s
+            for i in range(end - e):
+                os_[i] = scale.dtype.type(np.int32(cs[i]) - z) * s
         else:
-            k0 = p - e
-            for i in range(e, end):
-                out[i] = (np.int32(codes[i - c0]) - zp[k0 + i]) * scale[k0 + i]
+            ss = scale[p : p + end - e]
+            zs = zp[p : p + end - e]
+            for i in range(end - e):
+                os_[i] = ss.dtype.type(np.int32(cs[i]) - zs[i]) * ss[i]
         e = end
 
 
