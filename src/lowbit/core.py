@@ -9,7 +9,7 @@ Example:
     >>> qt = lowbit.quantize(x, "int8", granularity=lowbit.PerChannel(axis=0))
     >>> qt.codes.tolist()
     [[32, -127], [40, 127]]
-    >>> np.abs(lowbit.dequantize(qt) - x).max() <= qt.scale.max() / 2
+    >>> bool(np.abs(lowbit.dequantize(qt) - x).max() <= qt.scale.max() / 2)
     True
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 from lowbit._arrays import Source, as_float_array, check_finite, restore
 from lowbit.errors import InputTypeError, OptionError
 from lowbit.formats import QType, get_qtype
-from lowbit.granularity import BlockLayout, Granularity, PerTensor, plan
+from lowbit.granularity import BlockLayout, Granularity, PerChannel, PerGroup, PerTensor, plan
 from lowbit.qparams import choose_qparams, symmetric_divisor
 from lowbit.qtensor import QTensor
 
@@ -33,6 +33,15 @@ ROUNDING_MODES = ("nearest", "stochastic")
 
 def _scale_dtype(source: Source) -> np.dtype:
     return np.dtype(np.float64 if source.dtype == "float64" else np.float32)
+
+
+def _mode(rounding: str, granularity: Granularity) -> int:
+    """Kernel rounding mode: torch's per-tensor (fused) or per-channel (unfused) formula, or stochastic."""
+    from lowbit.kernels.quant import FUSED, STOCHASTIC, UNFUSED
+
+    if rounding == "stochastic":
+        return STOCHASTIC
+    return FUSED if isinstance(granularity, PerTensor) else UNFUSED
 
 
 def _seed(rounding: str, rng: Any) -> np.uint64:
@@ -73,6 +82,20 @@ def _check_out(out: np.ndarray, dtype: np.dtype, size: int, what: str) -> np.nda
     return out.reshape(-1)
 
 
+def _estimated_range(
+    x: Any, qt: QType, sym: bool, gran: Granularity, method: str, options: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clipping range from a calibration estimator fitted on ``x`` alone."""
+    if isinstance(gran, PerGroup):
+        raise OptionError(
+            f"method={method!r} estimates per-tensor or per-channel ranges; with {gran} use method='minmax'"
+        )
+    from lowbit.calibration import get_estimator
+
+    axis = gran.axis if isinstance(gran, PerChannel) else None
+    return get_estimator(method, axis=axis, **options).partial_fit(x).range_(qt, sym)
+
+
 def _prepare(
     x: Any,
     qtype: str | QType,
@@ -80,6 +103,8 @@ def _prepare(
     symmetric: bool | None,
     scale: Any,
     zero_point: Any,
+    method: str = "minmax",
+    method_options: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, Source, QType, Granularity, bool, BlockLayout, np.ndarray, np.ndarray]:
     """Validate inputs once and compute per-block scale and zero point."""
     qt = get_qtype(qtype)
@@ -92,10 +117,13 @@ def _prepare(
     mins, maxs, nonfinite = block_minmax(flat, layout)
     check_finite(flat, nonfinite, source.shape)
     sdt = _scale_dtype(source)
-    if scale is None:
+    if scale is not None:
+        s, z = _explicit_qparams(scale, zero_point, qt, sym, layout, sdt)
+    elif method == "minmax" and not method_options:
         s, z = choose_qparams(mins, maxs, qt, symmetric=sym, scale_dtype=sdt)
     else:
-        s, z = _explicit_qparams(scale, zero_point, qt, sym, layout, sdt)
+        lo, hi = _estimated_range(flat.reshape(source.shape), qt, sym, gran, method, method_options or {})
+        s, z = choose_qparams(lo, hi, qt, symmetric=sym, scale_dtype=sdt)
     return flat, source, qt, gran, sym, layout, s.reshape(layout.param_shape), z.reshape(layout.param_shape)
 
 
@@ -110,6 +138,8 @@ def quantize(
     scale: Any = None,
     zero_point: Any = None,
     out: np.ndarray | None = None,
+    method: str = "minmax",
+    **method_options: Any,
 ) -> QTensor:
     """Quantize a float tensor to integer codes.
 
@@ -124,6 +154,10 @@ def quantize(
         scale: optional fixed scale(s) instead of min-max (scalar or per block).
         zero_point: optional fixed zero point(s), used with ``scale``.
         out: optional buffer for the codes (storage dtype, or uint8 packed bytes).
+        method: how the clipping range is estimated: ``"minmax"`` (default),
+            ``"percentile"``, ``"mse"``, ``"entropy"``, ``"aciq"`` (see
+            :mod:`lowbit.calibration`); per-tensor or per-channel granularity.
+        **method_options: options of that estimator, e.g. ``percentile=99.9``.
 
     Returns:
         A QTensor holding packed codes, scale and zero point.
@@ -140,7 +174,9 @@ def quantize(
         ([0, 85, 255], 85)
     """
     seed = _seed(rounding, rng)
-    flat, source, qt, gran, sym, layout, s, z = _prepare(x, qtype, granularity, symmetric, scale, zero_point)
+    flat, source, qt, gran, sym, layout, s, z = _prepare(
+        x, qtype, granularity, symmetric, scale, zero_point, method, method_options
+    )
     n = flat.size
     if qt.packed:
         size, dtype = qt.packed_nbytes(n), np.dtype(np.uint8)
@@ -152,7 +188,7 @@ def quantize(
     from lowbit.kernels import quantize_kernel
 
     quantize_kernel(
-        flat, data, inv, zpf, layout.Q, layout.R, layout.T, qt.qmin, qt.qmax, qt.bits, rounding == "stochastic", seed
+        flat, data, inv, zpf, layout.Q, layout.R, layout.T, qt.qmin, qt.qmax, qt.bits, _mode(rounding, gran), seed
     )
     return QTensor(data, s, z.astype(qt.storage_dtype), qt, gran, sym, source)
 
@@ -202,6 +238,8 @@ def fake_quantize(
     rng: Any = None,
     scale: Any = None,
     zero_point: Any = None,
+    method: str = "minmax",
+    **method_options: Any,
 ) -> Any:
     """Quantize and dequantize in one fused pass (no code array is kept).
 
@@ -217,7 +255,9 @@ def fake_quantize(
         [0.0, -1.0]
     """
     seed = _seed(rounding, rng)
-    flat, source, qt, _, _, layout, s, z = _prepare(x, qtype, granularity, symmetric, scale, zero_point)
+    flat, source, qt, gran, _, layout, s, z = _prepare(
+        x, qtype, granularity, symmetric, scale, zero_point, method, method_options
+    )
     sf = s.astype(flat.dtype).reshape(-1)
     inv = flat.dtype.type(1) / sf
     result = np.empty_like(flat)
@@ -225,6 +265,6 @@ def fake_quantize(
 
     fake_quantize_kernel(
         flat, result, inv, z.astype(flat.dtype).reshape(-1), sf, z.astype(np.int32).reshape(-1),
-        layout.Q, layout.R, layout.T, qt.qmin, qt.qmax, rounding == "stochastic", seed,
+        layout.Q, layout.R, layout.T, qt.qmin, qt.qmax, _mode(rounding, gran), seed,
     )
     return restore(result, source)

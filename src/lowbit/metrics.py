@@ -23,7 +23,7 @@ import numpy as np
 
 from lowbit._arrays import as_float_array
 from lowbit._text import format_table, jsonable
-from lowbit.errors import InputTypeError
+from lowbit.errors import EmptyInputError, InputTypeError
 from lowbit.formats import QType, get_qtype
 from lowbit.granularity import Granularity, PerTensor
 
@@ -55,7 +55,9 @@ class ErrorStats:
 
     @property
     def mse(self) -> float:
-        """Mean squared error."""
+        """Mean squared error (undefined, an EmptyInputError, for empty tensors)."""
+        if self.numel == 0:
+            raise EmptyInputError("the mean squared error of empty tensors is undefined")
         return self.sse / self.numel
 
     @property
@@ -131,7 +133,7 @@ def sqnr_db(reference: Any, approx: Any) -> float:
     """Signal-to-quantization-noise ratio in dB (inf when exact).
 
     Example:
-        >>> sqnr_db(np.array([1.0, 1.0]), np.array([1.1, 0.9]))
+        >>> round(sqnr_db(np.array([1.0, 1.0]), np.array([1.1, 0.9])), 9)
         20.0
     """
     return error_stats(reference, approx).sqnr_db

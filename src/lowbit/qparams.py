@@ -9,9 +9,10 @@ Rules (all computed in float64, then stored in the scale dtype):
   ``scale = (hi - lo) / (qmax - qmin)``, ``zero_point = qmin - round(lo / scale)``.
 
 A block whose range is all zero gets scale 1 (every value maps exactly to the
-zero point and back to 0).  The scale is then nudged by at most a few ulps so
-that the block's extreme value dequantizes to itself exactly: a constant tensor
-round-trips without error.
+zero point and back to 0).  A constant block (every value equal) uses one step
+of ``scale = |value|``, so it round-trips exactly.  Otherwise the scale is
+nudged by at most 3 ulps so that the block's extreme value dequantizes to
+itself exactly where such a scale exists (it does not always in float32).
 
 Example:
     >>> import numpy as np
@@ -75,7 +76,7 @@ def choose_qparams(
 
     Example:
         >>> s, z = choose_qparams(np.array([-1.0]), np.array([2.0]), "int8", symmetric=True)
-        >>> float(s[0]) == np.float32(2 / 127), int(z[0])
+        >>> bool(s[0] == np.float32(2 / 127)), int(z[0])
         (True, 0)
     """
     from lowbit.kernels.qparams import qparams_kernel
@@ -88,6 +89,6 @@ def choose_qparams(
     zp = np.empty(lo.shape, np.int64)
     qparams_kernel(
         np.ascontiguousarray(lo).reshape(-1), np.ascontiguousarray(hi).reshape(-1), qt.qmin, qt.qmax,
-        bool(symmetric), zero, steps, float(np.finfo(sdt).tiny), scale.reshape(-1), zp.reshape(-1),
+        bool(symmetric), zero, steps, scale.reshape(-1), zp.reshape(-1),
     )
     return scale, zp

@@ -2,9 +2,9 @@
 
 Example:
     >>> import numpy as np, lowbit
-    >>> qt = lowbit.quantize(np.array([0.5, -1.0, 1.0], np.float32), "int4")
+    >>> qt = lowbit.quantize(np.array([0.25, -1.0, 1.0], np.float32), "int4")
     >>> qt.codes.tolist(), qt.nbytes
-    ([4, -7, 7], 6)
+    ([2, -7, 7], 6)
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ class QTensor:
 
         Example:
             >>> import lowbit, numpy as np
-            >>> lowbit.quantize(np.array([1.0, -2.0]), "int8").dequantize().tolist()
-            [1.0, -2.0]
+            >>> lowbit.quantize(np.array([1.0, -2.0]), "int8").dequantize().round(3).tolist()
+            [1.008, -2.0]
         """
         from lowbit.core import dequantize
 
@@ -147,22 +147,30 @@ class QTensor:
             source = Source(str(meta["kind"]), str(meta["dtype"]), shape)
             qt = cls(np.asarray(d["data"]), np.asarray(d["scale"]), np.asarray(d["zero_point"]),
                      qtype, gran, bool(meta["symmetric"]), source)
-        except (KeyError, TypeError, ValueError) as err:
-            if isinstance(err, FileFormatError):
-                raise
-            raise FileFormatError(f"not a valid QTensor dictionary: {err!r}") from None
-        qt._validate()
+            qt._validate()
+        except FileFormatError:
+            raise
+        except (KeyError, TypeError, ValueError) as err:  # LowbitError subclasses included
+            raise FileFormatError(f"not a valid QTensor dictionary: {err}") from None
         return qt
 
     def _validate(self) -> None:
+        """Check every array against the shape, granularity and format (raises FileFormatError)."""
         layout = plan(self.granularity, self.shape)
+        data_dtype = np.dtype(np.uint8) if self.qtype.packed else self.qtype.storage_dtype
         want = self.qtype.packed_nbytes(self.numel) if self.qtype.packed else self.numel
-        if self.data.size != want or self.scale.shape != layout.param_shape:
-            raise FileFormatError(
-                f"QTensor arrays do not match shape {self.shape} / {self.granularity}: "
-                f"data has {self.data.size} entries (want {want}), scale shape {self.scale.shape} "
-                f"(want {layout.param_shape})"
+        problems = []
+        if self.data.dtype != data_dtype or self.data.ndim != 1 or self.data.size != want:
+            problems.append(f"data is {self.data.dtype}{self.data.shape} (want {data_dtype} ({want},))")
+        if self.scale.shape != layout.param_shape or self.scale.dtype.kind != "f":
+            problems.append(f"scale is {self.scale.dtype}{self.scale.shape} (want float {layout.param_shape})")
+        if self.zero_point.shape != layout.param_shape or self.zero_point.dtype != self.qtype.storage_dtype:
+            problems.append(
+                f"zero_point is {self.zero_point.dtype}{self.zero_point.shape} "
+                f"(want {self.qtype.storage_dtype} {layout.param_shape})"
             )
+        if problems:
+            raise FileFormatError(f"QTensor {self.shape} {self.granularity} {self.qtype.name}: " + "; ".join(problems))
 
     def __repr__(self) -> str:
         kind = "sym" if self.symmetric else "affine"

@@ -3,7 +3,9 @@
 One compiled loop instead of a dozen NumPy passes: group-wise quantization
 has hundreds of thousands of blocks, and their parameters must not cost more
 than the data pass.  The loop is serial: a parallel launch costs more than the
-work for all but the largest tensors.
+work for all but the largest tensors.  All scale arithmetic happens in the
+scale's own precision (float32 or float64), so the zero point is derived from
+the scale that is stored.
 """
 
 from __future__ import annotations
@@ -15,41 +17,46 @@ __all__ = ["qparams_kernel"]
 
 
 @njit(inline="always", cache=True)
-def _exact_scale(target, nsteps, sdt_one):  # pragma: no cover - compiled
-    """Scale in the output precision with ``nsteps * scale == target`` when one is within 3 ulps."""
-    tgt = sdt_one * target
-    stp = sdt_one * nsteps
-    best = sdt_one * (target / nsteps)
+def _exact_scale(target, nsteps, out):  # pragma: no cover - compiled
+    """Scale in out's precision with ``nsteps * scale == target`` when one is within 3 ulps."""
+    cast = out.dtype.type
+    tgt = cast(target)
+    stp = cast(nsteps)
+    best = cast(target / nsteps)
     if stp * best == tgt:
         return best
     for direction in (np.inf, -np.inf):
         cand = best
         for _ in range(3):
-            cand = sdt_one * np.nextafter(cand, sdt_one * direction)
+            cand = cast(np.nextafter(cand, cast(direction)))
             if stp * cand == tgt:
                 return cand
     return best
 
 
 @njit(cache=True)
-def qparams_kernel(mins, maxs, qmin, qmax, symmetric, zero, steps, tiny, scale_out, zp_out):  # pragma: no cover
+def qparams_kernel(mins, maxs, qmin, qmax, symmetric, zero, steps, scale_out, zp_out):  # pragma: no cover
     """Fill ``scale_out`` (float32/64) and ``zp_out`` (int64) for each block's (min, max).
 
     Symmetric: ``scale = absmax / steps`` and zero point ``zero``; affine: the
     range widened to include 0, ``scale = (hi - lo) / (qmax - qmin)``,
-    ``zp = clip(qmin - rint(lo / scale))``.  Degenerate blocks get scale 1.
+    ``zp = clip(qmin - rint(lo / scale))``.  A constant block (min == max)
+    uses the single step ``scale = |value|`` so it round-trips exactly; a block
+    of zeros (or too small to scale) gets scale 1.
     """
-    one = scale_out.dtype.type(1.0)
+    cast = scale_out.dtype.type
+    tiny = np.float64(np.finfo(scale_out.dtype).tiny)
     for i in range(mins.size):
+        constant = mins[i] == maxs[i]
         lo = min(np.float64(mins[i]), 0.0)
         hi = max(np.float64(maxs[i]), 0.0)
         if symmetric:
             target = max(-lo, hi)
-            nsteps = np.float64(steps)
+            nsteps = 1.0 if constant else np.float64(steps)
         else:
             target = hi - lo
-            nsteps = np.float64(qmax - qmin)
-        s = one if target <= tiny * nsteps else _exact_scale(target, nsteps, one)
+            nsteps = 1.0 if constant else np.float64(qmax - qmin)
+        s = cast(1.0) if target <= tiny * nsteps else _exact_scale(target, nsteps, scale_out)
         scale_out[i] = s
         if symmetric:
             zp_out[i] = zero

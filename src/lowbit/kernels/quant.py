@@ -8,9 +8,12 @@ contiguous loop that LLVM vectorises.  Sub-byte codes are produced into a
 per-chunk scratch buffer and packed straight away, so the only large
 allocation is the caller's output.
 
-Rounding matches PyTorch bit for bit: ``rint(fma(x, 1/scale, zero_point))`` in
-the input's precision (one rounding, through the ``llvm.fma`` intrinsic), then
-clamping to ``[qmin, qmax]``.  Loops index zero-based slices so LLVM can drop
+Rounding matches PyTorch bit for bit, in the input's precision, then clamps to
+``[qmin, qmax]``: per-tensor ``rint(fma(x, 1/scale, zero_point))`` (one
+rounding, through the ``llvm.fma`` intrinsic), as ``torch.quantize_per_tensor``;
+per-channel and per-group ``rint(x * (1/scale) + zero_point)`` with the product
+rounded first, as ``torch.quantize_per_channel``.  Stochastic rounding is
+``floor(x * (1/scale) + zero_point + u)`` with ``u`` a hash of (seed, index).  Loops index zero-based slices so LLVM can drop
 the negative-index checks and vectorise.
 """
 
@@ -22,41 +25,53 @@ from numba import njit, prange
 from lowbit.kernels._bits import pack_run, uniform01, unpack_run
 from lowbit.kernels._intrinsics import fma
 
-__all__ = ["quantize_kernel", "dequantize_kernel", "fake_quantize_kernel", "CHUNK"]
+__all__ = [
+    "quantize_kernel", "dequantize_kernel", "fake_quantize_kernel", "CHUNK", "FUSED", "UNFUSED", "STOCHASTIC"
+]
 
 CHUNK = 1 << 14
+# Rounding modes.  PyTorch's per-tensor quantizer rounds one fused multiply-add,
+# its per-channel quantizer rounds x * (1/scale) first and then adds the zero
+# point; lowbit follows each so that codes agree bit for bit.
+FUSED = 0
+UNFUSED = 1
+STOCHASTIC = 2
 
 
 @njit(inline="always", cache=True)
-def _quant_segment(x, lo, hi, inv, zp, qmin, qmax, stochastic, seed, dst, dst0):  # pragma: no cover
+def _quant_segment(x, lo, hi, inv, zp, qmin, qmax, mode, seed, dst, dst0):  # pragma: no cover
     """Quantize x[lo:hi] with one (inv, zp) into dst[lo - dst0 : hi - dst0]."""
     xs = x[lo:hi]
     ds = dst[lo - dst0 : hi - dst0]
-    if stochastic:
+    if mode == FUSED:
         for i in range(xs.size):
-            v = np.floor(fma(xs[i], inv, zp) + uniform01(seed, lo + i))
-            ds[i] = min(max(v, qmin), qmax)
+            ds[i] = min(max(np.rint(fma(xs[i], inv, zp)), qmin), qmax)
+    elif mode == UNFUSED:
+        for i in range(xs.size):
+            ds[i] = min(max(np.rint(xs[i] * inv + zp), qmin), qmax)
     else:
         for i in range(xs.size):
-            v = np.rint(fma(xs[i], inv, zp))
+            v = np.floor(xs[i] * inv + zp + uniform01(seed, lo + i))
             ds[i] = min(max(v, qmin), qmax)
 
 
 @njit(inline="always", cache=True)
-def _quant_vector(x, lo, hi, inv, zp, p0, qmin, qmax, stochastic, seed, dst, dst0):  # pragma: no cover
+def _quant_vector(x, lo, hi, inv, zp, p0, qmin, qmax, mode, seed, dst, dst0):  # pragma: no cover
     """Quantize x[lo:hi] where element lo + k uses parameter p0 + k."""
     m = hi - lo
     xs = x[lo:hi]
     ds = dst[lo - dst0 : hi - dst0]
     ivs = inv[p0 : p0 + m]
     zs = zp[p0 : p0 + m]
-    if stochastic:
+    if mode == FUSED:
         for i in range(m):
-            v = np.floor(fma(xs[i], ivs[i], zs[i]) + uniform01(seed, lo + i))
-            ds[i] = min(max(v, qmin), qmax)
+            ds[i] = min(max(np.rint(fma(xs[i], ivs[i], zs[i])), qmin), qmax)
+    elif mode == UNFUSED:
+        for i in range(m):
+            ds[i] = min(max(np.rint(xs[i] * ivs[i] + zs[i]), qmin), qmax)
     else:
         for i in range(m):
-            v = np.rint(fma(xs[i], ivs[i], zs[i]))
+            v = np.floor(xs[i] * ivs[i] + zs[i] + uniform01(seed, lo + i))
             ds[i] = min(max(v, qmin), qmax)
 
 
@@ -77,19 +92,19 @@ def _segment(e, stop, Q, R, T):  # pragma: no cover - compiled
 
 
 @njit(inline="always", cache=True)
-def _quant_chunk(x, start, stop, inv, zp, Q, R, T, qmin, qmax, stochastic, seed, dst, dst0):  # pragma: no cover
+def _quant_chunk(x, start, stop, inv, zp, Q, R, T, qmin, qmax, mode, seed, dst, dst0):  # pragma: no cover
     e = start
     while e < stop:
         end, p = _segment(e, stop, Q, R, T)
         if T == 1:
-            _quant_segment(x, e, end, inv[p], zp[p], qmin, qmax, stochastic, seed, dst, dst0)
+            _quant_segment(x, e, end, inv[p], zp[p], qmin, qmax, mode, seed, dst, dst0)
         else:
-            _quant_vector(x, e, end, inv, zp, p, qmin, qmax, stochastic, seed, dst, dst0)
+            _quant_vector(x, e, end, inv, zp, p, qmin, qmax, mode, seed, dst, dst0)
         e = end
 
 
 @njit(parallel=True, cache=True)
-def quantize_kernel(x, out, inv, zp, Q, R, T, qmin, qmax, bits, stochastic, seed):  # pragma: no cover
+def quantize_kernel(x, out, inv, zp, Q, R, T, qmin, qmax, bits, mode, seed):  # pragma: no cover
     """Quantize the flat float array ``x`` into ``out``.
 
     ``out`` holds codes (8/16-bit formats) or packed bytes (other widths);
@@ -105,10 +120,10 @@ def quantize_kernel(x, out, inv, zp, Q, R, T, qmin, qmax, bits, stochastic, seed
         stop = min(n, start + CHUNK)
         if packed:
             scratch = np.empty(CHUNK, np.int32)
-            _quant_chunk(x, start, stop, inv, zp, Q, R, T, fmin, fmax, stochastic, seed, scratch, start)
+            _quant_chunk(x, start, stop, inv, zp, Q, R, T, fmin, fmax, mode, seed, scratch, start)
             pack_run(scratch, stop - start, bits, out, start * bits // 8)
         else:
-            _quant_chunk(x, start, stop, inv, zp, Q, R, T, fmin, fmax, stochastic, seed, out, 0)
+            _quant_chunk(x, start, stop, inv, zp, Q, R, T, fmin, fmax, mode, seed, out, 0)
 
 
 @njit(inline="always", cache=True)
@@ -152,7 +167,7 @@ def dequantize_kernel(data, n, out, scale, zp, Q, R, T, bits, signed):  # pragma
 
 
 @njit(parallel=True, cache=True)
-def fake_quantize_kernel(x, out, inv, zpf, scale, zpi, Q, R, T, qmin, qmax, stochastic, seed):  # pragma: no cover
+def fake_quantize_kernel(x, out, inv, zpf, scale, zpi, Q, R, T, qmin, qmax, mode, seed):  # pragma: no cover
     """Quantize then dequantize ``x`` into the float array ``out`` chunk by chunk.
 
     The codes of a chunk are written to ``out`` and turned back into values
@@ -165,5 +180,5 @@ def fake_quantize_kernel(x, out, inv, zpf, scale, zpi, Q, R, T, qmin, qmax, stoc
     for c in prange(nchunks):
         start = c * CHUNK
         stop = min(n, start + CHUNK)
-        _quant_chunk(x, start, stop, inv, zpf, Q, R, T, fmin, fmax, stochastic, seed, out, 0)
+        _quant_chunk(x, start, stop, inv, zpf, Q, R, T, fmin, fmax, mode, seed, out, 0)
         _dequant_chunk(out, 0, start, stop, scale, zpi, Q, R, T, out)

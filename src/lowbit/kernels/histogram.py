@@ -1,0 +1,217 @@
+"""Histogram kernels for calibration: one pass over the data, bounded memory.
+
+Bins are aligned to multiples of a power-of-two width ``w``: absolute bin
+``k`` covers ``[k*w, (k+1)*w)`` and a histogram stores ``nbins`` counts from
+bin ``k0``.  Values outside the stored bins are clamped into the end bins
+(callers size the histogram from the exact range, so this only absorbs
+rounding at the edges).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["histogram_flat", "histogram_rows", "histogram_errors", "values_between", "kl_thresholds"]
+
+_MIN_TASK = 1 << 16
+
+
+@njit(inline="always", cache=True)
+def _bin(v, inv_w, k0, nbins):  # pragma: no cover - compiled
+    b = np.int64(np.floor(v * inv_w)) - k0
+    return min(max(b, 0), nbins - 1)
+
+
+@njit(parallel=True, cache=True)
+def _hist_tasks(x, inv_w, k0, counts, ntasks, omit):  # pragma: no cover - compiled
+    n = x.size
+    nbins = counts.shape[1]
+    for t in prange(ntasks):
+        lo = t * n // ntasks
+        hi = (t + 1) * n // ntasks
+        for i in range(lo, hi):
+            v = x[i]
+            if omit and not (abs(v) < np.inf):
+                continue
+            counts[t, _bin(v, inv_w, k0, nbins)] += 1
+
+
+def histogram_flat(x: np.ndarray, width: float, k0: int, nbins: int, omit: bool = False) -> np.ndarray:
+    """Counts of a flat array in ``nbins`` aligned bins of ``width`` starting at bin ``k0``.
+
+    Args:
+        x: 1-D float array (finite unless ``omit``).
+        width: bin width (a power of two).
+        k0: absolute index of the first bin.
+        nbins: number of bins.
+        omit: skip NaN and Inf values.
+
+    Returns:
+        int64 counts of length ``nbins``.
+
+    Example:
+        >>> histogram_flat(np.array([0.1, 0.6, 0.7, -0.2]), 0.5, -1, 3).tolist()
+        [1, 1, 2]
+    """
+    ntasks = max(1, min(4 * numba.get_num_threads(), x.size // _MIN_TASK))
+    counts = np.zeros((ntasks, nbins), np.int64)
+    _hist_tasks(x, 1.0 / width, np.int64(k0), counts, ntasks, omit)
+    return counts.sum(axis=0)
+
+
+@njit(parallel=True, cache=True)
+def _hist_rows(x, inv_w, k0, counts, omit):  # pragma: no cover - compiled
+    rows, m = x.shape
+    nbins = counts.shape[1]
+    for r in prange(rows):
+        for i in range(m):
+            v = x[r, i]
+            if omit and not (abs(v) < np.inf):
+                continue
+            counts[r, _bin(v, inv_w[r], k0[r], nbins)] += 1
+
+
+def histogram_rows(x: np.ndarray, widths: np.ndarray, k0: np.ndarray, nbins: int, omit: bool = False) -> np.ndarray:
+    """One histogram per row of a 2-D array (rows are channels), each with its own bins.
+
+    Example:
+        >>> histogram_rows(np.array([[0.0, 1.0], [2.0, 2.0]]), np.array([1.0, 1.0]), np.array([0, 2]), 2).tolist()
+        [[1, 1], [2, 0]]
+    """
+    counts = np.zeros((x.shape[0], nbins), np.int64)
+    _hist_rows(np.ascontiguousarray(x), 1.0 / widths, k0.astype(np.int64), counts, omit)
+    return counts
+
+
+@njit(cache=True)
+def _between(x, lo, hi, absolute, out):  # pragma: no cover - compiled
+    inside = 0
+    below = 0
+    for i in range(x.size):
+        v = abs(x[i]) if absolute else x[i]
+        if v < lo:
+            below += 1
+        elif v < hi:
+            if inside < out.size:
+                out[inside] = v
+            inside += 1
+    return inside, below
+
+
+def values_between(
+    x: np.ndarray, lo: float, hi: float, capacity: int, absolute: bool = False
+) -> tuple[np.ndarray, int]:
+    """The values of ``x`` (or ``|x|``) in ``[lo, hi)`` and how many lie below ``lo``; NaN is in neither.
+
+    ``capacity`` is a guess of how many values are inside; a larger count
+    costs one more pass.
+
+    Example:
+        >>> values_between(np.array([3.0, -1.0, 2.0, 0.5]), 1.0, 3.0, 4, absolute=True)
+        (array([1., 2.]), 1)
+    """
+    out = np.empty(max(capacity, 1), x.dtype)
+    inside, below = _between(x, x.dtype.type(lo), x.dtype.type(hi), absolute, out)
+    if inside > out.size:
+        out = np.empty(inside, x.dtype)
+        inside, below = _between(x, x.dtype.type(lo), x.dtype.type(hi), absolute, out)
+    return out[:inside], below
+
+
+@njit(parallel=True, cache=True)
+def _errors(centers, counts, scales, zps, qmin, qmax, out):  # pragma: no cover - compiled
+    for c in prange(scales.size):
+        s = scales[c]
+        inv = 1.0 / s
+        z = zps[c]
+        acc = 0.0
+        for j in range(centers.size):
+            n = counts[j]
+            if n == 0:
+                continue
+            v = centers[j]
+            q = min(max(np.rint(v * inv + z), qmin), qmax)
+            d = v - (q - z) * s
+            acc += n * d * d
+        out[c] = acc
+
+
+def histogram_errors(
+    centers: np.ndarray, counts: np.ndarray, scales: np.ndarray, zero_points: np.ndarray, qmin: int, qmax: int
+) -> np.ndarray:
+    """Squared quantization error of a histogram (mass at bin centers) for each candidate (scale, zero point).
+
+    Example:
+        >>> histogram_errors(np.array([0.25, 1.0]), np.array([2, 1]), np.array([0.5, 1.0]), np.zeros(2), -1, 1).tolist()
+        [0.375, 0.125]
+    """
+    out = np.empty(scales.size, np.float64)
+    _errors(
+        centers.astype(np.float64), counts.astype(np.float64), scales.astype(np.float64),
+        zero_points.astype(np.float64), float(qmin), float(qmax), out,
+    )
+    return out
+
+
+@njit(cache=True)
+def _kl(p, q):  # pragma: no cover - compiled
+    total_p = p.sum()
+    total_q = q.sum()
+    if total_p == 0 or total_q == 0:
+        return np.inf
+    acc = 0.0
+    for j in range(p.size):
+        if p[j] > 0:
+            pj = p[j] / total_p
+            qj = q[j] / total_q
+            if qj <= 0:
+                qj = 1e-12
+            acc += pj * np.log(pj / qj)
+    return acc
+
+
+@njit(parallel=True, cache=True)
+def _kl_all(hist, levels, start, out):  # pragma: no cover - compiled
+    nb = hist.size
+    for idx in prange(nb - start + 1):
+        i = start + idx
+        ref = hist[:i].astype(np.float64)
+        outliers = 0.0
+        for j in range(i, nb):
+            outliers += hist[j]
+        ref[i - 1] += outliers
+        expanded = np.zeros(i, np.float64)
+        for lvl in range(levels):
+            a = lvl * i // levels
+            b = (lvl + 1) * i // levels
+            total = 0.0
+            nonzero = 0
+            for j in range(a, b):
+                total += hist[j]
+                nonzero += ref[j] != 0
+            if nonzero:
+                share = total / nonzero
+                for j in range(a, b):
+                    if ref[j] != 0:
+                        expanded[j] = share
+        out[idx] = _kl(ref, expanded)
+
+
+def kl_thresholds(hist: np.ndarray, levels: int) -> np.ndarray:
+    """KL divergence of TensorRT's entropy calibration for every candidate bin count.
+
+    ``out[k]`` is ``KL(P || Q)`` when clipping after bin ``levels + k``: P is the
+    histogram cut there with the clipped mass added to its last bin, Q is the
+    cut histogram merged into ``levels`` buckets and spread back evenly over
+    the non-empty bins of each bucket.
+
+    Example:
+        >>> kl_thresholds(np.array([8, 4, 2, 1], np.int64), 2).shape
+        (3,)
+    """
+    start = min(levels, hist.size)
+    out = np.empty(hist.size - start + 1, np.float64)
+    _kl_all(hist.astype(np.int64), levels, start, out)
+    return out

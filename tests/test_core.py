@@ -1,0 +1,445 @@
+"""quantize / dequantize / fake_quantize against the float64 reference.
+
+Property tests (hypothesis) run for every integer format and draw the
+granularity, dtype and symmetry; a deterministic test covers every
+format x granularity x dtype combination once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import lowbit
+from _checks import check_codes_and_dequant, check_params
+from _reference import (
+    ALL_NAMES,
+    PROPERTY_NAMES,
+    block_index,
+    granularity_spec,
+    parse_name,
+    qrange,
+    ref_dequant,
+    ref_qparams,
+)
+from lowbit import PerChannel, PerGroup, PerTensor
+
+GRAN_KINDS = ["tensor", "channel0", "channel-1", "channel_mid3d", "group_last", "group_axis0"]
+
+
+def default_symmetric(name: str) -> bool:
+    return parse_name(name)[1]
+
+
+def symmetric_options(name: str) -> list[bool | None]:
+    return [None, False] if name == "uint1" else [None, True, False]
+
+
+def resolve_symmetric(name: str, symmetric: bool | None) -> bool:
+    return default_symmetric(name) if symmetric is None else symmetric
+
+
+# --------------------------------------------------------------------------- strategies
+
+_dims = st.integers(1, 5)
+
+
+@st.composite
+def shapes_and_granularity(draw, kind: str | None = None):
+    kind = kind or draw(st.sampled_from(GRAN_KINDS))
+    if kind == "tensor":
+        return tuple(draw(st.lists(_dims, min_size=0, max_size=3))), PerTensor()
+    if kind in ("channel0", "channel-1"):
+        return tuple(draw(st.lists(_dims, min_size=1, max_size=3))), PerChannel(0 if kind == "channel0" else -1)
+    if kind == "channel_mid3d":
+        return tuple(draw(st.lists(_dims, min_size=3, max_size=3))), PerChannel(1)
+    size = draw(st.sampled_from([1, 2, 3, 4, 8, 16]))
+    length = size * draw(st.integers(1, 3))
+    rest = draw(st.lists(st.integers(1, 4), min_size=0, max_size=2))
+    if kind == "group_last":
+        return (*rest, length), PerGroup(size, -1)
+    return (length, *rest), PerGroup(size, 0)
+
+
+def _elements(dtype) -> st.SearchStrategy:
+    width = 32 if dtype == np.float32 else 64
+    # no subnormal block ranges: below ~1e-36 lowbit treats a block as all-zero (scale 1)
+    return st.floats(-(2.0**100), 2.0**100, width=width, allow_subnormal=False).map(
+        lambda v: 0.0 if abs(v) < 1e-20 else v
+    )
+
+
+@st.composite
+def cases(draw, name: str, kind: str | None = None):
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    shape, gran = draw(shapes_and_granularity(kind))
+    x = draw(hnp.arrays(dtype, shape, elements=_elements(dtype)))
+    symmetric = draw(st.sampled_from(symmetric_options(name)))
+    return x, gran, symmetric
+
+
+# --------------------------------------------------------------------------- nearest rounding
+
+
+@pytest.mark.parametrize("name", PROPERTY_NAMES)
+@given(data=st.data())
+def test_nearest_codes_params_and_error_bound(name, data):
+    x, gran, symmetric = data.draw(cases(name))
+    qt = lowbit.quantize(x, name, granularity=gran, symmetric=symmetric)
+    sym = resolve_symmetric(name, symmetric)
+    assert qt.symmetric is sym
+    assert qt.qtype.name == name
+    assert qt.granularity == gran
+    spec = granularity_spec(gran)
+    check_params(x, qt, name, spec, sym)
+    check_codes_and_dequant(x, qt, name, spec)
+
+
+def _deterministic_input(kind: str, dtype, rng) -> tuple[np.ndarray, object]:
+    shape, gran = {
+        "tensor": ((6, 16), PerTensor()),
+        "channel0": ((6, 16), PerChannel(0)),
+        "channel-1": ((16, 6), PerChannel(-1)),
+        "channel_mid3d": ((3, 5, 8), PerChannel(1)),
+        "group_last": ((3, 32), PerGroup(8)),
+        "group_axis0": ((12, 5), PerGroup(4, axis=0)),
+    }[kind]
+    x = rng.standard_normal(shape) * np.exp(rng.uniform(-4, 4, shape))
+    x.reshape(-1)[::7] = 0.0
+    x.reshape(-1)[3] = 0.5  # exact ties happen for power-of-two scales
+    return x.astype(dtype), gran
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("kind", GRAN_KINDS)
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_every_format_granularity_dtype(name, kind, dtype, rng):
+    x, gran = _deterministic_input(kind, dtype, rng)
+    spec = granularity_spec(gran)
+    for symmetric in symmetric_options(name):
+        qt = lowbit.quantize(x, name, granularity=gran, symmetric=symmetric)
+        check_params(x, qt, name, spec, resolve_symmetric(name, symmetric))
+        check_codes_and_dequant(x, qt, name, spec)
+
+
+@pytest.mark.parametrize(
+    "shape,gran",
+    [
+        ((5, 7001), PerTensor()),
+        ((5, 7001), PerChannel(0)),
+        ((5, 7001), PerChannel(1)),
+        ((7001, 5), PerChannel(1)),
+        ((3, 11, 1021), PerChannel(1)),
+        ((5, 7000), PerGroup(8)),
+        ((5, 7000), PerGroup(5, axis=0)),
+        ((40, 1000), PerGroup(20, axis=0)),
+    ],
+    ids=lambda v: str(v).replace(" ", ""),
+)
+@pytest.mark.parametrize("name", ["int8", "uint8", "int4", "uint3", "int12", "uint1", "int16_full"])
+def test_multi_chunk_tensors(name, shape, gran, rng):
+    """Tensors larger than one kernel chunk (16384 elements), blocks crossing chunk edges."""
+    x = (rng.standard_normal(shape) * rng.uniform(0.1, 10, shape[-1])).astype(np.float32)
+    spec = granularity_spec(gran)
+    qt = lowbit.quantize(x, name, granularity=gran)
+    sym = default_symmetric(name)
+    check_params(x, qt, name, spec, sym)
+    check_codes_and_dequant(x, qt, name, spec)
+    np.testing.assert_array_equal(lowbit.fake_quantize(x, name, granularity=gran), qt.dequantize())
+
+
+@pytest.mark.parametrize("name", ["int8", "uint8", "int3", "uint5", "int16", "int8_full", "uint1", "int1"])
+@given(data=st.data())
+def test_explicit_scale_and_zero_point_clip(name, data):
+    """With a fixed (too small) scale the values beyond the grid saturate at qmin/qmax."""
+    x, gran, symmetric = data.draw(cases(name))
+    spec = granularity_spec(gran)
+    sym = resolve_symmetric(name, symmetric)
+    pshape, _ = block_index(x.shape, spec)
+    ref_s, _, _, _ = ref_qparams(x, name, spec, sym)
+    factor = data.draw(st.floats(0.05, 2.0))
+    scale = (ref_s * factor).reshape(pshape)
+    qmin, qmax = qrange(name)
+    zp = None if sym else data.draw(hnp.arrays(np.int64, pshape, elements=st.integers(qmin, qmax)))
+    qt = lowbit.quantize(x, name, granularity=gran, symmetric=sym, scale=scale, zero_point=zp)
+    dt = np.float64 if x.dtype == np.float64 else np.float32
+    np.testing.assert_array_equal(qt.scale, scale.astype(dt))
+    if zp is not None:
+        np.testing.assert_array_equal(qt.zero_point.astype(np.int64), zp)
+    check_codes_and_dequant(x, qt, name, spec)
+
+
+def test_docstring_examples_by_hand():
+    # rows [0.1, -0.4] and [0.25, 0.8]: scales 0.4/127 and 0.8/127
+    x = np.array([[0.1, -0.4], [0.25, 0.8]], np.float32)
+    qt = lowbit.quantize(x, "int8", granularity=PerChannel(axis=0))
+    assert qt.codes.tolist() == [[32, -127], [40, 127]]  # 31.75 -> 32, 39.6875 -> 40
+    # [-1, 0, 2] -> uint8 affine, scale 3/255, zero point 85
+    qt = lowbit.quantize(np.array([-1.0, 0.0, 2.0], np.float32), "uint8")
+    assert qt.codes.tolist() == [0, 85, 255]
+    assert int(qt.zero_point) == 85
+    assert float(qt.scale) == pytest.approx(3 / 255, rel=1e-6)
+    # int2 is -1..1: scale 1, 0.3 -> 0
+    assert lowbit.fake_quantize(np.array([0.3, -1.0], np.float32), "int2").tolist() == [0.0, -1.0]
+    # int4 is -7..7 and the scale is float32(1/7) (slightly above 1/7), so 0.5 / scale is
+    # just below the tie 3.5: 0.5 * float32(1 / float32(1/7)) = 3.4999998 -> 3 (as torch does)
+    qt = lowbit.quantize(np.array([0.5, -1.0, 1.0], np.float32), "int4")
+    s = np.float32(1 / 7)
+    assert float(qt.scale) == s
+    assert np.float32(0.5) * (np.float32(1) / s) < np.float32(3.5)
+    assert qt.codes.tolist() == [3, -7, 7]
+
+
+def test_ties_round_half_to_even():
+    # scale 1 exactly (absmax 127): x.5 values are exact ties
+    x = np.array([127.0, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5], np.float32)
+    qt = lowbit.quantize(x, "int8")
+    assert float(qt.scale) == 1.0
+    assert qt.codes.tolist() == [127, 0, 2, 2, 0, -2, -2, 126]
+
+
+def test_defaults():
+    x = np.linspace(-1, 3, 50, dtype=np.float32)
+    qt = lowbit.quantize(x)
+    assert qt.qtype.name == "int8"
+    assert qt.granularity == PerTensor()
+    assert qt.symmetric is True
+    assert lowbit.quantize(x, "uint8").symmetric is False
+    sym_u = lowbit.quantize(x, "uint8", symmetric=True)
+    assert int(sym_u.zero_point) == 128
+    assert float(sym_u.scale) == pytest.approx(3 / 127, rel=1e-6)
+    assert lowbit.quantize(x, "int8", symmetric=False).symmetric is False
+
+
+# --------------------------------------------------------------------------- stochastic rounding
+
+
+@pytest.mark.parametrize("name", PROPERTY_NAMES)
+@settings(max_examples=25)
+@given(data=st.data(), seed=st.integers(0, 2**64 - 1))
+def test_stochastic_bounds_and_reproducible(name, data, seed):
+    x, gran, symmetric = data.draw(cases(name))
+    spec = granularity_spec(gran)
+    q1 = lowbit.quantize(x, name, granularity=gran, symmetric=symmetric, rounding="stochastic", rng=seed)
+    check_codes_and_dequant(x, q1, name, spec, stochastic=True)
+    q2 = lowbit.quantize(x, name, granularity=gran, symmetric=symmetric, rounding="stochastic", rng=seed)
+    np.testing.assert_array_equal(q1.codes, q2.codes)
+    fq = lowbit.fake_quantize(x, name, granularity=gran, symmetric=symmetric, rounding="stochastic", rng=seed)
+    np.testing.assert_array_equal(fq, q1.dequantize())
+
+
+@pytest.mark.parametrize("name", ["int8", "uint8", "int4", "uint4", "int2", "int16", "uint1"])
+def test_stochastic_seed_changes_result(name, rng):
+    x = rng.standard_normal((8, 512)).astype(np.float32)
+    kw = dict(granularity=PerChannel(0), rounding="stochastic")
+    a = lowbit.quantize(x, name, rng=1, **kw).codes
+    b = lowbit.quantize(x, name, rng=2, **kw).codes
+    assert np.array_equal(a, lowbit.quantize(x, name, rng=1, **kw).codes)
+    assert not np.array_equal(a, b)
+    g1 = lowbit.quantize(x, name, rng=np.random.default_rng(7), **kw).codes
+    g2 = lowbit.quantize(x, name, rng=np.random.default_rng(7), **kw).codes
+    np.testing.assert_array_equal(g1, g2)
+    assert not np.array_equal(
+        lowbit.quantize(x, name, rng=None, **kw).codes, lowbit.quantize(x, name, rng=None, **kw).codes
+    )
+    # every stochastic error is strictly below one step on ordinary data
+    qt = lowbit.quantize(x, name, rng=3, **kw)
+    err = np.abs(qt.dequantize().astype(np.float64) - x)
+    assert np.all(err < np.asarray(qt.scale, np.float64)[:, None])
+
+
+def test_stochastic_rounding_is_unbiased():
+    n = 200_000
+    x = np.full(n, 0.3, np.float64)
+    qt = lowbit.quantize(x, "int8", scale=1.0, rounding="stochastic", rng=123)
+    codes = qt.codes.astype(np.int64)
+    assert set(np.unique(codes).tolist()) == {0, 1}
+    # mean of Bernoulli(0.3): standard error sqrt(0.21 / n) ~ 0.001
+    assert abs(codes.mean() - 0.3) < 0.006
+    near = lowbit.quantize(x, "int8", scale=1.0).codes
+    assert np.all(near == 0)
+
+
+# --------------------------------------------------------------------------- idempotence, fake_quantize
+
+
+@pytest.mark.parametrize("name", PROPERTY_NAMES)
+@given(data=st.data())
+def test_requantize_with_same_params_is_identity(name, data):
+    x, gran, symmetric = data.draw(cases(name))
+    q = lowbit.quantize(x, name, granularity=gran, symmetric=symmetric)
+    q2 = lowbit.quantize(
+        q.dequantize(), name, granularity=gran, symmetric=q.symmetric, scale=q.scale, zero_point=q.zero_point
+    )
+    np.testing.assert_array_equal(q2.codes, q.codes)
+    np.testing.assert_array_equal(q2.dequantize(), q.dequantize())
+
+
+SYMMETRIC_CASES = [(n, None) for n in PROPERTY_NAMES if parse_name(n)[1]] + [
+    (n, True) for n in PROPERTY_NAMES if not parse_name(n)[1] and n != "uint1"
+]
+
+
+@pytest.mark.parametrize("name,symmetric", SYMMETRIC_CASES, ids=[f"{n}-sym" for n, _ in SYMMETRIC_CASES])
+@given(data=st.data())
+def test_requantize_symmetric_with_recomputed_params_is_identity(name, symmetric, data):
+    x, gran, _ = data.draw(cases(name))
+    q = lowbit.quantize(x, name, granularity=gran, symmetric=symmetric)
+    q2 = lowbit.quantize(q.dequantize(), name, granularity=gran, symmetric=symmetric)
+    np.testing.assert_array_equal(q2.codes, q.codes)
+
+
+@pytest.mark.parametrize("name", PROPERTY_NAMES)
+@given(data=st.data())
+def test_fake_quantize_equals_dequantize_of_quantize(name, data):
+    x, gran, symmetric = data.draw(cases(name))
+    fq = lowbit.fake_quantize(x, name, granularity=gran, symmetric=symmetric)
+    dq = lowbit.dequantize(lowbit.quantize(x, name, granularity=gran, symmetric=symmetric))
+    assert fq.dtype == x.dtype
+    assert fq.shape == x.shape
+    np.testing.assert_array_equal(fq, dq)
+
+
+# --------------------------------------------------------------------------- kinds, dtypes, shapes
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("name", ["int8", "uint4", "int16"])
+def test_numpy_kinds_and_dtypes_round_trip(name, dtype, rng):
+    x = rng.standard_normal((4, 6)).astype(dtype)
+    qt = lowbit.quantize(x, name, granularity=PerChannel(0))
+    assert qt.dtype == dtype
+    assert qt.shape == (4, 6)
+    assert qt.scale.dtype == (np.float64 if dtype == "float64" else np.float32)
+    d = qt.dequantize()
+    assert type(d) is np.ndarray
+    assert d.dtype == np.dtype(dtype)
+    assert d.shape == x.shape
+    # reference: (code - zp) * scale in float64, rounded to the working precision, then to the dtype
+    work = np.float64 if dtype == "float64" else np.float32
+    ref = ref_dequant(qt.codes, qt.scale, qt.zero_point, ("channel", 0), work).astype(dtype)
+    np.testing.assert_array_equal(d, ref)
+    assert lowbit.fake_quantize(x, name, granularity=PerChannel(0)).dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_torch_kinds_and_dtypes_round_trip(dtype):
+    torch = pytest.importorskip("torch")
+    tdt = getattr(torch, dtype)
+    x = torch.randn(5, 8, generator=torch.Generator().manual_seed(0)).to(tdt)
+    qt = lowbit.quantize(x, "int4", granularity=PerGroup(4))
+    assert qt.dtype == dtype
+    assert qt.shape == (5, 8)
+    d = qt.dequantize()
+    assert isinstance(d, torch.Tensor)
+    assert d.dtype == tdt
+    assert tuple(d.shape) == (5, 8)
+    assert d.device.type == "cpu"
+    work = np.float64 if dtype == "float64" else np.float32
+    ref = ref_dequant(qt.codes, qt.scale, qt.zero_point, ("group", 4, -1), work)
+    np.testing.assert_array_equal(d.to(torch.float64).numpy(), torch.from_numpy(ref).to(tdt).double().numpy())
+    fq = lowbit.fake_quantize(x, "int4", granularity=PerGroup(4))
+    assert isinstance(fq, torch.Tensor)
+    assert fq.dtype == tdt
+    assert torch.equal(fq, d)
+
+
+def test_torch_requires_grad_and_noncontiguous_inputs():
+    torch = pytest.importorskip("torch")
+    base = torch.randn(6, 10, generator=torch.Generator().manual_seed(1))
+    x = base.t()  # non-contiguous view
+    assert not x.is_contiguous()
+    qt = lowbit.quantize(x.requires_grad_(False), "int8", granularity=PerChannel(0))
+    ref = lowbit.quantize(np.ascontiguousarray(x.numpy()), "int8", granularity=PerChannel(0))
+    np.testing.assert_array_equal(qt.codes, ref.codes)
+    g = base.clone().requires_grad_(True)
+    d = lowbit.fake_quantize(g, "int8")
+    assert isinstance(d, torch.Tensor)
+    assert d.shape == g.shape
+
+
+@pytest.mark.parametrize(
+    "value",
+    [np.float32(1.5), np.array(-2.25, np.float64), np.float16(0.75), 3.0],
+    ids=["np.float32", "0-d float64", "np.float16", "python float"],
+)
+@pytest.mark.parametrize("name", ["int8", "uint8", "int4", "uint4", "int16"])
+def test_zero_dimensional_inputs(value, name):
+    qt = lowbit.quantize(value, name)
+    assert qt.shape == ()
+    assert qt.codes.shape == ()
+    assert qt.scale.shape == ()
+    d = qt.dequantize()
+    assert d.shape == ()
+    # a single value is its own block extreme: it comes back exactly
+    assert float(d) == float(value)
+    assert lowbit.fake_quantize(value, name).shape == ()
+
+
+def test_zero_dimensional_torch():
+    torch = pytest.importorskip("torch")
+    qt = lowbit.quantize(torch.tensor(2.5), "int8")
+    d = qt.dequantize()
+    assert isinstance(d, torch.Tensor)
+    assert d.shape == ()
+    assert d.item() == 2.5
+
+
+def test_non_contiguous_numpy_views(rng):
+    base = rng.standard_normal((8, 12)).astype(np.float32)
+    for view in (base.T, base[::2, ::-3], base[:, 1:7]):
+        assert not view.flags.c_contiguous
+        got = lowbit.quantize(view, "int4", granularity=PerChannel(0))
+        want = lowbit.quantize(np.ascontiguousarray(view), "int4", granularity=PerChannel(0))
+        np.testing.assert_array_equal(got.codes, want.codes)
+        np.testing.assert_array_equal(got.dequantize(), want.dequantize())
+        assert got.shape == view.shape
+
+
+def test_quantize_does_not_modify_input(rng):
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    before = x.copy()
+    lowbit.quantize(x, "int4", granularity=PerGroup(4))
+    lowbit.fake_quantize(x, "uint3", rounding="stochastic", rng=1)
+    np.testing.assert_array_equal(x, before)
+
+
+# --------------------------------------------------------------------------- out= buffers
+
+
+@pytest.mark.parametrize("name", ["int8", "uint8", "int16", "uint16"])
+def test_quantize_out_buffer_holds_codes(name, rng):
+    x = rng.standard_normal((3, 40)).astype(np.float32)
+    out = np.full(x.size, 99, lowbit.get_qtype(name).storage_dtype)
+    qt = lowbit.quantize(x, name, granularity=PerChannel(0), out=out)
+    assert np.shares_memory(qt.codes, out)
+    np.testing.assert_array_equal(out.reshape(x.shape), qt.codes)
+    np.testing.assert_array_equal(qt.codes, lowbit.quantize(x, name, granularity=PerChannel(0)).codes)
+
+
+@pytest.mark.parametrize("name", ["int4", "uint3", "int1", "int12"])
+def test_quantize_out_buffer_holds_packed_bytes(name, rng):
+    x = rng.standard_normal(37).astype(np.float32)
+    bits = parse_name(name)[0]
+    out = np.zeros((37 * bits + 7) // 8, np.uint8)
+    qt = lowbit.quantize(x, name, out=out)
+    assert np.shares_memory(qt.data, out)
+    np.testing.assert_array_equal(qt.codes, lowbit.quantize(x, name).codes)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_dequantize_out_buffer_is_used(dtype, rng):
+    x = rng.standard_normal((5, 6)).astype(dtype)
+    qt = lowbit.quantize(x, "int4", granularity=PerChannel(1))
+    out = np.full(30, np.nan, dtype)
+    d = lowbit.dequantize(qt, out=out)
+    assert np.shares_memory(d, out)
+    assert d.shape == (5, 6)
+    np.testing.assert_array_equal(out.reshape(5, 6), qt.dequantize())
+    out2 = np.full((5, 6), np.nan, dtype)
+    d2 = qt.dequantize(out=out2)
+    assert np.shares_memory(d2, out2)
+    np.testing.assert_array_equal(out2, d)
