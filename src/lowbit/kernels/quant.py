@@ -13,8 +13,9 @@ Rounding matches PyTorch bit for bit, in the input's precision, then clamps to
 rounding, through the ``llvm.fma`` intrinsic), as ``torch.quantize_per_tensor``;
 per-channel and per-group ``rint(x * (1/scale) + zero_point)`` with the product
 rounded first, as ``torch.quantize_per_channel``.  Stochastic rounding is
-``floor(x * (1/scale) + zero_point + u)`` with ``u`` a hash of (seed, index).  Loops index zero-based slices so LLVM can drop
-the negative-index checks and vectorise.
+``floor(x * (1/scale) + zero_point + u)`` with ``u`` a hash of (seed, index).
+Loops index zero-based slices so LLVM can drop the negative-index checks and
+vectorise.
 """
 
 from __future__ import annotations
