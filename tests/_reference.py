@@ -102,28 +102,36 @@ def block_reduce(values: np.ndarray, bidx: np.ndarray, nparams: int, op: str) ->
 def ref_qparams(x: np.ndarray, name: str, spec: tuple, symmetric: bool):
     """Float64 min-max scale and zero point per block (before any ulp nudging).
 
-    A constant block (min == max) takes a single step, ``scale = |value|``, as
-    documented in lowbit.qparams.  Returns ``(scale, zero_point, lo, hi)`` flat per
-    parameter; ``lo``/``hi`` are the block range widened to include 0.
+    Returns ``(scale, zero_point, lo, hi)`` flat per parameter; ``lo``/``hi`` are the
+    block range widened to include 0.  A constant block may instead use the single
+    step ``|value|`` (see ``single_step_scale``).
     """
     x = np.asarray(x, np.float64)
     pshape, bidx = block_index(x.shape, spec)
     n = math.prod(pshape)
-    raw_lo, raw_hi = block_reduce(x, bidx, n, "min"), block_reduce(x, bidx, n, "max")
-    constant = raw_lo == raw_hi
-    lo = np.minimum(raw_lo, 0.0)
-    hi = np.maximum(raw_hi, 0.0)
+    lo = np.minimum(block_reduce(x, bidx, n, "min"), 0.0)
+    hi = np.maximum(block_reduce(x, bidx, n, "max"), 0.0)
     qmin, qmax = qrange(name)
     if symmetric:
         zp0, steps = symmetric_zero_and_steps(name)
-        scale = np.maximum(-lo, hi) / np.where(constant, 1, steps)
+        scale = np.maximum(-lo, hi) / steps
         zp = np.full(n, float(zp0))
     else:
-        scale = (hi - lo) / np.where(constant, 1, qmax - qmin)
+        scale = (hi - lo) / (qmax - qmin)
         safe = np.where(scale > 0, scale, 1.0)
         zp = np.clip(qmin - np.rint(lo / safe), qmin, qmax)
     scale = np.where(scale > 0, scale, 1.0)
     return scale, zp, lo, hi
+
+
+def single_step_scale(x: np.ndarray, spec: tuple, symmetric: bool) -> np.ndarray:
+    """Per block: ``|value|`` for a constant block (lowbit's documented fallback when no
+    nudged scale reproduces the value exactly), NaN for any other block."""
+    x = np.asarray(x, np.float64)
+    pshape, bidx = block_index(x.shape, spec)
+    n = math.prod(pshape)
+    raw_lo, raw_hi = block_reduce(x, bidx, n, "min"), block_reduce(x, bidx, n, "max")
+    return np.where(raw_lo == raw_hi, np.abs(raw_lo), np.nan)
 
 
 # --------------------------------------------------------------------------- codes

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         >>> build_parser().parse_args(["compare", "w.npy"]).qtype
         ['int8', 'uint8', 'int4']
     """
+    from lowbit.calibration import list_methods
     from lowbit.formats import list_qtypes
 
     parser = argparse.ArgumentParser(
@@ -59,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="tensor, channel[:AXIS] or group:SIZE[:AXIS] (default: tensor)",
     )
     cmp.add_argument(
+        "--method", nargs="+", default=["minmax"], choices=list_methods(), metavar="METHOD",
+        help=f"how the clipping range is estimated, several to compare ({', '.join(list_methods())}); "
+        "methods other than minmax need tensor or channel granularity",
+    )
+    cmp.add_argument(
         "--symmetry", choices=list(_SYMMETRY), default="default",
         help="sym (scale only), asym (zero point), both, or default (sym for signed, asym for unsigned formats)",
     )
@@ -79,7 +85,9 @@ def _compare(args: argparse.Namespace) -> str:
 
     qtypes = [get_qtype(q) for q in args.qtype]
     grans = [parse_granularity(g) for g in args.granularity]
-    schemes = [Scheme(q, g, s) for q in qtypes for g in grans for s in _SYMMETRY[args.symmetry]]
+    schemes = [
+        Scheme(q, g, s, m) for q in qtypes for g in grans for s in _SYMMETRY[args.symmetry] for m in args.method
+    ]
     tensors = load_tensors(args.file, args.tensor, args.exclude, args.min_ndim)
     rows = []
     for name, array in tensors.items():

@@ -161,17 +161,20 @@ def cosine_similarity(reference: Any, approx: Any) -> float:
 
 @dataclass(frozen=True)
 class Scheme:
-    """One way to quantize: format, granularity and symmetry.
+    """One way to quantize: format, granularity, symmetry and range estimator.
 
     Example:
-        >>> from lowbit import PerGroup
+        >>> from lowbit import PerGroup, PerChannel
         >>> Scheme("int4", PerGroup(128), symmetric=False).name
         'int4 group:128 asym'
+        >>> Scheme("int8", PerChannel(0), method="mse").name
+        'int8 channel sym mse'
     """
 
     qtype: str | QType
     granularity: Granularity = field(default_factory=PerTensor)
     symmetric: bool | None = None
+    method: str = "minmax"
 
     @property
     def resolved_symmetric(self) -> bool:
@@ -182,7 +185,8 @@ class Scheme:
     def name(self) -> str:
         """Readable label, e.g. ``int8 channel sym``."""
         sym = "sym" if self.resolved_symmetric else "asym"
-        return f"{get_qtype(self.qtype).name} {self.granularity} {sym}"
+        method = "" if self.method == "minmax" else f" {self.method}"
+        return f"{get_qtype(self.qtype).name} {self.granularity} {sym}{method}"
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,7 @@ class CompareRow:
 
     tensor: str
     scheme: str
+    method: str
     qtype: str
     bits: int
     granularity: str
@@ -289,14 +294,14 @@ def compare(x: Any, schemes: Iterable[Scheme | str | QType], *, name: str = "x")
 
     rows = []
     for s in map(_as_scheme, schemes):
-        qt = quantize(x, s.qtype, granularity=s.granularity, symmetric=s.symmetric)
+        qt = quantize(x, s.qtype, granularity=s.granularity, symmetric=s.symmetric, method=s.method)
         st = error_stats(x, qt.dequantize())
         original = qt.numel * np.dtype(np.float32 if qt.dtype == "bfloat16" else qt.dtype).itemsize
         if qt.dtype == "bfloat16":
             original //= 2
         rows.append(
             CompareRow(
-                name, s.name, qt.qtype.name, qt.qtype.bits, str(s.granularity), qt.symmetric, qt.numel,
+                name, s.name, s.method, qt.qtype.name, qt.qtype.bits, str(s.granularity), qt.symmetric, qt.numel,
                 st.signal, st.sse, st.mse, st.sqnr_db, st.max_abs_error, st.cosine, qt.nbytes, original,
             )
         )

@@ -9,10 +9,11 @@ Rules (all computed in float64, then stored in the scale dtype):
   ``scale = (hi - lo) / (qmax - qmin)``, ``zero_point = qmin - round(lo / scale)``.
 
 A block whose range is all zero gets scale 1 (every value maps exactly to the
-zero point and back to 0).  A constant block (every value equal) uses one step
-of ``scale = |value|``, so it round-trips exactly.  Otherwise the scale is
-nudged by at most 3 ulps so that the block's extreme value dequantizes to
-itself exactly where such a scale exists (it does not always in float32).
+zero point and back to 0).  The scale is nudged by at most 3 ulps so that the
+block's extreme value dequantizes to itself exactly where such a scale exists
+(in float32 it does not always); a constant block (every value equal) for
+which none exists uses one step, ``scale = |value|``, so constant tensors
+always round-trip exactly.
 
 Example:
     >>> import numpy as np

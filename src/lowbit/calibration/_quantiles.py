@@ -6,8 +6,9 @@ order statistics at ranks ``floor(r)`` and ``floor(r) + 1``, ``r = q/100 (n-1)``
 Example:
     >>> import numpy as np
     >>> x = np.array([4.0, 1.0, 3.0, 2.0])
-    >>> exact_quantile(x, np.array([0.5, 1.5, 2.5, 3.5, 4.5]), np.array([0, 1, 1, 1, 1]), 1.0, 50.0)
-    2.5
+    >>> hist = (np.array([0.5, 1.5, 2.5, 3.5, 4.5]), np.array([0, 1, 1, 1, 1]), False)
+    >>> exact_quantiles(x, [hist], 1.0, [50.0])
+    [2.5]
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 
 import numpy as np
 
-__all__ = ["fold", "hist_quantile", "exact_quantile"]
+__all__ = ["fold", "hist_quantile", "exact_quantiles", "quantile_interval"]
 
 
 def fold(centers: np.ndarray, counts: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:
@@ -66,34 +67,50 @@ def hist_quantile(centers: np.ndarray, counts: np.ndarray, width: float, q: floa
     return _lerp(value_at(i0), value_at(i1), frac)
 
 
-def exact_quantile(
-    values: np.ndarray, centers: np.ndarray, counts: np.ndarray, width: float, q: float, absolute: bool = False
-) -> float:
-    """Exact percentile of ``values`` (or ``|values|``) using their histogram to avoid a sort.
+def quantile_interval(
+    centers: np.ndarray, counts: np.ndarray, width: float, q: float
+) -> tuple[float, float, int, int, float, int]:
+    """Where percentile ``q`` lies: ``(lo, hi, rank0, rank1, frac, guess)``.
 
-    Only the values in the bins holding the two order statistics are gathered
-    (one pass) and partitioned.
+    ``[lo, hi)`` covers the bins holding the order statistics at ``rank0`` and
+    ``rank1``, widened by one bin each side so a value sitting exactly on an
+    edge is never missed (ranks are recounted exactly when the values are
+    gathered); ``guess`` is how many values the histogram puts in between.
+    """
+    cum = np.cumsum(counts)
+    i0, i1, frac = _ranks(int(cum[-1]), q)
+    b0 = max(int(np.searchsorted(cum, i0, side="right")) - 1, 0)
+    b1 = min(int(np.searchsorted(cum, i1, side="right")) + 1, counts.size - 1)
+    lo = -np.inf if b0 == 0 else float(centers[b0] - width / 2)
+    hi = np.inf if b1 == counts.size - 1 else float(centers[b1] + width / 2)
+    guess = int(cum[b1]) - (int(cum[b0 - 1]) if b0 else 0)
+    return lo, hi, i0, i1, frac, guess
+
+
+def exact_quantiles(
+    values: np.ndarray, hists: list[tuple[np.ndarray, np.ndarray, bool]], width: float, qs: list[float]
+) -> list[float]:
+    """Exact percentiles ``qs[j]`` of ``values`` (of ``|values|`` where ``hists[j]`` says absolute).
+
+    ``hists[j]`` is ``(centers, counts, absolute)``, the histogram of what the
+    j-th percentile is taken of.  Only the values in the bins holding each pair
+    of order statistics are gathered (one pass for all) and partitioned: no sort.
 
     Example:
         >>> centers, counts = np.array([0.5, 1.5, 2.5, 3.5]), np.array([0, 1, 0, 1])
-        >>> exact_quantile(np.array([-3.0, 1.0]), centers, counts, 1.0, 100.0, absolute=True)
-        3.0
+        >>> exact_quantiles(np.array([-3.0, 1.0]), [(centers, counts, True)], 1.0, [100.0])
+        [3.0]
     """
     from lowbit.kernels.histogram import values_between
 
     if width == 0.0:
-        return float(abs(centers[0]) if absolute else centers[0])
-    cum = np.cumsum(counts)
-    i0, i1, frac = _ranks(int(cum[-1]), q)
-    # The bins holding both order statistics, widened by one bin each side so a
-    # value sitting exactly on an edge is never missed; the ranks below are
-    # recounted exactly during the gather.
-    b0 = max(int(np.searchsorted(cum, i0, side="right")) - 1, 0)
-    b1 = min(int(np.searchsorted(cum, i1, side="right")) + 1, counts.size - 1)
-    lo = -np.inf if b0 == 0 else centers[b0] - width / 2
-    hi = np.inf if b1 == counts.size - 1 else centers[b1] + width / 2
-    guess = int(cum[b1]) - (int(cum[b0 - 1]) if b0 else 0)
-    picked, below = values_between(values, lo, hi, guess, absolute)
-    k0, k1 = i0 - below, i1 - below
-    part = np.partition(picked, (k0, k1))
-    return _lerp(float(part[k0]), float(part[k1]), frac)
+        return [float(abs(h[0][0]) if h[2] else h[0][0]) for h in hists]
+    where = [quantile_interval(c, n, width, q) for (c, n, _), q in zip(hists, qs, strict=True)]
+    gathered = values_between(values, [(w[0], w[1], h[2]) for w, h in zip(where, hists, strict=True)],
+                              max(w[5] for w in where))
+    result = []
+    for (_, _, i0, i1, frac, _), (picked, below) in zip(where, gathered, strict=True):
+        k0, k1 = i0 - below, i1 - below
+        part = np.partition(picked, (k0, k1))
+        result.append(_lerp(float(part[k0]), float(part[k1]), frac))
+    return result

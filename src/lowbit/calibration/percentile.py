@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lowbit.calibration._quantiles import exact_quantile, fold, hist_quantile
+from lowbit.calibration._quantiles import exact_quantiles, fold, hist_quantile
 from lowbit.calibration.base import HistogramEstimator
 from lowbit.errors import OptionError
 from lowbit.formats import QType
@@ -48,12 +48,8 @@ class Percentile(HistogramEstimator):
         for c in range(rows.shape[0]):
             values = rows[c][np.isfinite(rows[c])] if had_nonfinite else rows[c]
             centers, counts, w = self.hist_.channel(c)
-            abs_centers, abs_counts = fold(centers, counts, w)
-            exact[c] = (
-                exact_quantile(values, centers, counts, w, 100.0 - p),
-                exact_quantile(values, centers, counts, w, p),
-                exact_quantile(values, abs_centers, abs_counts, w, p, absolute=True),
-            )
+            signed = (centers, counts, False)
+            exact[c] = exact_quantiles(values, [signed, signed, (*fold(centers, counts, w), True)], w, [100 - p, p, p])
         self.exact_ = exact
 
     def _channel_range(self, c: int, qtype: QType, symmetric: bool) -> tuple[float, float]:

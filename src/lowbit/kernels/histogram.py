@@ -86,38 +86,46 @@ def histogram_rows(x: np.ndarray, widths: np.ndarray, k0: np.ndarray, nbins: int
 
 
 @njit(cache=True)
-def _between(x, lo, hi, absolute, out):  # pragma: no cover - compiled
-    inside = 0
-    below = 0
+def _between(x, los, his, absolute, out, inside, below):  # pragma: no cover - compiled
+    k = los.size
     for i in range(x.size):
-        v = abs(x[i]) if absolute else x[i]
-        if v < lo:
-            below += 1
-        elif v < hi:
-            if inside < out.size:
-                out[inside] = v
-            inside += 1
-    return inside, below
+        for j in range(k):
+            v = abs(x[i]) if absolute[j] else x[i]
+            if v < los[j]:
+                below[j] += 1
+            elif v < his[j]:
+                if inside[j] < out.shape[1]:
+                    out[j, inside[j]] = v
+                inside[j] += 1
 
 
 def values_between(
-    x: np.ndarray, lo: float, hi: float, capacity: int, absolute: bool = False
-) -> tuple[np.ndarray, int]:
-    """The values of ``x`` (or ``|x|``) in ``[lo, hi)`` and how many lie below ``lo``; NaN is in neither.
+    x: np.ndarray, intervals: list[tuple[float, float, bool]], capacity: int
+) -> list[tuple[np.ndarray, int]]:
+    """For each ``(lo, hi, absolute)``: the values of ``x`` (or ``|x|``) in ``[lo, hi)`` and the count below ``lo``.
 
-    ``capacity`` is a guess of how many values are inside; a larger count
-    costs one more pass.
+    One pass serves every interval; NaN falls in none and is not counted below.
+    ``capacity`` is a guess of how many values an interval holds; a larger
+    count costs one more pass.
 
     Example:
-        >>> values_between(np.array([3.0, -1.0, 2.0, 0.5]), 1.0, 3.0, 4, absolute=True)
-        (array([1., 2.]), 1)
+        >>> [(v.tolist(), n) for v, n in values_between(np.array([3.0, -1.0, 2.0, 0.5]), [(1.0, 3.0, True)], 4)]
+        [([1.0, 2.0], 1)]
     """
-    out = np.empty(max(capacity, 1), x.dtype)
-    inside, below = _between(x, x.dtype.type(lo), x.dtype.type(hi), absolute, out)
-    if inside > out.size:
-        out = np.empty(inside, x.dtype)
-        inside, below = _between(x, x.dtype.type(lo), x.dtype.type(hi), absolute, out)
-    return out[:inside], below
+    k = len(intervals)
+    los = np.array([i[0] for i in intervals], x.dtype)
+    his = np.array([i[1] for i in intervals], x.dtype)
+    absolute = np.array([i[2] for i in intervals], np.bool_)
+    for cap in (max(capacity, 1), -1):
+        if cap < 0:
+            cap = int(inside.max())
+        out = np.empty((k, cap), x.dtype)
+        inside = np.zeros(k, np.int64)
+        below = np.zeros(k, np.int64)
+        _between(x, los, his, absolute, out, inside, below)
+        if inside.max() <= cap:
+            break
+    return [(out[j, : inside[j]], int(below[j])) for j in range(k)]
 
 
 @njit(parallel=True, cache=True)

@@ -41,8 +41,9 @@ def qparams_kernel(mins, maxs, qmin, qmax, symmetric, zero, steps, scale_out, zp
     Symmetric: ``scale = absmax / steps`` and zero point ``zero``; affine: the
     range widened to include 0, ``scale = (hi - lo) / (qmax - qmin)``,
     ``zp = clip(qmin - rint(lo / scale))``.  A constant block (min == max)
-    uses the single step ``scale = |value|`` so it round-trips exactly; a block
-    of zeros (or too small to scale) gets scale 1.
+    whose value no nudged scale reproduces exactly falls back to the single
+    step ``scale = |value|``, so it round-trips exactly; a block of zeros (or
+    too small to scale) gets scale 1.
     """
     cast = scale_out.dtype.type
     tiny = np.float64(np.finfo(scale_out.dtype).tiny)
@@ -52,11 +53,16 @@ def qparams_kernel(mins, maxs, qmin, qmax, symmetric, zero, steps, scale_out, zp
         hi = max(np.float64(maxs[i]), 0.0)
         if symmetric:
             target = max(-lo, hi)
-            nsteps = 1.0 if constant else np.float64(steps)
+            nsteps = np.float64(steps)
         else:
             target = hi - lo
-            nsteps = 1.0 if constant else np.float64(qmax - qmin)
-        s = cast(1.0) if target <= tiny * nsteps else _exact_scale(target, nsteps, scale_out)
+            nsteps = np.float64(qmax - qmin)
+        if target <= tiny * nsteps:
+            s = cast(1.0)
+        else:
+            s = _exact_scale(target, nsteps, scale_out)
+            if constant and cast(nsteps) * s != cast(target):
+                s = cast(target)
         scale_out[i] = s
         if symmetric:
             zp_out[i] = zero
