@@ -20,22 +20,36 @@ import numpy as np
 __all__ = ["fold", "hist_quantile", "exact_quantiles", "quantile_interval"]
 
 
-def fold(centers: np.ndarray, counts: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:
-    """Histogram of ``|x|`` from a histogram of ``x`` whose edges are multiples of ``width``.
+def fold(
+    centers: np.ndarray, counts: np.ndarray, width: float, max_bins: int | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Histogram of ``|x|``, from 0, out of a histogram of ``x`` whose edges are multiples of ``width``.
 
     Bin ``[k w, (k+1) w)`` with ``k < 0`` holds ``|x|`` in ``((-k-1) w, -k w]``,
-    i.e. bin ``-k-1`` of the folded histogram: folding is exact.
+    i.e. bin ``-k-1`` of the folded histogram: folding is exact.  Data far from
+    zero relative to ``width`` would need very many bins from 0; beyond
+    ``max_bins`` (default ``2 * len(counts)``) pairs of bins merge exactly, the
+    width doubling each time.
+
+    Returns:
+        ``(centers, counts, width)`` of the folded histogram.
 
     Example:
         >>> fold(np.array([-0.5, 0.5, 1.5]), np.array([2, 1, 1]), 1.0)
-        (array([0.5, 1.5]), array([3, 1]))
+        (array([0.5, 1.5]), array([3, 1]), 1.0)
     """
     if width == 0.0:
-        return np.abs(centers), counts.copy()
+        return np.abs(centers), counts.copy(), 0.0
+    limit = max_bins or 2 * counts.size
     k = np.floor(centers / width).astype(np.int64)
     j = np.where(k >= 0, k, -k - 1)
-    folded = np.bincount(j, weights=counts, minlength=int(j.max()) + 1).astype(np.int64)
-    return (np.arange(folded.size) + 0.5) * width, folded
+    keep = counts > 0
+    j, weights = j[keep], counts[keep]
+    while int(j.max()) + 1 > limit:
+        j //= 2
+        width *= 2.0
+    folded = np.bincount(j, weights=weights, minlength=int(j.max()) + 1).astype(np.int64)
+    return (np.arange(folded.size) + 0.5) * width, folded, width
 
 
 def _ranks(n: int, q: float) -> tuple[int, int, float]:

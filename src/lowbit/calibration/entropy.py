@@ -50,7 +50,7 @@ class Entropy(HistogramEstimator):
         if w == 0.0 or amax == 0.0:
             t = amax
         else:
-            _, folded = fold(centers, counts, w)
+            _, folded, w = fold(centers, counts, w)
             one_sided = lo >= 0 or hi <= 0
             levels = 2 ** qtype.bits if (one_sided and not qtype.signed) else 2 ** (qtype.bits - 1)
             if folded.size <= levels:

@@ -49,7 +49,11 @@ class Percentile(HistogramEstimator):
             values = rows[c][np.isfinite(rows[c])] if had_nonfinite else rows[c]
             centers, counts, w = self.hist_.channel(c)
             signed = (centers, counts, False)
-            exact[c] = exact_quantiles(values, [signed, signed, (*fold(centers, counts, w), True)], w, [100 - p, p, p])
+            abs_centers, abs_counts, abs_w = fold(centers, counts, w)
+            exact[c] = [
+                *exact_quantiles(values, [signed, signed], w, [100 - p, p]),
+                *exact_quantiles(values, [(abs_centers, abs_counts, True)], abs_w, [p]),
+            ]
         self.exact_ = exact
 
     def _channel_range(self, c: int, qtype: QType, symmetric: bool) -> tuple[float, float]:
@@ -59,5 +63,5 @@ class Percentile(HistogramEstimator):
         else:
             centers, counts, w = self.hist_.channel(c)
             lo, hi = hist_quantile(centers, counts, w, 100.0 - p), hist_quantile(centers, counts, w, p)
-            amax = hist_quantile(*fold(centers, counts, w), w, p)
+            amax = hist_quantile(*fold(centers, counts, w), p)
         return (-amax, amax) if symmetric else (lo, hi)

@@ -116,15 +116,15 @@ def values_between(
     los = np.array([i[0] for i in intervals], x.dtype)
     his = np.array([i[1] for i in intervals], x.dtype)
     absolute = np.array([i[2] for i in intervals], np.bool_)
-    for cap in (max(capacity, 1), -1):
-        if cap < 0:
-            cap = int(inside.max())
-        out = np.empty((k, cap), x.dtype)
-        inside = np.zeros(k, np.int64)
-        below = np.zeros(k, np.int64)
+    out = np.empty((k, max(capacity, 1)), x.dtype)
+    inside = np.zeros(k, np.int64)
+    below = np.zeros(k, np.int64)
+    _between(x, los, his, absolute, out, inside, below)
+    if inside.max() > out.shape[1]:
+        out = np.empty((k, int(inside.max())), x.dtype)
+        inside[:] = 0
+        below[:] = 0
         _between(x, los, his, absolute, out, inside, below)
-        if inside.max() <= cap:
-            break
     return [(out[j, : inside[j]], int(below[j])) for j in range(k)]
 
 

@@ -1,0 +1,56 @@
+"""Histogram kernels against np.histogram / plain NumPy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lowbit.calibration._histogram import StreamingHistogram
+from lowbit.kernels.histogram import histogram_flat, histogram_rows, kl_thresholds, values_between
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_histogram_flat_equals_numpy(dtype, rng):
+    x = (rng.standard_normal(300_000) * 5).astype(dtype)
+    w, k0 = 2.0**-4, int(np.floor(x.min() / 2.0**-4))
+    nbins = int(np.floor(x.max() / w)) - k0 + 1
+    edges = (k0 + np.arange(nbins + 1)) * w
+    np.testing.assert_array_equal(histogram_flat(x, w, k0, nbins), np.histogram(x, edges)[0])
+
+
+def test_histogram_rows_and_omit(rng):
+    x = rng.standard_normal((3, 1000))
+    x[1, 10] = np.nan
+    widths, k0 = np.array([0.5, 0.25, 1.0]), np.array([-10, -20, -5])
+    counts = histogram_rows(x, widths, k0, 40, omit=True)
+    for r in range(3):
+        edges = (k0[r] + np.arange(41)) * widths[r]
+        finite = x[r][np.isfinite(x[r])]
+        np.testing.assert_array_equal(counts[r], np.histogram(finite, edges)[0])
+
+
+def test_merging_is_exact(rng):
+    h = StreamingHistogram(1, 256)
+    parts = [rng.standard_normal(1000) * s for s in (0.01, 1.0, 100.0)]
+    for p in parts:
+        h.add(p[None, :], np.array([p.min()]), np.array([p.max()]))
+    edges = h.edges(0)
+    everything = np.concatenate(parts)
+    assert h.n[0] == everything.size
+    np.testing.assert_array_equal(h.counts[0], np.histogram(everything, edges)[0])
+
+
+def test_values_between_counts_below_exactly(rng):
+    x = rng.integers(-5, 6, 10_000).astype(np.float64)
+    ((inside, below),) = values_between(x, [(1.0, 3.0, False)], 10)
+    assert below == int((x < 1.0).sum()) and sorted(inside.tolist()) == sorted(x[(x >= 1) & (x < 3)].tolist())
+    ((inside, below),) = values_between(x, [(2.0, 4.0, True)], 5)
+    assert below == int((np.abs(x) < 2).sum()) and inside.size == int(((np.abs(x) >= 2) & (np.abs(x) < 4)).sum())
+
+
+def test_kl_prefers_the_threshold_that_keeps_the_shape():
+    hist = np.zeros(512, np.int64)
+    hist[:256] = np.linspace(1000, 10, 256).astype(np.int64)
+    hist[500] = 1  # a lone outlier far out
+    divergence = kl_thresholds(hist, 128)
+    assert 128 + int(np.argmin(divergence)) <= 300
