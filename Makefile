@@ -29,6 +29,7 @@ test: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/bench_core.py
+	$(BIN)/python benchmarks/bench_calibration.py
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests benchmarks scripts

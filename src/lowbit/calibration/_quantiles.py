@@ -6,8 +6,8 @@ order statistics at ranks ``floor(r)`` and ``floor(r) + 1``, ``r = q/100 (n-1)``
 Example:
     >>> import numpy as np
     >>> x = np.array([4.0, 1.0, 3.0, 2.0])
-    >>> hist = (np.array([0.5, 1.5, 2.5, 3.5, 4.5]), np.array([0, 1, 1, 1, 1]), False)
-    >>> exact_quantiles(x, [hist], 1.0, [50.0])
+    >>> hist = (np.array([0.5, 1.5, 2.5, 3.5, 4.5]), np.array([0, 1, 1, 1, 1]), 1.0, False)
+    >>> exact_quantiles(x, [(*hist, 50.0)])
     [2.5]
 """
 
@@ -101,30 +101,33 @@ def quantile_interval(
     return lo, hi, i0, i1, frac, guess
 
 
-def exact_quantiles(
-    values: np.ndarray, hists: list[tuple[np.ndarray, np.ndarray, bool]], width: float, qs: list[float]
-) -> list[float]:
-    """Exact percentiles ``qs[j]`` of ``values`` (of ``|values|`` where ``hists[j]`` says absolute).
+def exact_quantiles(values: np.ndarray, queries: list[tuple[np.ndarray, np.ndarray, float, bool, float]]) -> list[float]:
+    """Exact percentiles of ``values``, each located with a histogram: no sort.
 
-    ``hists[j]`` is ``(centers, counts, absolute)``, the histogram of what the
-    j-th percentile is taken of.  Only the values in the bins holding each pair
-    of order statistics are gathered (one pass for all) and partitioned: no sort.
+    Each query is ``(centers, counts, width, absolute, q)``: the histogram of
+    what percentile ``q`` is taken of (``|values|`` when ``absolute``).  One
+    gather (two parallel passes) collects the values in the bins that hold each
+    pair of order statistics, and only those are partitioned.
 
     Example:
         >>> centers, counts = np.array([0.5, 1.5, 2.5, 3.5]), np.array([0, 1, 0, 1])
-        >>> exact_quantiles(np.array([-3.0, 1.0]), [(centers, counts, True)], 1.0, [100.0])
+        >>> exact_quantiles(np.array([-3.0, 1.0]), [(centers, counts, 1.0, True, 100.0)])
         [3.0]
     """
     from lowbit.kernels.histogram import values_between
 
-    if width == 0.0:
-        return [float(abs(h[0][0]) if h[2] else h[0][0]) for h in hists]
-    where = [quantile_interval(c, n, width, q) for (c, n, _), q in zip(hists, qs, strict=True)]
-    gathered = values_between(values, [(w[0], w[1], h[2]) for w, h in zip(where, hists, strict=True)],
-                              max(w[5] for w in where))
-    result = []
-    for (_, _, i0, i1, frac, _), (picked, below) in zip(where, gathered, strict=True):
+    result: list[float | None] = [None] * len(queries)
+    where, intervals = [], []
+    for j, (centers, counts, width, absolute, q) in enumerate(queries):
+        if width == 0.0:  # a point mass: every order statistic is its value
+            result[j] = float(abs(centers[0]) if absolute else centers[0])
+            continue
+        lo, hi, i0, i1, frac, _ = quantile_interval(centers, counts, width, q)
+        where.append((j, i0, i1, frac))
+        intervals.append((lo, hi, absolute))
+    gathered = values_between(values, intervals) if intervals else []
+    for (j, i0, i1, frac), (picked, below) in zip(where, gathered, strict=True):
         k0, k1 = i0 - below, i1 - below
         part = np.partition(picked, (k0, k1))
-        result.append(_lerp(float(part[k0]), float(part[k1]), frac))
-    return result
+        result[j] = _lerp(float(part[k0]), float(part[k1]), frac)
+    return [float(r) for r in result if r is not None]

@@ -48,12 +48,10 @@ class Percentile(HistogramEstimator):
         for c in range(rows.shape[0]):
             values = rows[c][np.isfinite(rows[c])] if had_nonfinite else rows[c]
             centers, counts, w = self.hist_.channel(c)
-            signed = (centers, counts, False)
-            abs_centers, abs_counts, abs_w = fold(centers, counts, w)
-            exact[c] = [
-                *exact_quantiles(values, [signed, signed], w, [100 - p, p]),
-                *exact_quantiles(values, [(abs_centers, abs_counts, True)], abs_w, [p]),
-            ]
+            folded = fold(centers, counts, w)
+            exact[c] = exact_quantiles(
+                values, [(centers, counts, w, False, 100 - p), (centers, counts, w, False, p), (*folded, True, p)]
+            )
         self.exact_ = exact
 
     def _channel_range(self, c: int, qtype: QType, symmetric: bool) -> tuple[float, float]:

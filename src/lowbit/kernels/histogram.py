@@ -85,47 +85,72 @@ def histogram_rows(x: np.ndarray, widths: np.ndarray, k0: np.ndarray, nbins: int
     return counts
 
 
-@njit(cache=True)
-def _between(x, los, his, absolute, out, inside, below):  # pragma: no cover - compiled
-    k = los.size
-    for i in range(x.size):
-        for j in range(k):
-            v = abs(x[i]) if absolute[j] else x[i]
-            if v < los[j]:
-                below[j] += 1
-            elif v < his[j]:
-                if inside[j] < out.shape[1]:
-                    out[j, inside[j]] = v
-                inside[j] += 1
+@njit(inline="always", cache=True)
+def _value(v, absolute):  # pragma: no cover - compiled
+    return abs(v) if absolute else v
 
 
-def values_between(
-    x: np.ndarray, intervals: list[tuple[float, float, bool]], capacity: int
-) -> list[tuple[np.ndarray, int]]:
+@njit(parallel=True, cache=True)
+def _count_between(x, los, his, absolute, nchunks, inside, below):  # pragma: no cover - compiled
+    n = x.size
+    for c in prange(nchunks):
+        xs = x[c * n // nchunks : (c + 1) * n // nchunks]
+        for j in range(los.size):
+            lo = los[j]
+            hi = his[j]
+            a = absolute[j]
+            nin = 0
+            nbelow = 0
+            for i in range(xs.size):
+                v = _value(xs[i], a)
+                nbelow += v < lo
+                nin += (v >= lo) & (v < hi)
+            inside[c, j] = nin
+            below[c, j] = nbelow
+
+
+@njit(parallel=True, cache=True)
+def _gather_between(x, los, his, absolute, nchunks, offsets, out):  # pragma: no cover - compiled
+    n = x.size
+    for c in prange(nchunks):
+        xs = x[c * n // nchunks : (c + 1) * n // nchunks]
+        for j in range(los.size):
+            lo = los[j]
+            hi = his[j]
+            a = absolute[j]
+            k = offsets[c, j]
+            for i in range(xs.size):
+                v = _value(xs[i], a)
+                if v >= lo and v < hi:
+                    out[k] = v
+                    k += 1
+
+
+def values_between(x: np.ndarray, intervals: list[tuple[float, float, bool]]) -> list[tuple[np.ndarray, int]]:
     """For each ``(lo, hi, absolute)``: the values of ``x`` (or ``|x|``) in ``[lo, hi)`` and the count below ``lo``.
 
-    One pass serves every interval; NaN falls in none and is not counted below.
-    ``capacity`` is a guess of how many values an interval holds; a larger
-    count costs one more pass.
+    Two parallel passes serve every interval (count, then gather into place);
+    NaN falls in none and is not counted below.
 
     Example:
-        >>> [(v.tolist(), n) for v, n in values_between(np.array([3.0, -1.0, 2.0, 0.5]), [(1.0, 3.0, True)], 4)]
+        >>> [(v.tolist(), n) for v, n in values_between(np.array([3.0, -1.0, 2.0, 0.5]), [(1.0, 3.0, True)])]
         [([1.0, 2.0], 1)]
     """
     k = len(intervals)
     los = np.array([i[0] for i in intervals], x.dtype)
     his = np.array([i[1] for i in intervals], x.dtype)
     absolute = np.array([i[2] for i in intervals], np.bool_)
-    out = np.empty((k, max(capacity, 1)), x.dtype)
-    inside = np.zeros(k, np.int64)
-    below = np.zeros(k, np.int64)
-    _between(x, los, his, absolute, out, inside, below)
-    if inside.max() > out.shape[1]:
-        out = np.empty((k, int(inside.max())), x.dtype)
-        inside[:] = 0
-        below[:] = 0
-        _between(x, los, his, absolute, out, inside, below)
-    return [(out[j, : inside[j]], int(below[j])) for j in range(k)]
+    nchunks = max(1, min(256, x.size // _MIN_TASK))
+    inside = np.zeros((nchunks, k), np.int64)
+    below = np.zeros((nchunks, k), np.int64)
+    _count_between(x, los, his, absolute, nchunks, inside, below)
+    per_interval = inside.sum(axis=0)
+    starts = np.concatenate([[0], np.cumsum(per_interval)[:-1]])
+    offsets = starts[None, :] + np.cumsum(inside, axis=0) - inside
+    out = np.empty(int(per_interval.sum()), x.dtype)
+    _gather_between(x, los, his, absolute, nchunks, offsets, out)
+    totals = below.sum(axis=0)
+    return [(out[starts[j] : starts[j] + per_interval[j]], int(totals[j])) for j in range(k)]
 
 
 @njit(parallel=True, cache=True)
