@@ -101,7 +101,10 @@ def quantile_interval(
     return lo, hi, i0, i1, frac, guess
 
 
-def exact_quantiles(values: np.ndarray, queries: list[tuple[np.ndarray, np.ndarray, float, bool, float]]) -> list[float]:
+Query = tuple[np.ndarray, np.ndarray, float, bool, float]
+
+
+def exact_quantiles(values: np.ndarray, queries: list[Query]) -> list[float]:
     """Exact percentiles of ``values``, each located with a histogram: no sort.
 
     Each query is ``(centers, counts, width, absolute, q)``: the histogram of
