@@ -58,6 +58,13 @@ def test_contract_before_and_after_data(cls):
     assert est.range_("uint8")[1] >= 19.0 - 1e-9 or cls is not MinMax
 
 
+def test_constructor_defaults_apply_when_range_is_asked_without_arguments(rng):
+    x = rng.standard_normal(10_000) + 2.0
+    assert MSE(qtype="uint4", symmetric=False).fit([x]).range_() == MSE().fit([x]).range_("uint4", False)
+    lo, hi = MSE(qtype="int4").fit([x]).range_()
+    assert lo == -hi
+
+
 def test_fit_forgets_earlier_data():
     est = MinMax().fit([np.array([-100.0, 100.0])])
     assert est.fit([np.array([1.0, 2.0])]).range_() == (1.0, 2.0)

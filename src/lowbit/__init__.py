@@ -29,6 +29,18 @@ from lowbit.qtensor import QTensor
 
 __version__ = "0.1.0"
 
+_LAZY_SUBMODULES = ("calibration", "io", "report", "kernels")
+
+
+def __getattr__(name: str):
+    """Import heavier submodules on first use (``lowbit.calibration.MSE`` works after ``import lowbit``)."""
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"lowbit.{name}")
+    raise AttributeError(f"module 'lowbit' has no attribute {name!r}")
+
+
 __all__ = [
     "__version__",
     "quantize",

@@ -99,6 +99,8 @@ class RangeEstimator:
         """
         self._check_fitted()
         qt = get_qtype(qtype) if qtype is not None else self._default_qtype()
+        if symmetric is None:
+            symmetric = getattr(self, "symmetric", None)
         sym = qt.signed if symmetric is None else bool(symmetric)
         lo, hi = (np.asarray(v, np.float64).reshape(-1) for v in self._range(qt, sym))
         return (float(lo[0]), float(hi[0])) if self.axis is None else (lo, hi)
