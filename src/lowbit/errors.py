@@ -25,6 +25,7 @@ __all__ = [
     "FileFormatError",
     "NotCalibratedError",
     "OptionError",
+    "ModelError",
 ]
 
 
@@ -62,3 +63,8 @@ class NotCalibratedError(LowbitError, RuntimeError):
 
 class OptionError(LowbitError, ValueError):
     """A keyword argument has a value outside its documented choices."""
+
+
+class ModelError(LowbitError, ValueError):
+    """A model-level request that cannot be carried out as asked (no matching module,
+    unsupported layer, steps out of order, wrong train/eval mode)."""

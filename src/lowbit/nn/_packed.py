@@ -1,0 +1,117 @@
+"""A module that keeps one weight as a lowbit QTensor's packed storage in buffers (not public).
+
+Buffers (all tensors, so ``torch.load(weights_only=True)`` reads them):
+
+* ``weight_data``: the QTensor's 1-D storage: codes (int8/uint8/int16; uint16
+  codes as their int16 bit pattern) or packed bytes (uint8) for other widths;
+* ``weight_scale``: float32, shaped like the granularity's parameters;
+* ``weight_zero_point``: storage dtype, same shape; only for affine formats
+  (``None`` when symmetric: the zero point is then fixed by the format).
+
+The format, granularity, symmetry and shape are constructor arguments, so a
+freshly built module of the same configuration loads the state dict.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from lowbit._arrays import Source
+from lowbit.core import dequantize, quantize
+from lowbit.formats import QType, get_qtype
+from lowbit.granularity import Granularity, PerChannel, plan
+from lowbit.nn._util import TORCH_STORAGE, DtypeCheckedLoad, as_granularity, from_buffer, layer_context, to_buffer
+from lowbit.qparams import symmetric_divisor
+from lowbit.qtensor import QTensor
+
+__all__ = ["PackedWeightModule"]
+
+
+class PackedWeightModule(DtypeCheckedLoad):
+    """Base of the weight-only modules: packed weight buffers, dequantization, ``nbytes``."""
+
+    weight_data: torch.Tensor
+    weight_scale: torch.Tensor
+    weight_zero_point: torch.Tensor | None
+    bias: torch.nn.Parameter | None
+
+    def _init_weight(self, shape: tuple[int, ...], qtype: str | QType, granularity: Granularity | str | None,
+                     symmetric: bool | None) -> None:
+        name = type(self).__name__
+        with layer_context(f"{name} weight {shape}"):
+            qt = get_qtype(qtype)
+            gran = as_granularity(granularity, PerChannel(0))
+            sym = qt.signed if symmetric is None else bool(symmetric)
+            layout = plan(gran, shape)
+            zero = symmetric_divisor(qt)[0] if sym else 0
+        self.qtype, self.granularity, self.symmetric, self.weight_shape = qt, gran, sym, tuple(shape)
+        numel = math.prod(shape)
+        dtype = torch.uint8 if qt.packed else TORCH_STORAGE[qt.storage_dtype]
+        self.register_buffer("weight_data", torch.zeros(qt.packed_nbytes(numel) if qt.packed else numel, dtype=dtype))
+        self.register_buffer("weight_scale", torch.ones(layout.param_shape, dtype=torch.float32))
+        zp = None if sym else torch.full(layout.param_shape, zero, dtype=TORCH_STORAGE[qt.storage_dtype])
+        self.register_buffer("weight_zero_point", zp)
+
+    def _init_bias(self, size: int, bias: bool) -> None:
+        self.bias = torch.nn.Parameter(torch.zeros(size)) if bias else None
+
+    def _quantize_from(self, module: Any, method: str, method_options: dict[str, Any]) -> None:
+        """Quantize ``module.weight`` (as float32) into the buffers and copy its bias."""
+        weight = module.weight.detach().float()
+        with layer_context(f"{type(self).__name__}.from_float({type(module).__name__}) weight {tuple(weight.shape)}"):
+            qt = quantize(weight, self.qtype, granularity=self.granularity, symmetric=self.symmetric,
+                          method=method, **method_options)
+        self._store(qt)
+        if self.bias is not None:
+            self.bias.data.copy_(module.bias.detach())
+
+    def _store(self, qt: QTensor) -> None:
+        """Copy a QTensor of this module's configuration into the buffers."""
+        self.weight_data.copy_(to_buffer(qt.data))
+        self.weight_scale.copy_(torch.from_numpy(np.asarray(qt.scale, np.float32)))
+        if self.weight_zero_point is not None:
+            self.weight_zero_point.copy_(to_buffer(qt.zero_point))
+
+    def _zero_point_array(self, param_shape: tuple[int, ...], zp: torch.Tensor | None) -> np.ndarray:
+        dt = self.qtype.storage_dtype
+        if zp is not None:
+            return from_buffer(zp, dt)
+        return np.full(param_shape, symmetric_divisor(self.qtype)[0], dt)
+
+    def weight_qtensor(self) -> QTensor:
+        """The stored weight as a lowbit QTensor (shares memory with the buffers).
+
+        Example:
+            >>> import torch, lowbit.nn as lnn
+            >>> m = lnn.WeightOnlyLinear.from_float(torch.nn.Linear(8, 2), "int4")
+            >>> m.weight_qtensor().codes.shape
+            (2, 8)
+        """
+        data_dtype = np.dtype(np.uint8) if self.qtype.packed else self.qtype.storage_dtype
+        scale = self.weight_scale.detach().float().numpy()
+        return QTensor(from_buffer(self.weight_data, data_dtype), scale,
+                       self._zero_point_array(scale.shape, self.weight_zero_point), self.qtype, self.granularity,
+                       self.symmetric, Source("torch", "float32", self.weight_shape))
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The weight as float32: ``(code - zero_point) * scale`` in one fused pass.
+
+        Example:
+            >>> import torch, lowbit.nn as lnn
+            >>> m = lnn.WeightOnlyLinear.from_float(torch.nn.Linear(8, 2), "int8")
+            >>> m.dequantized_weight().dtype, m.dequantized_weight().shape
+            (torch.float32, torch.Size([2, 8]))
+        """
+        return dequantize(self.weight_qtensor())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: packed weight + scales (+ zero points when affine) + bias."""
+        return sum(t.numel() * t.element_size() for t in (*self.buffers(recurse=False), *self.parameters(False)))
+
+    def _weight_repr(self) -> str:
+        return f"qtype={self.qtype.name}, granularity={self.granularity}, symmetric={self.symmetric}"

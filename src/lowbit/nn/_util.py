@@ -1,0 +1,111 @@
+"""Small helpers shared by the ``lowbit.nn`` modules (not public).
+
+* NumPy <-> torch buffers for quantized storage (uint16 codes travel as an int16
+  bit view, so every buffer is a dtype ``torch.save``/``load`` handle everywhere);
+* typed input checks and re-raising core errors with the layer's name;
+* granularity spelled as an object or a string;
+* a load-time dtype check so a state dict of another configuration is refused
+  instead of being silently cast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lowbit.errors import InputTypeError, LowbitError, OptionError
+from lowbit.granularity import Granularity, PerChannel, PerGroup, PerTensor, parse_granularity
+
+__all__ = [
+    "TORCH_STORAGE",
+    "to_buffer",
+    "from_buffer",
+    "check_float_input",
+    "as_granularity",
+    "layer_context",
+    "tensor_bytes",
+    "DtypeCheckedLoad",
+]
+
+# numpy storage dtype -> torch buffer dtype (uint16 is stored as its int16 bit pattern)
+TORCH_STORAGE = {
+    np.dtype(np.int8): torch.int8,
+    np.dtype(np.uint8): torch.uint8,
+    np.dtype(np.int16): torch.int16,
+    np.dtype(np.uint16): torch.int16,
+}
+
+
+def to_buffer(arr: np.ndarray) -> torch.Tensor:
+    """A torch tensor holding ``arr``'s bytes (uint16 reinterpreted as int16; no copy)."""
+    arr = np.asarray(arr)
+    if not arr.flags.c_contiguous:  # (np.ascontiguousarray would turn a 0-d array into 1-d)
+        arr = arr.copy()
+    if arr.dtype == np.uint16:
+        arr = arr.view(np.int16)
+    return torch.from_numpy(arr)
+
+
+def from_buffer(t: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    """NumPy view of a CPU buffer reinterpreted as ``dtype`` (inverse of :func:`to_buffer`)."""
+    return t.detach().contiguous().numpy().view(dtype)
+
+
+def check_float_input(x: Any, layer: str) -> None:
+    """Raise InputTypeError unless ``x`` is a floating-point torch tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise InputTypeError(f"{layer} expects a torch.Tensor, got {type(x).__name__}; wrap it with torch.as_tensor")
+    if not x.is_floating_point():
+        raise InputTypeError(f"{layer} expects a floating-point tensor, got {x.dtype}; cast it with .float()")
+
+
+def as_granularity(granularity: Granularity | str | None, default: Granularity) -> Granularity:
+    """A granularity object from an object, its string spelling (``"group:64"``) or None (default)."""
+    if granularity is None:
+        return default
+    if isinstance(granularity, str):
+        return parse_granularity(granularity)
+    if isinstance(granularity, (PerTensor, PerChannel, PerGroup)):
+        return granularity
+    raise OptionError(
+        f"granularity must be PerTensor(), PerChannel(axis), PerGroup(size, axis) or a string such as "
+        f"'channel' or 'group:64', got {granularity!r}"
+    )
+
+
+@contextlib.contextmanager
+def layer_context(context: str) -> Iterator[None]:
+    """Re-raise a LowbitError of the same type with ``context`` (layer, tensor, shape) prefixed."""
+    try:
+        yield
+    except LowbitError as err:
+        raise type(err)(f"{context}: {err}") from None
+
+
+def tensor_bytes(*tensors: torch.Tensor | None) -> int:
+    """Total bytes of the given tensors (None entries count 0)."""
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+class DtypeCheckedLoad(nn.Module):
+    """Refuse integer buffers of another dtype in ``load_state_dict`` (torch would cast them)."""
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        for name, buf in self._buffers.items():
+            key = prefix + name
+            if buf is None or key not in state_dict or buf.is_floating_point():
+                continue
+            got = state_dict[key]
+            if isinstance(got, torch.Tensor) and got.dtype != buf.dtype:
+                error_msgs.append(
+                    f"{key} is {got.dtype} in the state dict but {buf.dtype} in {type(self).__name__}"
+                    f"({self.extra_repr()}); build the module with the configuration the state dict was saved with"
+                )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)

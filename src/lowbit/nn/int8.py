@@ -1,0 +1,294 @@
+"""W8A8 modules: int8 weights, int8 activations, int32 accumulation.
+
+For an input flattened to ``(M, K)`` and a weight of ``N`` outputs:
+
+* weights: lowbit ``int8`` (narrow, -127..127), symmetric, one scale per output
+  channel (or per tensor), stored transposed and contiguous as ``(K, N)``;
+* activations: ``x_q = clamp(round_half_even(x * (1 / s_x)), -127, 127)`` with
+  ``s_x`` static (a calibrated float) or dynamic: ``absmax / 127`` of the whole
+  input (``"tensor"``) or of each row (``"token"``); an all-zero input or row
+  gets ``s_x = 1``; NaN/Inf inputs raise NonFiniteError;
+* ``acc = torch._int_mm(x_q, w_q_t)`` (int32), ``y = acc.float() * (s_x * s_w) + bias``.
+
+Example:
+    >>> import torch, lowbit.nn as lnn
+    >>> _ = torch.manual_seed(0)
+    >>> lin = torch.nn.Linear(64, 32)
+    >>> q = lnn.Int8Linear.from_float(lin, act_granularity="token")
+    >>> x = torch.randn(4, 64)
+    >>> bool(torch.nn.functional.cosine_similarity(q(x).flatten(), lin(x).flatten(), dim=0) > 0.999)
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lowbit.core import quantize
+from lowbit.errors import InputTypeError, NonFiniteError, OptionError
+from lowbit.granularity import Granularity, PerChannel, PerTensor
+from lowbit.nn._conv import ConvSettings
+from lowbit.nn._util import DtypeCheckedLoad, as_granularity, check_float_input, layer_context, tensor_bytes
+
+__all__ = ["Int8Linear", "Int8Conv2d", "quantize_activations", "int8_matmul", "ACT_GRANULARITIES"]
+
+ACT_GRANULARITIES = ("tensor", "token")
+QMAX = 127
+
+
+def quantize_activations(x: torch.Tensor, scale: float | torch.Tensor | None = None,
+                         granularity: str = "tensor") -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 codes of a 2-d float input, with a static or dynamic scale.
+
+    Args:
+        x: float tensor ``(M, K)``.
+        scale: a static positive scale, or None for a dynamic one (absmax / 127).
+        granularity: ``"tensor"`` (one scale) or ``"token"`` (one per row; dynamic only).
+
+    Returns:
+        ``(codes, scale)``: int8 codes ``(M, K)`` in -127..127 and the float32
+        scale, shaped ``()`` or ``(M, 1)``.
+
+    Raises:
+        NonFiniteError: NaN or Inf in ``x``. OptionError: bad granularity or scale.
+
+    Example:
+        >>> import torch
+        >>> q, s = quantize_activations(torch.tensor([[0.5, -1.0], [0.25, 0.0]]), granularity="token")
+        >>> q.tolist(), s.flatten().tolist()
+        ([[64, -127], [127, 0]], [0.007874015718698502, 0.0019685039296746254])
+    """
+    if granularity not in ACT_GRANULARITIES:
+        raise OptionError(f"act_granularity must be one of {ACT_GRANULARITIES}, got {granularity!r}")
+    xf = x.float()
+    if xf.numel() == 0:
+        amax = torch.zeros((xf.shape[0], 1) if granularity == "token" else ())
+    else:
+        amax = xf.abs().amax(dim=1, keepdim=True) if granularity == "token" else xf.abs().amax()
+    if not bool(torch.isfinite(amax).all()):
+        raise NonFiniteError(f"the int8 activation input {tuple(x.shape)} holds NaN or Inf values")
+    if scale is None:
+        s = amax / QMAX
+        s = torch.where(s > 0, s, torch.ones_like(s))
+    elif granularity != "tensor":
+        raise OptionError("a static act_scale is one scale per tensor; use act_granularity='tensor'")
+    else:
+        s = torch.as_tensor(scale, dtype=torch.float32).reshape(())
+    codes = torch.clamp(torch.round(xf * (1.0 / s)), -QMAX, QMAX).to(torch.int8)
+    return codes, s
+
+
+def int8_matmul(x_q: torch.Tensor, w_q_t: torch.Tensor) -> torch.Tensor:
+    """Exact int32 product of int8 ``(M, K)`` codes and int8 ``(K, N)`` codes.
+
+    Example:
+        >>> import torch
+        >>> a = torch.tensor([[127, -127]], dtype=torch.int8)
+        >>> int8_matmul(a, torch.tensor([[127], [1]], dtype=torch.int8)).tolist()
+        [[16002]]
+    """
+    if x_q.shape[0] == 0:
+        return torch.zeros((0, w_q_t.shape[1]), dtype=torch.int32)
+    return torch._int_mm(x_q.contiguous(), w_q_t)
+
+
+def _static_scale(act_scale: Any, layer: str) -> float | None:
+    if act_scale is None:
+        return None
+    try:
+        value = float(act_scale)
+    except (TypeError, ValueError):
+        raise OptionError(f"{layer} act_scale must be a positive float or None, got {act_scale!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise OptionError(f"{layer} act_scale must be finite and > 0, got {value}; calibrate the input range first")
+    return value
+
+
+class _Int8Base(DtypeCheckedLoad):
+    """Buffers and the integer GEMM shared by Int8Linear and Int8Conv2d."""
+
+    weight_t: torch.Tensor
+    weight_scale: torch.Tensor
+    act_scale: torch.Tensor | None
+
+    def _init_int8(self, n_out: int, k: int, bias: bool, act_scale: Any, act_granularity: str,
+                   weight_granularity: Granularity | str | None) -> None:
+        layer = type(self).__name__
+        if act_granularity not in ACT_GRANULARITIES:
+            raise OptionError(f"{layer} act_granularity must be one of {ACT_GRANULARITIES}, got {act_granularity!r}")
+        static = _static_scale(act_scale, layer)
+        if static is not None and act_granularity != "tensor":
+            raise OptionError(f"{layer}: a static act_scale is one scale per tensor; use act_granularity='tensor'")
+        gran = as_granularity(weight_granularity, PerChannel(0))
+        if not (isinstance(gran, PerTensor) or (isinstance(gran, PerChannel) and gran.axis == 0)):
+            raise OptionError(f"{layer} weight_granularity must be PerChannel(0) or PerTensor(), got {gran}")
+        self.act_granularity, self.weight_granularity = act_granularity, gran
+        self.register_buffer("weight_t", torch.zeros((k, n_out), dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones((n_out,) if isinstance(gran, PerChannel) else ()))
+        self.register_buffer("act_scale", None if static is None else torch.tensor(static, dtype=torch.float32))
+        self.bias = nn.Parameter(torch.zeros(n_out)) if bias else None
+
+    def _quantize_weight(self, module: Any) -> None:
+        weight = module.weight.detach().float()
+        with layer_context(f"{type(self).__name__}.from_float({type(module).__name__}) weight {tuple(weight.shape)}"):
+            qt = quantize(weight, "int8", granularity=self.weight_granularity, symmetric=True)
+        self.set_weight(torch.from_numpy(qt.codes.reshape(weight.shape[0], -1)), torch.from_numpy(qt.scale))
+        if self.bias is not None:
+            self.bias.data.copy_(module.bias.detach())
+
+    def set_weight(self, codes: torch.Tensor, scale: torch.Tensor) -> None:
+        """Store int8 weight codes ``(N, K)`` (any signed format of <= 8 bits) and their scales.
+
+        Example:
+            >>> import torch, lowbit.nn as lnn
+            >>> m = lnn.Int8Linear(2, 1, bias=False)
+            >>> m.set_weight(torch.tensor([[3, -7]], dtype=torch.int8), torch.tensor([0.5]))
+            >>> m(torch.tensor([[127.0, 127.0]])).tolist()
+            [[-254.0]]
+        """
+        self.weight_t.copy_(codes.reshape(self.weight_t.shape[1], -1).t())
+        self.weight_scale.copy_(scale.reshape(self.weight_scale.shape))
+
+    def _gemm(self, x2d: torch.Tensor) -> torch.Tensor:
+        """float32 ``(M, N)`` output of the integer GEMM for a float ``(M, K)`` input."""
+        codes, s_x = quantize_activations(x2d, self.act_scale, self.act_granularity)
+        acc = int8_matmul(codes, self.weight_t)
+        y = acc.float() * (s_x * self.weight_scale)
+        return y if self.bias is None else y + self.bias.float()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: int8 weight + scales (+ static activation scale) + bias."""
+        return tensor_bytes(self.weight_t, self.weight_scale, self.act_scale, self.bias)
+
+    def _act_repr(self) -> str:
+        act = "dynamic" if self.act_scale is None else f"static act_scale={float(self.act_scale):.6g}"
+        return f"act={act}, act_granularity={self.act_granularity}, weight_granularity={self.weight_granularity}"
+
+
+class Int8Linear(_Int8Base):
+    """Linear layer computed as an int8 x int8 -> int32 matrix product.
+
+    Args:
+        in_features, out_features, bias: as ``torch.nn.Linear``.
+        act_scale: static activation scale (from calibration), or None for dynamic.
+        act_granularity: ``"tensor"`` or ``"token"`` (per row, dynamic only).
+        weight_granularity: ``PerChannel(0)`` (default) or ``PerTensor()`` (or "channel"/"tensor").
+
+    To load a static model's state dict, build it with any ``act_scale`` (e.g. 1.0):
+    the stored value replaces it.
+
+    Example:
+        >>> import torch, lowbit.nn as lnn
+        >>> m = lnn.Int8Linear.from_float(torch.nn.Linear(16, 4), act_scale=0.05)
+        >>> m(torch.randn(2, 3, 16)).shape
+        torch.Size([2, 3, 4])
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, act_scale: Any = None,
+                 act_granularity: str = "tensor", weight_granularity: Granularity | str | None = None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self._init_int8(self.out_features, self.in_features, bias, act_scale, act_granularity, weight_granularity)
+
+    @classmethod
+    def from_float(cls, module: nn.Module, act_scale: Any = None, act_granularity: str = "tensor",
+                   weight_granularity: Granularity | str | None = None) -> Int8Linear:
+        """Quantize a ``torch.nn.Linear``'s weight to int8 (symmetric, narrow range).
+
+        Raises:
+            InputTypeError: not a Linear. OptionError: bad act_scale or granularity.
+
+        Example:
+            >>> import torch, lowbit.nn as lnn
+            >>> lnn.Int8Linear.from_float(torch.nn.Linear(8, 2)).weight_t.shape
+            torch.Size([8, 2])
+        """
+        if not isinstance(module, nn.Linear):
+            raise InputTypeError(f"{cls.__name__}.from_float expects a torch.nn.Linear, got {type(module).__name__}")
+        new = cls(module.in_features, module.out_features, module.bias is not None, act_scale=act_scale,
+                  act_granularity=act_granularity, weight_granularity=weight_granularity)
+        new._quantize_weight(module)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """int8 GEMM over the last dimension; the output has ``x``'s dtype."""
+        check_float_input(x, type(self).__name__)
+        y = self._gemm(x.reshape(-1, self.in_features))
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        """Sizes and quantization settings."""
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"{self._act_repr()}")
+
+
+class Int8Conv2d(_Int8Base):
+    """2-d convolution as im2col (``F.unfold``) + int8 GEMM; ``groups`` must be 1.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+            bias, padding_mode: as ``torch.nn.Conv2d`` (``padding_mode="zeros"``, ``groups=1``).
+        act_scale, act_granularity, weight_granularity: as :class:`Int8Linear`;
+            a "token" is one output position's receptive field.
+
+    Example:
+        >>> import torch, lowbit.nn as lnn
+        >>> m = lnn.Int8Conv2d.from_float(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1))
+        >>> m(torch.randn(2, 3, 9, 9)).shape
+        torch.Size([2, 8, 5, 5])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
+                 dilation: Any = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+                 act_scale: Any = None, act_granularity: str = "tensor",
+                 weight_granularity: Granularity | str | None = None) -> None:
+        super().__init__()
+        self.conv = ConvSettings.build(type(self).__name__, in_channels, out_channels, kernel_size, stride, padding,
+                                       dilation, groups, padding_mode)
+        if groups != 1:
+            raise OptionError(
+                f"Int8Conv2d needs groups=1 (one dense GEMM), got groups={groups}; use WeightOnlyConv2d "
+                "for grouped or depthwise convolutions"
+            )
+        k = in_channels * self.conv.kernel_size[0] * self.conv.kernel_size[1]
+        self._init_int8(out_channels, k, bias, act_scale, act_granularity, weight_granularity)
+
+    @classmethod
+    def from_float(cls, module: nn.Module, act_scale: Any = None, act_granularity: str = "tensor",
+                   weight_granularity: Granularity | str | None = None) -> Int8Conv2d:
+        """Quantize a ``torch.nn.Conv2d``'s weight to int8 per output channel.
+
+        Raises:
+            InputTypeError: not a Conv2d. OptionError: groups != 1, padding_mode != "zeros".
+
+        Example:
+            >>> import torch, lowbit.nn as lnn
+            >>> lnn.Int8Conv2d.from_float(torch.nn.Conv2d(2, 4, 3)).weight_t.shape
+            torch.Size([18, 4])
+        """
+        new = cls(**ConvSettings.kwargs_of(module, cls.__name__), act_scale=act_scale,
+                  act_granularity=act_granularity, weight_granularity=weight_granularity)
+        new._quantize_weight(module)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolution of a ``(B, C, H, W)`` or ``(C, H, W)`` input; output in ``x``'s dtype."""
+        check_float_input(x, type(self).__name__)
+        batched = x if x.dim() == 4 else x.unsqueeze(0)
+        c = self.conv
+        b, _, h, w = batched.shape
+        padded = F.pad(batched.float(), c.pads())
+        cols = F.unfold(padded, c.kernel_size, dilation=c.dilation, stride=c.stride)  # (B, C*kh*kw, L)
+        y = self._gemm(cols.transpose(1, 2).reshape(-1, cols.shape[1]))
+        ho, wo = c.output_size(h, w)
+        y = y.reshape(b, ho, wo, c.out_channels).permute(0, 3, 1, 2).contiguous().to(x.dtype)
+        return y if x.dim() == 4 else y.squeeze(0)
+
+    def extra_repr(self) -> str:
+        """Convolution settings and quantization settings."""
+        return f"{self.conv.repr()}, bias={self.bias is not None}, {self._act_repr()}"

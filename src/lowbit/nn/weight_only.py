@@ -1,0 +1,156 @@
+"""Weight-only quantized Linear and Conv2d: packed low-bit weights, float compute.
+
+The weight is stored as a lowbit QTensor's packed storage (see
+:class:`~lowbit.nn._packed.PackedWeightModule`); each forward dequantizes it
+to float32 in one fused pass, casts it to the input's dtype and calls
+``F.linear`` / ``F.conv2d``. The bias stays float.
+
+Example:
+    >>> import torch, lowbit.nn as lnn
+    >>> _ = torch.manual_seed(0)
+    >>> lin = torch.nn.Linear(64, 16)
+    >>> q = lnn.WeightOnlyLinear.from_float(lin, "int4")
+    >>> x = torch.randn(3, 64)
+    >>> bool(torch.nn.functional.cosine_similarity(q(x).flatten(), lin(x).flatten(), dim=0) > 0.99)
+    True
+    >>> q.nbytes < 64 * 16 * 4 / 4
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lowbit.errors import InputTypeError
+from lowbit.formats import QType
+from lowbit.granularity import Granularity
+from lowbit.nn._conv import ConvSettings
+from lowbit.nn._packed import PackedWeightModule
+from lowbit.nn._util import check_float_input
+
+__all__ = ["WeightOnlyLinear", "WeightOnlyConv2d"]
+
+
+class WeightOnlyLinear(PackedWeightModule):
+    """``y = x @ dequantize(W).T + b`` with W stored packed (int8, int4, uint3, ...).
+
+    Args:
+        in_features, out_features, bias: as ``torch.nn.Linear``.
+        qtype: weight format name or QType (default ``"int8"``).
+        granularity: ``PerChannel(0)`` (default, one scale per output row),
+            ``PerTensor()``, ``PerGroup(size)`` (groups along the input) or its
+            string (``"group:64"``).
+        symmetric: scale-only (default for signed formats) or affine.
+
+    Example:
+        >>> import torch, lowbit.nn as lnn
+        >>> m = lnn.WeightOnlyLinear(8, 4, qtype="int4", granularity="group:4")
+        >>> m.weight_data.numel(), tuple(m.weight_scale.shape)
+        (16, (4, 2))
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, qtype: str | QType = "int8",
+                 granularity: Granularity | str | None = None, symmetric: bool | None = None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self._init_weight((self.out_features, self.in_features), qtype, granularity, symmetric)
+        self._init_bias(self.out_features, bias)
+
+    @classmethod
+    def from_float(cls, module: nn.Module, qtype: str | QType = "int8", granularity: Granularity | str | None = None,
+                   symmetric: bool | None = None, method: str = "minmax", **method_options: Any) -> WeightOnlyLinear:
+        """Quantize a ``torch.nn.Linear``'s weight with :func:`lowbit.quantize`.
+
+        Args:
+            module: the float layer (its weight is read as float32).
+            qtype, granularity, symmetric: as in the constructor.
+            method, **method_options: how the clipping range is estimated
+                (``"minmax"``, ``"mse"``, ``"percentile"``, ...; see :mod:`lowbit.calibration`).
+
+        Raises:
+            InputTypeError: ``module`` is not a Linear. QTypeError, GranularityError,
+                OptionError: bad format, granularity or method (the message names the layer).
+
+        Example:
+            >>> import torch, lowbit.nn as lnn
+            >>> lnn.WeightOnlyLinear.from_float(torch.nn.Linear(8, 2), "uint4", "group:4").extra_repr()
+            'in_features=8, out_features=2, bias=True, qtype=uint4, granularity=group:4, symmetric=False'
+        """
+        if not isinstance(module, nn.Linear):
+            raise InputTypeError(f"{cls.__name__}.from_float expects a torch.nn.Linear, got {type(module).__name__}")
+        new = cls(module.in_features, module.out_features, module.bias is not None, qtype=qtype,
+                  granularity=granularity, symmetric=symmetric)
+        new._quantize_from(module, method, method_options)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Linear layer with the dequantized weight cast to ``x.dtype``."""
+        check_float_input(x, type(self).__name__)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.dequantized_weight().to(x.dtype), bias)
+
+    def extra_repr(self) -> str:
+        """Layer sizes and the weight format."""
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"{self._weight_repr()}")
+
+
+class WeightOnlyConv2d(PackedWeightModule):
+    """2-d convolution with a packed low-bit weight (any stride/padding/dilation/groups).
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+            bias: as ``torch.nn.Conv2d``.
+        padding_mode: only ``"zeros"`` (others raise OptionError).
+        qtype, granularity, symmetric: as :class:`WeightOnlyLinear`; the default
+            granularity ``PerChannel(0)`` gives one scale per output channel.
+
+    Example:
+        >>> import torch, lowbit.nn as lnn
+        >>> conv = lnn.WeightOnlyConv2d.from_float(torch.nn.Conv2d(3, 8, 3, padding=1), "int4")
+        >>> conv(torch.randn(1, 3, 5, 5)).shape
+        torch.Size([1, 8, 5, 5])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
+                 dilation: Any = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+                 qtype: str | QType = "int8", granularity: Granularity | str | None = None,
+                 symmetric: bool | None = None) -> None:
+        super().__init__()
+        self.conv = ConvSettings.build(type(self).__name__, in_channels, out_channels, kernel_size, stride,
+                                       padding, dilation, groups, padding_mode)
+        self._init_weight(self.conv.weight_shape, qtype, granularity, symmetric)
+        self._init_bias(out_channels, bias)
+
+    @classmethod
+    def from_float(cls, module: nn.Module, qtype: str | QType = "int8", granularity: Granularity | str | None = None,
+                   symmetric: bool | None = None, method: str = "minmax", **method_options: Any) -> WeightOnlyConv2d:
+        """Quantize a ``torch.nn.Conv2d``'s weight (arguments as :meth:`WeightOnlyLinear.from_float`).
+
+        Raises:
+            InputTypeError: not a Conv2d. OptionError: padding_mode other than "zeros".
+
+        Example:
+            >>> import torch, lowbit.nn as lnn
+            >>> lnn.WeightOnlyConv2d.from_float(torch.nn.Conv2d(4, 4, 3, groups=2), "int8").weight_shape
+            (4, 2, 3, 3)
+        """
+        new = cls(**ConvSettings.kwargs_of(module, cls.__name__), qtype=qtype, granularity=granularity,
+                  symmetric=symmetric)
+        new._quantize_from(module, method, method_options)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolution with the dequantized weight cast to ``x.dtype``."""
+        check_float_input(x, type(self).__name__)
+        c = self.conv
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.conv2d(x, self.dequantized_weight().to(x.dtype), bias, c.stride, c.padding, c.dilation, c.groups)
+
+    def extra_repr(self) -> str:
+        """Convolution settings and the weight format."""
+        return f"{self.conv.repr()}, bias={self.bias is not None}, {self._weight_repr()}"

@@ -1,0 +1,237 @@
+"""lowbit.nn weight-only modules: outputs, storage, state dicts and errors.
+
+The reference output is the float layer applied to ``lowbit.fake_quantize``'d
+weights (one fused quantize+dequantize pass, not the module's unpack/dequantize
+of stored buffers), so every comparison is exact.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import lowbit
+from lowbit import PerChannel, PerGroup, PerTensor
+from lowbit.errors import GranularityError, InputTypeError, OptionError, QTypeError
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+lnn = pytest.importorskip("lowbit.nn")
+
+pytestmark = pytest.mark.torch
+
+# (qtype, granularity, symmetric)
+SCHEMES = [
+    ("int8", None, None),
+    ("int4", PerGroup(8), None),
+    ("uint4", PerChannel(0), None),
+    ("int3", PerTensor(), None),
+    ("uint8", "group:16", True),
+    ("int2", PerChannel(0), False),
+    ("uint12", PerChannel(0), None),  # 16-bit storage, uint16 codes in an int16 buffer
+]
+IDS = [f"{q}-{g}-{'sym' if s else 'asym' if s is False else 'default'}" for q, g, s in SCHEMES]
+
+
+def _gran(g):
+    return PerChannel(0) if g is None else lowbit.granularity.parse_granularity(g) if isinstance(g, str) else g
+
+
+def fq_weight(module, qtype, granularity, symmetric, **kw):
+    return lowbit.fake_quantize(module.weight.detach().float(), qtype, granularity=_gran(granularity),
+                                symmetric=symmetric, **kw)
+
+
+def roundtrip(module, fresh):
+    buf = io.BytesIO()
+    torch.save(module.state_dict(), buf)
+    buf.seek(0)
+    fresh.load_state_dict(torch.load(buf, weights_only=True))
+    return fresh
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize(("qtype", "gran", "sym"), SCHEMES, ids=IDS)
+def test_linear_equals_fake_quantized_weights(qtype, gran, sym):
+    lin = torch.nn.Linear(32, 6)
+    q = lnn.WeightOnlyLinear.from_float(lin, qtype, gran, sym)
+    x = torch.randn(5, 32)
+    assert torch.equal(q(x), F.linear(x, fq_weight(lin, qtype, gran, sym), lin.bias))
+    assert torch.equal(q.dequantized_weight(), fq_weight(lin, qtype, gran, sym))
+
+
+def test_linear_method_option_and_3d_input():
+    lin = torch.nn.Linear(16, 4, bias=False)
+    q = lnn.WeightOnlyLinear.from_float(lin, "int4", method="percentile", percentile=99.0)
+    x = torch.randn(2, 3, 16)
+    want = F.linear(x, fq_weight(lin, "int4", None, None, method="percentile", percentile=99.0))
+    assert torch.equal(q(x), want)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64], ids=str)
+def test_linear_casts_weight_to_input_dtype(dtype):
+    lin = torch.nn.Linear(16, 4)
+    q = lnn.WeightOnlyLinear.from_float(lin, "int4")
+    x = torch.randn(3, 16).to(dtype)
+    y = q(x)
+    assert y.dtype == dtype
+    assert torch.equal(y, F.linear(x, fq_weight(lin, "int4", None, None).to(dtype), lin.bias.detach().to(dtype)))
+
+
+def test_linear_input_gradient_flows():
+    q = lnn.WeightOnlyLinear.from_float(torch.nn.Linear(8, 3), "int4")
+    x = torch.randn(2, 8, requires_grad=True)
+    q(x).sum().backward()
+    assert torch.allclose(x.grad, q.dequantized_weight().sum(0).expand(2, 8))
+
+
+CONVS = [
+    {"in_channels": 4, "out_channels": 6, "kernel_size": 3},
+    {"in_channels": 4, "out_channels": 6, "kernel_size": (3, 2), "stride": 2, "padding": 1},
+    {"in_channels": 4, "out_channels": 8, "kernel_size": 3, "dilation": 2, "groups": 2, "bias": False},
+    {"in_channels": 4, "out_channels": 4, "kernel_size": 3, "groups": 4, "padding": "same"},
+]
+
+
+@pytest.mark.parametrize("cfg", CONVS, ids=["plain", "stride-pad", "dilation-groups", "depthwise-same"])
+@pytest.mark.parametrize(("qtype", "gran"), [("int4", None), ("uint8", PerTensor())], ids=["int4-ch", "uint8-t"])
+def test_conv_equals_fake_quantized_weights(cfg, qtype, gran):
+    conv = torch.nn.Conv2d(**cfg)
+    q = lnn.WeightOnlyConv2d.from_float(conv, qtype, gran)
+    x = torch.randn(2, 4, 9, 8)
+    want = F.conv2d(x, fq_weight(conv, qtype, gran, None), conv.bias, conv.stride, conv.padding, conv.dilation,
+                    conv.groups)
+    assert torch.equal(q(x), want)
+
+
+EMBEDDINGS = [
+    ("int4", None),  # per row, gathered
+    ("int8", PerGroup(4)),  # groups along the row, gathered
+    ("uint2", PerChannel(1)),  # per column, gathered
+    ("int3", None),  # 10 * 3 bits is not whole bytes per row: whole-table path
+    ("int4", PerGroup(2, axis=0)),  # groups across rows: whole-table path
+]
+
+
+@pytest.mark.parametrize(("qtype", "gran"), EMBEDDINGS, ids=[f"{q}-{g}" for q, g in EMBEDDINGS])
+def test_embedding_equals_fake_quantized_table(qtype, gran):
+    dim = 10 if qtype == "int3" else 8
+    emb = torch.nn.Embedding(12, dim)
+    q = lnn.WeightOnlyEmbedding.from_float(emb, qtype, gran)
+    idx = torch.tensor([[3, 0, 11], [3, 7, 7]])
+    assert torch.equal(q(idx), F.embedding(idx, fq_weight(emb, qtype, gran, None)))
+    assert q(torch.zeros(0, dtype=torch.long)).shape == (0, dim)
+
+
+def test_embedding_padding_idx_and_max_norm():
+    emb = torch.nn.Embedding(10, 8, padding_idx=-1, max_norm=1.0)
+    q = lnn.WeightOnlyEmbedding.from_float(emb, "int8")
+    assert q.padding_idx == 9
+    idx = torch.tensor([9, 2, 2, 5])
+    with torch.no_grad():
+        want = F.embedding(idx, fq_weight(emb, "int8", None, None), max_norm=1.0)
+    out = q(idx)
+    assert torch.equal(out, want)
+    assert bool((out[0] == 0).all()) and float(out[1].norm()) <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize(("qtype", "gran", "sym"), SCHEMES, ids=IDS)
+def test_nbytes_counts_real_storage(qtype, gran, sym):
+    lin = torch.nn.Linear(32, 6)
+    q = lnn.WeightOnlyLinear.from_float(lin, qtype, gran, sym)
+    qt = lowbit.quantize(lin.weight.detach(), qtype, granularity=_gran(gran), symmetric=sym)
+    assert q.nbytes == qt.nbytes + 6 * 4
+    assert sum(t.numel() * t.element_size() for t in q.state_dict().values()) == q.nbytes
+
+
+def test_nbytes_int4_known_answer():
+    q = lnn.WeightOnlyLinear.from_float(torch.nn.Linear(64, 16), "int4")
+    assert q.nbytes == 64 * 16 // 2 + 16 * 4 + 16 * 4  # codes + scales + bias
+
+
+def test_state_dict_roundtrip_linear_conv_embedding():
+    x = torch.randn(2, 4, 7, 7)
+    cases = [
+        (lnn.WeightOnlyLinear.from_float(torch.nn.Linear(8, 5), "uint4", "group:4"),
+         lnn.WeightOnlyLinear(8, 5, qtype="uint4", granularity="group:4"), torch.randn(3, 8)),
+        (lnn.WeightOnlyConv2d.from_float(torch.nn.Conv2d(4, 6, 3, stride=2, groups=2), "int2"),
+         lnn.WeightOnlyConv2d(4, 6, 3, stride=2, groups=2, qtype="int2"), x),
+        (lnn.WeightOnlyEmbedding.from_float(torch.nn.Embedding(9, 4), "uint12", symmetric=False),
+         lnn.WeightOnlyEmbedding(9, 4, qtype="uint12", symmetric=False), torch.tensor([1, 8, 1])),
+    ]
+    for trained, fresh, inp in cases:
+        assert all(isinstance(v, torch.Tensor) for v in trained.state_dict().values())
+        loaded = roundtrip(trained, fresh)
+        assert torch.equal(loaded(inp), trained(inp)), type(trained).__name__
+        assert repr(loaded) == repr(trained)
+
+
+def test_state_dict_of_another_configuration_is_refused():
+    trained = lnn.WeightOnlyLinear.from_float(torch.nn.Linear(8, 4), "uint8")
+    with pytest.raises(RuntimeError, match=r"weight_data is torch.uint8 .* torch.int8"):
+        lnn.WeightOnlyLinear(8, 4, qtype="int8").load_state_dict(trained.state_dict())
+    with pytest.raises(RuntimeError, match="weight_zero_point"):  # affine state into a symmetric module
+        lnn.WeightOnlyLinear(8, 4, qtype="uint8", symmetric=True).load_state_dict(trained.state_dict())
+
+
+def test_extra_repr_names_the_format():
+    q = lnn.WeightOnlyConv2d(3, 4, 3, padding="same", qtype="int4", granularity="group:3")
+    assert "qtype=int4" in repr(q) and "granularity=group:3" in repr(q) and "padding='same'" in repr(q)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "circular"])
+def test_conv_padding_mode_other_than_zeros(mode):
+    with pytest.raises(OptionError, match=f"padding_mode={mode!r}"):
+        lnn.WeightOnlyConv2d.from_float(torch.nn.Conv2d(2, 2, 3, padding=1, padding_mode=mode))
+
+
+def test_bad_inputs_raise_typed_errors():
+    q = lnn.WeightOnlyLinear(4, 2)
+    with pytest.raises(InputTypeError, match="floating-point"):
+        q(torch.ones(2, 4, dtype=torch.int64))
+    with pytest.raises(InputTypeError, match="Linear"):
+        lnn.WeightOnlyLinear.from_float(torch.nn.Conv2d(2, 2, 1))
+    with pytest.raises(InputTypeError, match="Conv2d"):
+        lnn.WeightOnlyConv2d.from_float(torch.nn.Linear(2, 2))
+    emb = lnn.WeightOnlyEmbedding(5, 4)
+    with pytest.raises(InputTypeError, match="integer index"):
+        emb(torch.ones(3))
+    with pytest.raises(IndexError, match="out of range"):
+        emb(torch.tensor([5]))
+    with pytest.raises(GranularityError, match=r"WeightOnlyLinear weight \(2, 6\).*divide"):
+        lnn.WeightOnlyLinear(6, 2, granularity=PerGroup(4))
+    with pytest.raises(QTypeError, match="WeightOnlyLinear"):
+        lnn.WeightOnlyLinear(6, 2, qtype="int99")
+    with pytest.raises(OptionError, match="groups"):
+        lnn.WeightOnlyConv2d(3, 4, 3, groups=2)
+    with pytest.raises(OptionError, match="granularity"):
+        lnn.WeightOnlyLinear(6, 2, granularity=3)
+
+
+def test_nonfinite_weight_names_the_layer():
+    lin = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        lin.weight[0, 1] = float("nan")
+    with pytest.raises(lowbit.NonFiniteError, match=r"from_float\(Linear\) weight \(2, 4\)"):
+        lnn.WeightOnlyLinear.from_float(lin)
+
+
+def test_importing_lowbit_does_not_import_torch():
+    code = "import sys, lowbit, lowbit.calibration; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_weight_qtensor_shares_the_buffers():
+    q = lnn.WeightOnlyLinear.from_float(torch.nn.Linear(16, 2), "int4")
+    qt = q.weight_qtensor()
+    assert qt.nbytes + 2 * 4 == q.nbytes
+    assert np.shares_memory(qt.data, q.weight_data.numpy())
