@@ -52,12 +52,12 @@ def minilm_quantize_time() -> None:
         print(f"MiniLM not available: {err}")
         return
     model, _ = load_minilm()
-    lm.quantize_(copy.deepcopy(model), lm.WeightOnly("int4", group_size=32))  # warm-up: kernels compiled/cached
+    lm.quantize_(copy.deepcopy(model), lm.WeightOnly("int4", PerGroup(32)))  # warm-up: kernels compiled/cached
     copies = [copy.deepcopy(model) for _ in range(3)]
     times = []
     for m in copies:
         start = time.perf_counter()
-        summary = lm.quantize_(m, lm.WeightOnly("int4", group_size=32))
+        summary = lm.quantize_(m, lm.WeightOnly("int4", PerGroup(32)))
         times.append(time.perf_counter() - start)
     median = sorted(times)[len(times) // 2]
     print(f"{'quantize_ all-MiniLM-L6-v2 weight-only int4 g32':44s} {median:9.2f} s   "

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import lowbit.model as lm
+from lowbit import PerGroup, PerTensor
 from lowbit.zoo import embed, evaluate_accuracy, load_minilm, load_mnist_cnn, mnist_split, sentences
 
 QAT_STEPS = 300
@@ -93,7 +94,7 @@ def mnist_ladder(qat_steps: int = QAT_STEPS) -> list[lm.Rung]:
 
     steps = [
         ("W8 channel", lambda m: lm.quantize_(m, lm.WeightOnly("int8"))),
-        ("W8 tensor", lambda m: lm.quantize_(m, lm.WeightOnly("int8", per_tensor=True))),
+        ("W8 tensor", lambda m: lm.quantize_(m, lm.WeightOnly("int8", PerTensor()))),
         ("W4 channel", lambda m: lm.quantize_(m, lm.WeightOnly("int4"))),
         ("W3 channel", lambda m: lm.quantize_(m, lm.WeightOnly("int3"))),
         ("W2 channel", lambda m: lm.quantize_(m, lm.WeightOnly("int2"))),
@@ -120,9 +121,9 @@ def minilm_ladder() -> list[lm.Rung]:
 
     steps = [
         ("W8 channel", lambda m: lm.quantize_(m, lm.WeightOnly("int8"))),
-        ("W8 tensor", lambda m: lm.quantize_(m, lm.WeightOnly("int8", per_tensor=True))),
-        ("W4 group:32 (uint4 affine)", lambda m: lm.quantize_(m, lm.WeightOnly("uint4", group_size=32))),
-        ("W4 group:32 (int4 sym)", lambda m: lm.quantize_(m, lm.WeightOnly("int4", group_size=32))),
+        ("W8 tensor", lambda m: lm.quantize_(m, lm.WeightOnly("int8", PerTensor()))),
+        ("W4 group:32 (uint4 affine)", lambda m: lm.quantize_(m, lm.WeightOnly("uint4", PerGroup(32)))),
+        ("W4 group:32 (int4 sym)", lambda m: lm.quantize_(m, lm.WeightOnly("int4", PerGroup(32)))),
         ("W4 channel (uint4 affine)", lambda m: lm.quantize_(m, lm.WeightOnly("uint4"))),
         ("W8A8 dynamic per-token (lowbit)", lambda m: lm.quantize_(m, lm.Dynamic(act_granularity="token"))),
         ("W8A8 static (lowbit)", _static(batches)),

@@ -43,7 +43,7 @@ def net() -> Net:
 
 def test_weight_only_swaps_every_supported_layer(net):
     ref = copy.deepcopy(net)
-    summary = lm.quantize_(net, lm.WeightOnly("int4", group_size=16))
+    summary = lm.quantize_(net, lm.WeightOnly("int4", lowbit.PerGroup(16)))
     assert [r.name for r in summary.rows] == ["emb", "conv", "encoder.0", "encoder.2", "head"]
     assert summary.bytes_after < summary.bytes_before / 3
     assert "total" in str(summary)
@@ -122,11 +122,11 @@ def test_qat_prepare_train_convert():
 
 
 def test_state_dict_round_trip(net):
-    lm.quantize_(net, lm.WeightOnly("int4", group_size=16), include=["encoder.*", "head", "emb"])
+    lm.quantize_(net, lm.WeightOnly("int4", lowbit.PerGroup(16)), include=["encoder.*", "head", "emb"])
     buf = io.BytesIO()
     torch.save(net.state_dict(), buf)
     fresh = Net().eval()
-    lm.quantize_(fresh, lm.WeightOnly("int4", group_size=16), include=["encoder.*", "head", "emb"])
+    lm.quantize_(fresh, lm.WeightOnly("int4", lowbit.PerGroup(16)), include=["encoder.*", "head", "emb"])
     buf.seek(0)
     fresh.load_state_dict(torch.load(buf, weights_only=True))
     ids, img = _inputs()
@@ -162,3 +162,13 @@ def test_ladder_renders_every_rung(net):
     rungs = lm.run_ladder(net, [("W8", lambda m: lm.quantize_(m, lm.WeightOnly("int8")))], quality, [(ids, img)])
     text = lm.render_ladder(rungs, "title")
     assert text.startswith("title") and "W8" in text and rungs[1].worst_layer
+
+
+def test_groups_that_do_not_divide_fall_back_to_channels_and_say_so(net):
+    summary = lm.quantize_(net, lm.WeightOnly("int4", lowbit.PerGroup(16)), include=["head", "conv", "encoder.0"])
+    schemes = {r.name: r.scheme for r in summary.rows}
+    assert schemes["encoder.0"] == "W4 int4 group:16"
+    assert schemes["head"] == "W4 int4 group:16 -> channel (group 16 does not divide 40)"
+    assert schemes["conv"].endswith("(group 16 does not divide 3)")
+    with pytest.raises(lowbit.OptionError, match="granularity must be"):
+        lm.WeightOnly("int4", granularity="group:16")

@@ -8,8 +8,11 @@ are rounded (``"rtn"``: round to nearest).
 
 Example:
     >>> from lowbit.model import WeightOnly, Static, QAT
-    >>> WeightOnly("int4", group_size=32).scheme
+    >>> from lowbit import PerGroup, PerTensor
+    >>> WeightOnly("int4", PerGroup(32)).scheme
     'W4 int4 group:32'
+    >>> WeightOnly("int8", PerTensor()).scheme
+    'W8 int8 tensor'
     >>> QAT(Static(), step="convert").step
     'convert'
 """
@@ -21,7 +24,7 @@ from typing import Any
 
 from lowbit.errors import OptionError
 from lowbit.formats import get_qtype
-from lowbit.granularity import Granularity, PerChannel, PerGroup
+from lowbit.granularity import Granularity, PerChannel, PerGroup, PerTensor
 
 __all__ = ["WeightOnly", "Dynamic", "Static", "QAT", "Config", "ALGORITHMS"]
 
@@ -40,21 +43,21 @@ class WeightOnly:
 
     Args:
         qtype: weight format, e.g. ``"int8"``, ``"int4"``, ``"uint4"``.
-        group_size: None for one scale per output channel, else groups of this
-            many input elements along the last axis.
-        per_tensor: one scale for the whole weight (overrides group_size).
-        symmetric: None for the format's default.
+        granularity: ``PerChannel(0)`` (default: one scale per output channel),
+            ``PerTensor()``, or ``PerGroup(size)`` (groups along the input axis; a
+            layer the size does not divide keeps per-channel scales, and the
+            summary says so).
         method: range estimator for each weight (``"minmax"``, ``"mse"``, ...).
+        symmetric: None for the format's default.
         method_options: options of that estimator.
         algorithm: weight rounding algorithm (``"rtn"``).
         embeddings: also quantize ``nn.Embedding`` tables.
     """
 
     qtype: str = "int8"
-    group_size: int | None = None
-    per_tensor: bool = False
-    symmetric: bool | None = None
+    granularity: Granularity = field(default_factory=lambda: PerChannel(0))
     method: str = "minmax"
+    symmetric: bool | None = None
     method_options: dict[str, Any] = field(default_factory=dict, hash=False)
     algorithm: str = "rtn"
     embeddings: bool = True
@@ -62,18 +65,15 @@ class WeightOnly:
     def __post_init__(self) -> None:
         get_qtype(self.qtype)
         _check_algorithm(self.algorithm)
-
-    def granularity(self) -> Granularity | None:
-        """The weight granularity (None = per tensor)."""
-        if self.per_tensor:
-            return None
-        return PerChannel(0) if self.group_size is None else PerGroup(self.group_size)
+        if not isinstance(self.granularity, (PerTensor, PerChannel, PerGroup)):
+            raise OptionError(
+                f"granularity must be PerTensor(), PerChannel(0) or PerGroup(size), got {self.granularity!r}"
+            )
 
     @property
     def scheme(self) -> str:
         """Short label, e.g. ``W4 int4 group:32``."""
-        gran = self.granularity()
-        return f"W{get_qtype(self.qtype).bits} {self.qtype} {'tensor' if gran is None else gran}"
+        return f"W{get_qtype(self.qtype).bits} {self.qtype} {self.granularity}"
 
 
 @dataclass(frozen=True)

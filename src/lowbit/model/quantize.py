@@ -7,9 +7,9 @@ registered for the config's type; ``quantize_`` itself never changes when a
 scheme is added (:func:`register_handler`).
 
 Example:
-    >>> import torch, lowbit.model as lm
+    >>> import torch, lowbit, lowbit.model as lm
     >>> net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
-    >>> summary = lm.quantize_(net, lm.WeightOnly("int4", group_size=32))
+    >>> summary = lm.quantize_(net, lm.WeightOnly("int4", lowbit.PerGroup(32)))
     >>> [row.name for row in summary.rows], summary.bytes_after < summary.bytes_before
     (['0', '2'], True)
 """
@@ -258,20 +258,20 @@ def _float_layers(embeddings: bool) -> tuple[type, ...]:
 def _weight_only(module: Any, name: str, cfg: WeightOnly) -> Any:
     import torch.nn as tnn
 
-    from lowbit.granularity import PerChannel, PerTensor
+    from lowbit.granularity import PerChannel, PerGroup
     from lowbit.nn import WeightOnlyConv2d, WeightOnlyEmbedding, WeightOnlyLinear
 
-    gran = cfg.granularity() or PerTensor()
+    gran = cfg.granularity
     classes: dict[type, Any] = {
         tnn.Linear: WeightOnlyLinear, tnn.Conv2d: WeightOnlyConv2d, tnn.Embedding: WeightOnlyEmbedding
     }
     cls = classes[type(module)]
     scheme = cfg.scheme
-    if cfg.group_size is not None and module.weight.shape[-1] % cfg.group_size:
-        # Groups run along the last weight axis; a layer it does not divide (or a conv, whose last axis
-        # is the kernel width) keeps one scale per output channel, and the summary says so.
+    if isinstance(gran, PerGroup) and module.weight.shape[gran.axis] % gran.size:
+        # A layer the group size does not divide (or a conv, whose last weight axis is the kernel
+        # width) keeps one scale per output channel, and the summary says so.
+        scheme = f"{cfg.scheme} -> channel (group {gran.size} does not divide {module.weight.shape[gran.axis]})"
         gran = PerChannel(0)
-        scheme = f"{cfg.scheme} -> channel (group {cfg.group_size} does not divide {module.weight.shape[-1]})"
     new = cls.from_float(
         module, qtype=cfg.qtype, granularity=gran, symmetric=cfg.symmetric, method=cfg.method, **cfg.method_options
     )

@@ -1,10 +1,10 @@
 """size_report and error_report: what a quantized model costs and where it lost accuracy.
 
 Example:
-    >>> import copy, torch, lowbit.model as lm
+    >>> import copy, torch, lowbit, lowbit.model as lm
     >>> ref = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
     >>> net = copy.deepcopy(ref)
-    >>> _ = lm.quantize_(net, lm.WeightOnly("int4", group_size=16))
+    >>> _ = lm.quantize_(net, lm.WeightOnly("int4", lowbit.PerGroup(16)))
     >>> lm.size_report(net).total_bytes < lm.size_report(ref).total_bytes
     True
     >>> [r.name for r in lm.error_report(net, ref, [torch.randn(8, 32)]).rows]
