@@ -134,6 +134,9 @@ def minilm_ladder() -> list[lm.Rung]:
 
 
 def main() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the demo prints tables, not loading bars
     torch.set_num_threads(2)
     print(lm.render_ladder(mnist_ladder(), "MNIST CNN (ccexam) on the 10,000 MNIST test images"))
     print()
