@@ -125,7 +125,7 @@ def minilm_ladder() -> list[lm.Rung]:
         ("W4 group:32 (uint4 affine)", lambda m: lm.quantize_(m, lm.WeightOnly("uint4", PerGroup(32)))),
         ("W4 group:32 (int4 sym)", lambda m: lm.quantize_(m, lm.WeightOnly("int4", PerGroup(32)))),
         ("W4 channel (uint4 affine)", lambda m: lm.quantize_(m, lm.WeightOnly("uint4"))),
-        ("W8A8 dynamic per-token (lowbit)", lambda m: lm.quantize_(m, lm.Dynamic(act_granularity="token"))),
+        ("W8A8 dynamic per-token (lowbit)", lambda m: lm.quantize_(m, lm.Dynamic(activations="token"))),
         ("W8A8 static (lowbit)", _static(batches)),
         ("W8A8 static percentile (lowbit)", _static(batches, "percentile", percentile=99.99)),
         ("W8A8 dynamic Linear (torch.ao)", _torch_dynamic),

@@ -73,12 +73,18 @@ def test_bad_selections_name_the_module_and_fix(net):
         lm.WeightOnly("int4", algorithm="gptq-ish")
     with pytest.raises(lowbit.QTypeError):
         lm.WeightOnly("int33")
+    with pytest.raises(lowbit.OptionError, match="not int8"):
+        lm.Dynamic(weights="int4")
+    with pytest.raises(lowbit.OptionError, match="activations must be one of"):
+        lm.Dynamic(activations="channel")
+    with pytest.raises(lowbit.OptionError, match="unknown observer 'median'"):
+        lm.Static(observer="median")
 
 
 def test_dynamic_and_static_compute_in_integers(net):
     ref = copy.deepcopy(net)
     dyn = copy.deepcopy(net)
-    lm.quantize_(dyn, lm.Dynamic(act_granularity="token"), include=["encoder.*", "head"])
+    lm.quantize_(dyn, lm.Dynamic(activations="token"), include=["encoder.*", "head"])
     lm.quantize_(net, lm.Static(), include=["encoder.*", "head", "conv"])
     with pytest.raises(lowbit.ModelError, match="convert before calibrate: observers of"):
         lm.convert(net)

@@ -76,26 +76,41 @@ class WeightOnly:
         return f"W{get_qtype(self.qtype).bits} {self.qtype} {self.granularity}"
 
 
+def _check_int8_weights(weights: str, weight_granularity: Granularity) -> None:
+    if get_qtype(weights).name != "int8":
+        raise OptionError(
+            f"W8A8 layers multiply int8 by int8 (torch._int_mm); weights={weights!r} is not int8 — "
+            "use WeightOnly for other weight formats"
+        )
+    if not isinstance(weight_granularity, (PerTensor, PerChannel)) or (
+        isinstance(weight_granularity, PerChannel) and weight_granularity.axis != 0
+    ):
+        raise OptionError(f"weight_granularity must be PerChannel(0) or PerTensor(), got {weight_granularity!r}")
+
+
 @dataclass(frozen=True)
 class Dynamic:
-    """int8 weights (per output channel) and int8 activations quantized per call; integer matmul.
+    """int8 weights and int8 activations quantized at every call from their absmax; integer matmul.
 
     Args:
-        act_granularity: ``"tensor"`` (one activation scale per call) or ``"token"`` (one per row).
-        weight_per_tensor: one weight scale instead of one per output channel.
+        weights: weight format; ``"int8"`` (symmetric, -127..127) is the one integer matmul takes.
+        activations: ``"tensor"`` (one activation scale per call) or ``"token"`` (one per row).
+        weight_granularity: ``PerChannel(0)`` (one scale per output channel) or ``PerTensor()``.
     """
 
-    act_granularity: str = "tensor"
-    weight_per_tensor: bool = False
+    weights: str = "int8"
+    activations: str = "tensor"
+    weight_granularity: Granularity = field(default_factory=lambda: PerChannel(0))
 
     def __post_init__(self) -> None:
-        if self.act_granularity not in ACT_GRANULARITIES:
-            raise OptionError(f"act_granularity must be one of {ACT_GRANULARITIES}, got {self.act_granularity!r}")
+        if self.activations not in ACT_GRANULARITIES:
+            raise OptionError(f"activations must be one of {ACT_GRANULARITIES}, got {self.activations!r}")
+        _check_int8_weights(self.weights, self.weight_granularity)
 
     @property
     def scheme(self) -> str:
         """Short label."""
-        return f"W8A8 dynamic per-{self.act_granularity}"
+        return f"W8A8 dynamic per-{self.activations}"
 
 
 @dataclass(frozen=True)
@@ -106,15 +121,28 @@ class Static:
     feeds them; ``convert(model)`` swaps in the integer modules.
 
     Args:
+        weights: weight format (``"int8"``).
+        activations: activation format (``"int8"``, symmetric, one scale per tensor).
         observer: range estimator for the activations (``"minmax"``, ``"percentile"``,
             ``"mse"``, ``"entropy"``, ``"aciq"``, ``"moving_average"``).
         observer_options: its options.
-        weight_per_tensor: one weight scale instead of one per output channel.
+        weight_granularity: ``PerChannel(0)`` (one scale per output channel) or ``PerTensor()``.
     """
 
+    weights: str = "int8"
+    activations: str = "int8"
     observer: str = "minmax"
     observer_options: dict[str, Any] = field(default_factory=dict, hash=False)
-    weight_per_tensor: bool = False
+    weight_granularity: Granularity = field(default_factory=lambda: PerChannel(0))
+
+    def __post_init__(self) -> None:
+        _check_int8_weights(self.weights, self.weight_granularity)
+        if get_qtype(self.activations).name != "int8":
+            raise OptionError(f"activations={self.activations!r}: static W8A8 quantizes activations to int8")
+        from lowbit.calibration import ESTIMATORS
+
+        if self.observer not in ESTIMATORS:
+            raise OptionError(f"unknown observer {self.observer!r}; registered: {', '.join(ESTIMATORS)}")
 
     @property
     def scheme(self) -> str:

@@ -45,10 +45,8 @@ class Observed(nn.Module):
 
     def to_quantized(self) -> nn.Module:
         """The integer layer: int8 weights per output channel, the observed int8 activation scale."""
-        from lowbit.granularity import PerChannel, PerTensor
         from lowbit.nn import Int8Conv2d, Int8Linear
 
         scale, _ = self.observer.qparams("int8", symmetric=True)
         cls = Int8Linear if isinstance(self.module, nn.Linear) else Int8Conv2d
-        gran = PerTensor() if self.config.weight_per_tensor else PerChannel(0)
-        return cls.from_float(self.module, act_scale=float(scale), weight_granularity=gran)
+        return cls.from_float(self.module, act_scale=float(scale), weight_granularity=self.config.weight_granularity)

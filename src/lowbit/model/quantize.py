@@ -282,12 +282,12 @@ def _weight_only(module: Any, name: str, cfg: WeightOnly) -> Any:
 def _dynamic(module: Any, name: str, cfg: Dynamic) -> Any:
     import torch.nn as tnn
 
-    from lowbit.granularity import PerChannel, PerTensor
     from lowbit.nn import Int8Conv2d, Int8Linear
 
     cls = Int8Linear if isinstance(module, tnn.Linear) else Int8Conv2d
-    gran = PerTensor() if cfg.weight_per_tensor else PerChannel(0)
-    new = cls.from_float(module, act_scale=None, act_granularity=cfg.act_granularity, weight_granularity=gran)
+    new = cls.from_float(
+        module, act_scale=None, act_granularity=cfg.activations, weight_granularity=cfg.weight_granularity
+    )
     return new, cfg.scheme
 
 
