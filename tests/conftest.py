@@ -29,8 +29,13 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     print_blob=True,
+    # CI checks a fixed set of examples, so a submission cannot pass or fail by the draw;
+    # local runs draw new examples every time (and LOWBIT_HYPOTHESIS_PROFILE=lowbit-thorough, 500).
+    derandomize=os.environ.get("CI") == "true",
 )
-settings.register_profile("lowbit-thorough", parent=settings.get_profile("lowbit"), max_examples=500)
+settings.register_profile(
+    "lowbit-thorough", parent=settings.get_profile("lowbit"), max_examples=500, derandomize=False
+)
 settings.load_profile(os.environ.get("LOWBIT_HYPOTHESIS_PROFILE", "lowbit"))
 
 
