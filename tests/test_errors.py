@@ -355,3 +355,12 @@ def test_constant_channels_next_to_zero_channels():
     x[3] = -1e-3
     for name in ("int8", "uint8", "int4", "uint4"):
         np.testing.assert_array_equal(lowbit.fake_quantize(x, name, granularity=PerChannel(0)), x)
+
+
+def test_dequantize_out_only_for_numpy_float32_or_float64_results():
+    qt = lowbit.quantize(np.ones(8, np.float16), "int8")
+    with pytest.raises(lowbit.OptionError, match="numpy float16"):
+        lowbit.dequantize(qt, out=np.empty(8, np.float32))
+    qt32 = lowbit.quantize(np.ones(8, np.float32), "int8")
+    with pytest.raises(lowbit.OptionError, match="float32 NumPy array with 8 elements"):
+        lowbit.dequantize(qt32, out=np.empty(7, np.float32))

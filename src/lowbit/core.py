@@ -199,13 +199,14 @@ def dequantize(qtensor: QTensor, *, out: np.ndarray | None = None) -> Any:
     Args:
         qtensor: the result of :func:`quantize`.
         out: optional C-contiguous float32 (float64 for float64 sources) NumPy
-            buffer with as many elements as the tensor; used for NumPy float32/64 sources.
+            buffer with as many elements as the tensor (NumPy float32/64 sources only).
 
     Returns:
         The same kind (NumPy/torch), dtype and shape as the quantized input.
 
     Raises:
-        InputTypeError: ``qtensor`` is not a QTensor. OptionError: bad ``out``.
+        InputTypeError: ``qtensor`` is not a QTensor. OptionError: ``out`` of the wrong
+            dtype/size, or given for a torch or float16/bfloat16 source.
 
     Example:
         >>> import numpy as np, lowbit
@@ -218,8 +219,12 @@ def dequantize(qtensor: QTensor, *, out: np.ndarray | None = None) -> Any:
     layout = plan(qtensor.granularity, src.shape)
     sdt = _scale_dtype(src)
     n = qtensor.numel
-    use_out = out is not None and src.kind == "numpy" and src.dtype in ("float32", "float64")
-    result = _check_out(out, sdt, n, "dequantize") if use_out and out is not None else np.empty(n, sdt)
+    if out is not None and (src.kind != "numpy" or src.dtype not in ("float32", "float64")):
+        raise OptionError(
+            f"out= holds the result only when it is a NumPy float32/float64 array; this QTensor "
+            f"restores a {src.kind} {src.dtype} tensor, so call dequantize() without out="
+        )
+    result = np.empty(n, sdt) if out is None else _check_out(out, sdt, n, "dequantize")
     scale = qtensor.scale.astype(sdt).reshape(-1)
     zp = qtensor.zero_point.astype(np.int32).reshape(-1)
     from lowbit.kernels import dequantize_kernel
