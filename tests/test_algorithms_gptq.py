@@ -1,0 +1,186 @@
+"""Tests of lowbit.algorithms.gptq: GPTQ against round-to-nearest and a naive float64 reference."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import lowbit
+from lowbit.algorithms import HessianAccumulator, gptq_quantize
+from lowbit.errors import NotCalibratedError, OptionError
+
+OUT, IN, N = 64, 256, 2048
+
+
+@pytest.fixture(scope="module")
+def layer():
+    rng = np.random.default_rng(1234)
+    w = rng.standard_normal((OUT, IN))
+    mix = rng.standard_normal((IN, IN)) / np.sqrt(IN)
+    x = rng.standard_normal((N, IN)) @ (mix + 0.3 * np.eye(IN))  # correlated inputs
+    h = 2.0 / N * (x.T @ x)
+    return w, x, h
+
+
+def _out_err(x, w, wq):
+    return float(np.sum((x @ (w - wq).T) ** 2))
+
+
+def _gran(group_size):
+    return lowbit.PerChannel(0) if group_size is None else lowbit.PerGroup(group_size)
+
+
+CASES = [
+    pytest.param("int4", None, False, id="int4-channel"),
+    pytest.param("int3", 32, False, id="int3-group32"),
+    pytest.param("int4", None, True, id="int4-channel-actorder"),
+    pytest.param("int3", 32, True, id="int3-group32-actorder"),
+    pytest.param("uint4", 64, False, id="uint4-affine-group64"),
+]
+
+
+@pytest.mark.parametrize("qtype, group_size, act_order", CASES)
+def test_beats_round_to_nearest(layer, qtype, group_size, act_order):
+    w, x, h = layer
+    qt = gptq_quantize(w, h, qtype, group_size=group_size, act_order=act_order)
+    rtn = lowbit.fake_quantize(w, qtype, granularity=_gran(group_size))
+    ratio = _out_err(x, w, qt.dequantize()) / _out_err(x, w, rtn)
+    print(f"GPTQ/RTN output error ratio {qtype} group={group_size} act_order={act_order}: {ratio:.3f}")
+    assert ratio <= 0.8
+    assert qt.granularity == _gran(group_size)
+    q = lowbit.get_qtype(qtype)
+    assert q.qmin <= qt.codes.min() and qt.codes.max() <= q.qmax
+
+
+@pytest.mark.parametrize("qtype, group_size", [("int4", None), ("int3", 32), ("uint4", 64)])
+def test_dequantized_is_on_the_grid(layer, qtype, group_size):
+    w, _, h = layer
+    qt = gptq_quantize(w, h, qtype, group_size=group_size)
+    deq = qt.dequantize()
+    # the QTensor re-quantizes its own output to the same codes (lowbit's rounding) ...
+    again = lowbit.quantize(deq, qtype, granularity=_gran(group_size), scale=qt.scale, zero_point=qt.zero_point)
+    assert np.array_equal(again.codes, qt.codes)
+    # ... and dequantizes to (code - zero point) * scale, computed here independently
+    gs = IN if group_size is None else group_size
+    scale = np.repeat(np.asarray(qt.scale, np.float64).reshape(OUT, -1), gs, axis=1)
+    zp = np.repeat(np.asarray(qt.zero_point, np.float64).reshape(OUT, -1), gs, axis=1)
+    np.testing.assert_allclose(deq, (qt.codes - zp) * scale, rtol=1e-6, atol=0)
+
+
+def _naive_gptq(w, h, qtype, damp=0.01):
+    """Column-by-column OBS update with an explicit inverse Hessian (no Cholesky, no blocks)."""
+    q_t = lowbit.get_qtype(qtype)
+    w = w.copy()
+    h = h + damp * np.mean(np.diag(h)) * np.eye(h.shape[0])
+    hinv = np.linalg.inv(h)
+    s, z = lowbit.choose_qparams(w.min(1), w.max(1), q_t, symmetric=q_t.signed, scale_dtype=np.float64)
+    zf = z.astype(np.float64)
+    q = np.zeros_like(w)
+    for i in range(w.shape[1]):
+        codes = np.clip(np.rint(w[:, i] * (1.0 / s) + zf), q_t.qmin, q_t.qmax)
+        q[:, i] = (codes - zf) * s
+        e = (w[:, i] - q[:, i]) / hinv[i, i]
+        w[:, i + 1 :] -= np.outer(e, hinv[i, i + 1 :])
+        hinv = hinv - np.outer(hinv[:, i], hinv[i, :]) / hinv[i, i]
+    return q
+
+
+def test_matches_naive_reference():
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((16, 48))
+    x = rng.standard_normal((400, 48)) @ rng.standard_normal((48, 48))
+    h = 2 / 400 * x.T @ x
+    ref = _naive_gptq(w, h, "int4")
+    for block in (1, 5, 128):
+        got = gptq_quantize(w, h, "int4", block_size=block).dequantize()
+        assert np.mean(got != ref) <= 0.01, f"block_size={block}"
+
+
+def test_identity_hessian_is_round_to_nearest(layer):
+    w, _, _ = layer
+    for group_size in (None, 32):
+        got = gptq_quantize(w, np.eye(IN), "int4", group_size=group_size, act_order=True).dequantize()
+        np.testing.assert_array_equal(got, lowbit.fake_quantize(w, "int4", granularity=_gran(group_size)))
+
+
+def test_float32_weight_keeps_float32(layer):
+    w, _, h = layer
+    qt = gptq_quantize(w.astype(np.float32), h, "int4", group_size=64)
+    assert qt.dequantize().dtype == np.float32 and qt.scale.dtype == np.float32
+
+
+def test_streaming_hessian_equals_one_shot(layer):
+    _, x, h = layer
+    acc = HessianAccumulator(IN)
+    for chunk in np.array_split(x, [100, 101, 900, 1500]):
+        acc.add(chunk)
+    assert acc.n_samples_ == N
+    np.testing.assert_allclose(acc.hessian, h, rtol=0, atol=1e-10)
+    acc3 = HessianAccumulator(IN).add(x.reshape(8, N // 8, IN).astype(np.float64))
+    np.testing.assert_allclose(acc3.hessian, h, rtol=0, atol=1e-10)
+
+
+def test_accumulator_errors():
+    acc = HessianAccumulator(4)
+    with pytest.raises(NotCalibratedError, match="add"):
+        _ = acc.hessian
+    with pytest.raises(OptionError, match=r"\(\.\.\., 4\)"):
+        acc.add(np.ones((3, 5)))
+    with pytest.raises(lowbit.EmptyInputError):
+        acc.add(np.ones((0, 4)))
+    with pytest.raises(lowbit.NonFiniteError):
+        acc.add(np.array([[1.0, np.nan, 0, 0]]))
+    with pytest.raises(OptionError):
+        HessianAccumulator(0)
+
+
+def test_rank_deficient_hessian_warns_and_finishes():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((512, 10)) @ rng.standard_normal((10, IN))  # only 10 directions
+    w = rng.standard_normal((OUT, IN))
+    h = HessianAccumulator(IN).add(x).hessian
+    with pytest.warns(RuntimeWarning, match=r"Cholesky.*damp=0"):
+        qt = gptq_quantize(w, h, "int4", damp=0.0)
+    assert np.all(np.isfinite(qt.dequantize()))
+    with warnings.catch_warnings():  # the default dampening copes without a warning
+        warnings.simplefilter("error")
+        qt = gptq_quantize(w, h, "int3", group_size=32, act_order=True)
+    assert np.all(np.isfinite(qt.dequantize()))
+
+
+def test_dead_inputs_get_zero_weight(layer):
+    w, x, _ = layer
+    x = x.copy()
+    x[:, [3, 100]] = 0.0
+    h = 2 / N * x.T @ x
+    qt = gptq_quantize(w, h, "int4", group_size=32)
+    deq = qt.dequantize()
+    assert np.all(deq[:, [3, 100]] == 0) and np.all(np.isfinite(deq))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"group_size": 48}, r"group_size=48 does not divide in_features=256"),
+        ({"group_size": 0}, "group_size"),
+        ({"damp": -1.0}, "damp"),
+        ({"damp": float("nan")}, "damp"),
+        ({"block_size": 0}, "block_size"),
+    ],
+    ids=["group-not-dividing", "group-zero", "damp-negative", "damp-nan", "block-zero"],
+)
+def test_bad_arguments(layer, kwargs, match):
+    w, _, h = layer
+    kwargs = {"qtype": "int4", **kwargs}
+    with pytest.raises(OptionError, match=match):
+        gptq_quantize(w, h, **kwargs)
+
+
+def test_shape_mismatch_names_both_shapes(layer):
+    w, _, h = layer
+    with pytest.raises(OptionError, match=r"\(128, 128\).*\(64, 256\)"):
+        gptq_quantize(w, h[:128, :128], "int4")
+    with pytest.raises(OptionError, match="2-d"):
+        gptq_quantize(w[0], h, "int4")
