@@ -178,3 +178,26 @@ def test_groups_that_do_not_divide_fall_back_to_channels_and_say_so(net):
     assert schemes["conv"].endswith("(group 16 does not divide 3)")
     with pytest.raises(lowbit.OptionError, match="granularity must be"):
         lm.WeightOnly("int4", granularity="group:16")
+
+
+def test_hqq_algorithm_beats_round_to_nearest_on_outlier_weights():
+    torch.manual_seed(0)
+    layer = nn.Linear(512, 64)
+    with torch.no_grad():
+        layer.weight[torch.rand(64, 512) < 0.03] *= 10  # heavy-tailed weights
+    net = nn.Sequential(layer).eval()
+    rtn, hqq = copy.deepcopy(net), copy.deepcopy(net)
+    lm.quantize_(rtn, lm.WeightOnly("uint4"))
+    summary = lm.quantize_(hqq, lm.WeightOnly("uint4", algorithm="hqq"))
+    assert summary.rows[0].scheme == "W4 uint4 channel hqq"
+    w = layer.weight.detach()
+    err = {name: float(((m[0].dequantized_weight() - w) ** 2).mean()) for name, m in (("rtn", rtn), ("hqq", hqq))}
+    assert err["hqq"] < err["rtn"]
+    with pytest.raises(lowbit.OptionError, match="algorithm='hqq' optimises"):
+        lm.WeightOnly("uint4", algorithm="hqq", method="mse")
+
+
+def test_load_qtensor_refuses_another_configuration():
+    layer = lowbit.nn.WeightOnlyLinear.from_float(nn.Linear(8, 4), "int4")
+    with pytest.raises(lowbit.OptionError, match=r"qtype 'int8' \(module has 'int4'\)"):
+        layer.load_qtensor(lowbit.quantize(torch.ones(4, 8), "int8", granularity=lowbit.PerChannel(0)))

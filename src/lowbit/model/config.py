@@ -28,7 +28,7 @@ from lowbit.granularity import Granularity, PerChannel, PerGroup, PerTensor
 
 __all__ = ["WeightOnly", "Dynamic", "Static", "QAT", "Config", "ALGORITHMS"]
 
-ALGORITHMS = ("rtn",)
+ALGORITHMS = ("rtn", "hqq")
 ACT_GRANULARITIES = ("tensor", "token")
 
 
@@ -50,7 +50,9 @@ class WeightOnly:
         method: range estimator for each weight (``"minmax"``, ``"mse"``, ...).
         symmetric: None for the format's default.
         method_options: options of that estimator.
-        algorithm: weight rounding algorithm (``"rtn"``).
+        algorithm: weight rounding algorithm: ``"rtn"`` (round to nearest) or
+            ``"hqq"`` (half-quadratic, data-free; affine, Linear and Embedding
+            layers; convolutions keep round to nearest and the summary says so).
         embeddings: also quantize ``nn.Embedding`` tables.
     """
 
@@ -65,6 +67,11 @@ class WeightOnly:
     def __post_init__(self) -> None:
         get_qtype(self.qtype)
         _check_algorithm(self.algorithm)
+        if self.algorithm == "hqq" and (self.symmetric or self.method != "minmax"):
+            raise OptionError(
+                "algorithm='hqq' optimises an affine scale and zero point itself: leave symmetric=None and "
+                f"method='minmax' (got symmetric={self.symmetric!r}, method={self.method!r})"
+            )
         if not isinstance(self.granularity, (PerTensor, PerChannel, PerGroup)):
             raise OptionError(
                 f"granularity must be PerTensor(), PerChannel(0) or PerGroup(size), got {self.granularity!r}"
@@ -73,7 +80,8 @@ class WeightOnly:
     @property
     def scheme(self) -> str:
         """Short label, e.g. ``W4 int4 group:32``."""
-        return f"W{get_qtype(self.qtype).bits} {self.qtype} {self.granularity}"
+        algorithm = "" if self.algorithm == "rtn" else f" {self.algorithm}"
+        return f"W{get_qtype(self.qtype).bits} {self.qtype} {self.granularity}{algorithm}"
 
 
 def _check_int8_weights(weights: str, weight_granularity: Granularity) -> None:

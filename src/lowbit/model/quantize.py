@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lowbit._text import format_table
-from lowbit.errors import ModelError
+from lowbit.errors import ModelError, OptionError
+from lowbit.granularity import PerChannel
 from lowbit.model.config import QAT, Config, Dynamic, Static, WeightOnly
 
 __all__ = ["quantize_", "convert", "register_handler", "Summary", "SummaryRow", "module_nbytes"]
@@ -272,10 +273,28 @@ def _weight_only(module: Any, name: str, cfg: WeightOnly) -> Any:
         # width) keeps one scale per output channel, and the summary says so.
         scheme = f"{cfg.scheme} -> channel (group {gran.size} does not divide {module.weight.shape[gran.axis]})"
         gran = PerChannel(0)
+    if cfg.algorithm == "hqq" and not isinstance(module, tnn.Conv2d):
+        return _hqq_layer(cls, module, cfg, gran), scheme
+    if cfg.algorithm == "hqq":
+        scheme = f"{scheme} -> rtn (hqq takes 2-d weights)"
     new = cls.from_float(
         module, qtype=cfg.qtype, granularity=gran, symmetric=cfg.symmetric, method=cfg.method, **cfg.method_options
     )
     return new, scheme
+
+
+def _hqq_layer(cls: Any, module: Any, cfg: WeightOnly, gran: Any) -> Any:
+    """A weight-only layer whose weight HQQ optimised (affine, per group or per output channel)."""
+    from lowbit.algorithms import hqq_quantize
+    from lowbit.granularity import PerGroup
+
+    if not isinstance(gran, PerGroup | PerChannel) or (isinstance(gran, PerGroup) and gran.axis not in (-1, 1)):
+        raise OptionError(f"algorithm='hqq' needs PerGroup(size) or PerChannel(0) granularity, got {gran}")
+    group_size = gran.size if isinstance(gran, PerGroup) else None
+    qt = hqq_quantize(module.weight.detach().float(), cfg.qtype, group_size=group_size)
+    new = cls.from_float(module, qtype=cfg.qtype, granularity=qt.granularity, symmetric=False)
+    new.load_qtensor(qt)
+    return new
 
 
 @register_handler(Dynamic, lambda cfg: _float_layers(False))

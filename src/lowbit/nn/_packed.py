@@ -22,6 +22,7 @@ import torch
 
 from lowbit._arrays import Source
 from lowbit.core import dequantize, quantize
+from lowbit.errors import OptionError
 from lowbit.formats import QType, get_qtype
 from lowbit.granularity import Granularity, PerChannel, plan
 from lowbit.nn._util import TORCH_STORAGE, DtypeCheckedLoad, as_granularity, from_buffer, layer_context, to_buffer
@@ -81,6 +82,28 @@ class PackedWeightModule(DtypeCheckedLoad):
         if zp is not None:
             return from_buffer(zp, dt)
         return np.full(param_shape, symmetric_divisor(self.qtype)[0], dt)
+
+    def load_qtensor(self, qt: QTensor) -> None:
+        """Store a weight quantized elsewhere (GPTQ, HQQ, ...) with this module's exact configuration.
+
+        Raises:
+            OptionError: the QTensor's format, granularity, symmetry or shape differs
+                from the module's (the message lists each difference).
+
+        Example:
+            >>> import torch, lowbit, lowbit.nn as lnn
+            >>> layer = lnn.WeightOnlyLinear.from_float(torch.nn.Linear(8, 2), "int4")
+            >>> layer.load_qtensor(lowbit.quantize(torch.ones(2, 8), "int4", granularity=lowbit.PerChannel(0)))
+            >>> layer.dequantized_weight().tolist()[0][:2]
+            [1.0, 1.0]
+        """
+        mine = (self.qtype.name, str(self.granularity), self.symmetric, self.weight_shape)
+        theirs = (qt.qtype.name, str(qt.granularity), qt.symmetric, tuple(qt.shape))
+        if mine != theirs:
+            fields = ("qtype", "granularity", "symmetric", "shape")
+            diffs = [f"{f} {b!r} (module has {a!r})" for f, a, b in zip(fields, mine, theirs, strict=True) if a != b]
+            raise OptionError(f"{type(self).__name__}.load_qtensor: " + "; ".join(diffs))
+        self._store(qt)
 
     def weight_qtensor(self) -> QTensor:
         """The stored weight as a lowbit QTensor (shares memory with the buffers).
