@@ -123,6 +123,7 @@ def minilm_ladder() -> list[lm.Rung]:
         ("W8 channel", lambda m: lm.quantize_(m, lm.WeightOnly("int8"))),
         ("W8 tensor", lambda m: lm.quantize_(m, lm.WeightOnly("int8", PerTensor()))),
         ("W4 group:32 (uint4 affine)", lambda m: lm.quantize_(m, lm.WeightOnly("uint4", PerGroup(32)))),
+        ("W4 group:32 (uint4 HQQ)", lambda m: lm.quantize_(m, lm.WeightOnly("uint4", PerGroup(32), algorithm="hqq"))),
         ("W4 group:32 (int4 sym)", lambda m: lm.quantize_(m, lm.WeightOnly("int4", PerGroup(32)))),
         ("W4 channel (uint4 affine)", lambda m: lm.quantize_(m, lm.WeightOnly("uint4"))),
         ("W8A8 dynamic per-token (lowbit)", lambda m: lm.quantize_(m, lm.Dynamic(activations="token"))),

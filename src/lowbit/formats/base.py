@@ -15,7 +15,11 @@ import numpy as np
 
 from lowbit.errors import QTypeError
 
-__all__ = ["QType", "register_qtype", "get_qtype", "list_qtypes"]
+__all__ = ["QType", "register_qtype", "get_qtype", "list_qtypes", "GRID_KINDS"]
+
+# Kinds whose codes index a sorted table of values (``QType.grid``) instead of
+# being the integers themselves: low-bit floats and codebooks such as nf4.
+GRID_KINDS = ("float", "codebook")
 
 _REGISTRY: dict[str, QType] = {}
 
@@ -26,12 +30,14 @@ class QType:
 
     Attributes:
         name: registry name, e.g. ``"int4"``.
-        kind: ``"int"`` for the integer grids (float and codebook kinds come later).
+        kind: ``"int"`` for integer formats; ``"float"`` or ``"codebook"`` for grid
+            formats, whose unsigned code ``c`` stands for ``grid[c]``.
         bits: bits per code, 1..16.
         signed: whether codes may be negative.
         narrow: signed range without the most negative code (symmetric around 0).
         qmin: smallest code.
         qmax: largest code.
+        grid: sorted representable values of a grid format (empty for integers).
 
     Example:
         >>> QType("int3", "int", 3, True, True, -3, 3).levels
@@ -45,6 +51,12 @@ class QType:
     narrow: bool
     qmin: int
     qmax: int
+    grid: tuple[float, ...] = ()
+
+    @property
+    def is_grid(self) -> bool:
+        """True for float and codebook formats (codes index ``grid``)."""
+        return self.kind in GRID_KINDS
 
     @property
     def levels(self) -> int:
