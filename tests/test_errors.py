@@ -168,7 +168,7 @@ def test_bits_out_of_range(bits):
         lowbit.int_qtype(bits, signed=False)
 
 
-@pytest.mark.parametrize("name", ["int0", "int17", "uint32", "int99", "float8", "int1_full", "nf4", ""])
+@pytest.mark.parametrize("name", ["int0", "int17", "uint32", "int99", "float8", "int1_full", "nf5", ""])
 def test_unknown_qtype_lists_registered_names(name):
     with pytest.raises(lowbit.QTypeError) as info:
         lowbit.quantize(np.ones(4, np.float32), name)

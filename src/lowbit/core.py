@@ -63,7 +63,7 @@ def _explicit_qparams(
 ) -> tuple[np.ndarray, np.ndarray]:
     try:
         s = np.broadcast_to(np.asarray(scale, np.float64), layout.param_shape).astype(sdt)
-        default_zp = symmetric_divisor(qt)[0] if symmetric else 0
+        default_zp = symmetric_divisor(qt)[0] if symmetric and not qt.is_grid else 0
         z = np.broadcast_to(np.asarray(default_zp if zero_point is None else zero_point), layout.param_shape)
     except ValueError:
         raise OptionError(
@@ -74,6 +74,21 @@ def _explicit_qparams(
     if not np.all((z == np.rint(z)) & (z >= qt.qmin) & (z <= qt.qmax)):
         raise OptionError(f"zero_point must be integers in [{qt.qmin}, {qt.qmax}] for {qt.name}")
     return s, z.astype(np.int64)
+
+
+def _grid_options(qt: QType, symmetric: bool | None, zero_point: Any, method: str, options: Any) -> None:
+    """Reject the options that grid formats (float, codebook) do not have."""
+    if symmetric is not None and not symmetric:
+        raise OptionError(f"{qt.name} ({qt.kind}) is scale-only; drop symmetric=False or use an integer format")
+    if zero_point is not None and np.any(np.asarray(zero_point) != 0):
+        raise OptionError(f"{qt.name} ({qt.kind}) has no zero point; drop zero_point=")
+    if method != "minmax" or options:
+        raise OptionError(f"{qt.name} ({qt.kind}) supports method='minmax' only (absmax scaling), got {method!r}")
+
+
+def _grid_rounding(qt: QType, rounding: str) -> None:
+    if rounding != "nearest":
+        raise OptionError(f"{qt.name} ({qt.kind}) supports rounding='nearest' only, got {rounding!r}")
 
 
 def _check_out(out: np.ndarray, dtype: np.dtype, size: int, what: str) -> np.ndarray:
@@ -110,6 +125,9 @@ def _prepare(
     qt = get_qtype(qtype)
     gran = PerTensor() if granularity is None else granularity
     sym = qt.signed if symmetric is None else bool(symmetric)
+    if qt.is_grid:
+        _grid_options(qt, symmetric, zero_point, method, method_options)
+        sym, zero_point = True, 0
     flat, source = as_float_array(x)
     layout = plan(gran, source.shape)
     from lowbit.kernels import block_minmax
@@ -185,6 +203,13 @@ def quantize(
     data = np.empty(size, dtype) if out is None else _check_out(out, dtype, size, qt.name)
     inv = (flat.dtype.type(1) / s.astype(flat.dtype)).reshape(-1)
     zpf = z.astype(flat.dtype).reshape(-1)
+    if qt.is_grid:
+        _grid_rounding(qt, rounding)
+        from lowbit.kernels.grid import grid_tables, quantize_grid_kernel
+
+        _, mids, tie = grid_tables(qt)
+        quantize_grid_kernel(flat, data, inv, mids, tie, layout.Q, layout.R, layout.T, qt.bits)
+        return QTensor(data, s, z.astype(qt.storage_dtype), qt, gran, sym, source)
     from lowbit.kernels import quantize_kernel
 
     quantize_kernel(
@@ -226,6 +251,12 @@ def dequantize(qtensor: QTensor, *, out: np.ndarray | None = None) -> Any:
         )
     result = np.empty(n, sdt) if out is None else _check_out(out, sdt, n, "dequantize")
     scale = qtensor.scale.astype(sdt).reshape(-1)
+    if qt.is_grid:
+        from lowbit.kernels.grid import dequantize_grid_kernel, grid_tables
+
+        grid = grid_tables(qt)[0].astype(sdt)
+        dequantize_grid_kernel(qtensor.data, n, result, scale, grid, layout.Q, layout.R, layout.T, qt.bits)
+        return restore(result, src)
     zp = qtensor.zero_point.astype(np.int32).reshape(-1)
     from lowbit.kernels import dequantize_kernel
 
@@ -266,6 +297,15 @@ def fake_quantize(
     sf = s.astype(flat.dtype).reshape(-1)
     inv = flat.dtype.type(1) / sf
     result = np.empty_like(flat)
+    if qt.is_grid:
+        _grid_rounding(qt, rounding)
+        from lowbit.kernels.grid import fake_quantize_grid_kernel, grid_tables
+
+        grid, mids, tie = grid_tables(qt)
+        fake_quantize_grid_kernel(
+            flat, result, inv, mids, tie, sf, grid.astype(flat.dtype), layout.Q, layout.R, layout.T
+        )
+        return restore(result, source)
     from lowbit.kernels import fake_quantize_kernel
 
     fake_quantize_kernel(

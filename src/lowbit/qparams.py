@@ -5,6 +5,7 @@ Rules (all computed in float64, then stored in the scale dtype):
 * symmetric, signed format: ``scale = absmax / qmax`` (``-qmin`` for int1), zero point 0;
 * symmetric, unsigned format: zero point ``2^(b-1)``, ``scale = absmax / (2^(b-1) - 1)``
   (as ``torch``'s symmetric observers do for quint8);
+* grid formats (float, codebook): ``scale = absmax / max|grid|``, zero point 0;
 * affine: the range is widened to include 0 so that 0 is exactly representable,
   ``scale = (hi - lo) / (qmax - qmin)``, ``zero_point = qmin - round(lo / scale)``.
 
@@ -51,6 +52,14 @@ def symmetric_divisor(qtype: QType) -> tuple[int, int]:
     return mid, steps
 
 
+def _grid_qparams(lo: np.ndarray, hi: np.ndarray, qt: QType, sdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """``absmax / max|grid|`` per block (1 for all-zero blocks, at least the smallest normal)."""
+    absmax = np.maximum(np.abs(lo), np.abs(hi))
+    scale = absmax / max(abs(qt.grid[0]), abs(qt.grid[-1]))
+    scale = np.where(absmax > 0, np.maximum(scale, np.finfo(sdt).tiny), 1.0).astype(sdt)
+    return scale, np.zeros(lo.shape, np.int64)
+
+
 def choose_qparams(
     mins: np.ndarray,
     maxs: np.ndarray,
@@ -85,6 +94,8 @@ def choose_qparams(
     qt = get_qtype(qtype)
     sdt = np.dtype(scale_dtype)
     lo, hi = np.broadcast_arrays(np.asarray(mins, np.float64), np.asarray(maxs, np.float64))
+    if qt.is_grid:
+        return _grid_qparams(lo, hi, qt, sdt)
     zero, steps = symmetric_divisor(qt) if symmetric else (0, 1)
     scale = np.empty(lo.shape, sdt)
     zp = np.empty(lo.shape, np.int64)
