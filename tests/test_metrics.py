@@ -212,3 +212,9 @@ def test_scheme_names():
     assert Scheme("int8", PerChannel(0)).name == "int8 channel sym"
     assert Scheme("uint4", symmetric=True).resolved_symmetric is True
     assert Scheme("int4").resolved_symmetric is True
+
+
+def test_grid_formats_are_labelled_symmetric():
+    rows = lowbit.compare(np.linspace(-1, 1, 64, dtype=np.float32), ["nf4", "fp8_e4m3"]).rows
+    assert [r.scheme for r in rows] == ["nf4 tensor sym", "fp8_e4m3 tensor sym"]
+    assert all(r.symmetric for r in rows)

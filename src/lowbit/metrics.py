@@ -178,8 +178,11 @@ class Scheme:
 
     @property
     def resolved_symmetric(self) -> bool:
-        """The symmetry actually used (the format's default when None)."""
-        return get_qtype(self.qtype).signed if self.symmetric is None else self.symmetric
+        """The symmetry actually used (the format's default when None; grid formats are always symmetric)."""
+        qt = get_qtype(self.qtype)
+        if qt.is_grid:
+            return True
+        return qt.signed if self.symmetric is None else self.symmetric
 
     @property
     def name(self) -> str:
