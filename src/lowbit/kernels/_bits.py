@@ -127,8 +127,16 @@ def unpack_run(data, byte0, count, bits, signed, codes):  # pragma: no cover - c
         return
     if bits == 2 or bits == 1:
         per_byte = 8 // bits
-        for j in range(count):
-            v = (np.int32(data[byte0 + j // per_byte]) >> ((j % per_byte) * bits)) & mask
+        full = count // per_byte
+        db = data[byte0 : byte0 + (count + per_byte - 1) // per_byte]
+        for j in range(full):  # whole bytes: fixed inner trip count, zero-based slices
+            byte = np.int32(db[j])
+            out = codes[j * per_byte : (j + 1) * per_byte]
+            for m in range(per_byte):
+                v = (byte >> (m * bits)) & mask
+                out[m] = v - ((v & sign) << 1) if signed else v
+        for j in range(full * per_byte, count):
+            v = (np.int32(db[j // per_byte]) >> ((j % per_byte) * bits)) & mask
             codes[j] = v - ((v & sign) << 1) if signed else v
         return
     acc = 0
