@@ -66,24 +66,18 @@ def tensor_nbytes(value: Any) -> int:
     if not hasattr(value, "element_size"):
         return 0
     total = value.numel() * value.element_size()
-    if getattr(value, "is_quantized", False) and value.qscheme() in _PER_CHANNEL_QSCHEMES:
+    if getattr(value, "is_quantized", False) and _is_per_channel(value):
         scales, zeros = value.q_per_channel_scales(), value.q_per_channel_zero_points()
         total += scales.numel() * scales.element_size() + zeros.numel() * zeros.element_size()
     return int(total)
 
 
-def _per_channel_qschemes() -> tuple:
+def _is_per_channel(qtensor: Any) -> bool:
     import torch
 
-    return (torch.per_channel_affine, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams)
-
-
-class _LazyQSchemes:
-    def __contains__(self, item: Any) -> bool:
-        return item in _per_channel_qschemes()
-
-
-_PER_CHANNEL_QSCHEMES = _LazyQSchemes()
+    return qtensor.qscheme() in (
+        torch.per_channel_affine, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams
+    )
 
 
 def module_nbytes(module: Any) -> int:
