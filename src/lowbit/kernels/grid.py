@@ -88,13 +88,20 @@ def _grid_chunk(x, start, stop, inv, mids, tie, steps, Q, R, T, dst, dst0):  # p
         e = end
 
 
+@njit(inline="always", cache=True)
+def _search_steps(nmids):  # pragma: no cover - compiled
+    """Halvings a binary search over ``nmids`` midpoints needs."""
+    steps = 0
+    while (1 << steps) <= nmids:
+        steps += 1
+    return steps
+
+
 @njit(parallel=True, cache=True)
 def quantize_grid_kernel(x, out, inv, mids, tie, Q, R, T, bits):  # pragma: no cover - compiled
     """Grid codes of ``x * inv`` into ``out`` (codes for 8/16-bit, else packed bytes)."""
     n = x.size
-    steps = 0
-    while (1 << steps) <= mids.size:
-        steps += 1
+    steps = _search_steps(mids.size)
     packed = bits != 8 and bits != 16
     nchunks = (n + CHUNK - 1) // CHUNK
     for c in prange(nchunks):
@@ -149,9 +156,7 @@ def dequantize_grid_kernel(data, n, out, scale, grid, Q, R, T, bits):  # pragma:
 def fake_quantize_grid_kernel(x, out, inv, mids, tie, scale, grid, Q, R, T):  # pragma: no cover - compiled
     """Quantize to grid codes and back in one pass per chunk (no code array kept)."""
     n = x.size
-    steps = 0
-    while (1 << steps) <= mids.size:
-        steps += 1
+    steps = _search_steps(mids.size)
     nchunks = (n + CHUNK - 1) // CHUNK
     for c in prange(nchunks):
         start = c * CHUNK
