@@ -44,9 +44,13 @@ def _mode(rounding: str, granularity: Granularity) -> int:
     return FUSED if isinstance(granularity, PerTensor) else UNFUSED
 
 
-def _seed(rounding: str, rng: Any) -> np.uint64:
+def _seed(rounding: str, rng: Any, qtype: str | QType) -> np.uint64:
+    """Validate the rounding mode (before any pass over the data) and derive the stochastic seed."""
     if rounding not in ROUNDING_MODES:
         raise OptionError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
+    qt = get_qtype(qtype)
+    if qt.is_grid:
+        _grid_rounding(qt, rounding)
     if rounding == "nearest":
         return np.uint64(0)
     if isinstance(rng, np.random.Generator):
@@ -191,7 +195,7 @@ def quantize(
         >>> qt.codes.tolist(), int(qt.zero_point)
         ([0, 85, 255], 85)
     """
-    seed = _seed(rounding, rng)
+    seed = _seed(rounding, rng, qtype)
     flat, source, qt, gran, sym, layout, s, z = _prepare(
         x, qtype, granularity, symmetric, scale, zero_point, method, method_options
     )
@@ -204,7 +208,6 @@ def quantize(
     inv = (flat.dtype.type(1) / s.astype(flat.dtype)).reshape(-1)
     zpf = z.astype(flat.dtype).reshape(-1)
     if qt.is_grid:
-        _grid_rounding(qt, rounding)
         from lowbit.kernels.grid import grid_tables, quantize_grid_kernel
 
         _, mids, tie = grid_tables(qt)
@@ -290,7 +293,7 @@ def fake_quantize(
         >>> lowbit.fake_quantize(np.array([0.3, -1.0], np.float32), "int2").tolist()
         [0.0, -1.0]
     """
-    seed = _seed(rounding, rng)
+    seed = _seed(rounding, rng, qtype)
     flat, source, qt, gran, _, layout, s, z = _prepare(
         x, qtype, granularity, symmetric, scale, zero_point, method, method_options
     )
@@ -298,7 +301,6 @@ def fake_quantize(
     inv = flat.dtype.type(1) / sf
     result = np.empty_like(flat)
     if qt.is_grid:
-        _grid_rounding(qt, rounding)
         from lowbit.kernels.grid import fake_quantize_grid_kernel, grid_tables
 
         grid, mids, tie = grid_tables(qt)
