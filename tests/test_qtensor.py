@@ -134,7 +134,8 @@ def test_to_dict_from_dict_round_trip(name, gran, dtype, shape, rng):
     assert meta["dtype"] == dtype
     assert meta["kind"] == "numpy"
     assert meta["symmetric"] is qt.symmetric
-    assert meta["format_version"] == 1
+    assert meta["format_version"] == 2
+    assert meta["scale_format"] == "float32"
     # simulate a file: copies of the arrays, metadata through JSON
     stored = {k: np.array(v, copy=True) for k, v in d.items() if k != "meta"}
     stored["meta"] = json.loads(json.dumps(meta))
@@ -176,7 +177,10 @@ def _good_dict(rng):
         pytest.param(lambda d: d.pop("meta"), id="missing-meta"),
         pytest.param(lambda d: d["meta"].pop("shape"), id="missing-shape"),
         pytest.param(lambda d: d["meta"].pop("qtype"), id="missing-qtype"),
-        pytest.param(lambda d: d["meta"].update(format_version=2), id="newer-version"),
+        pytest.param(lambda d: d["meta"].update(format_version=3), id="newer-version"),
+        pytest.param(lambda d: d["meta"].pop("scale_format"), id="missing-scale-format"),
+        pytest.param(lambda d: d["meta"].update(scale_format="float64"), id="unknown-scale-format"),
+        pytest.param(lambda d: d.update(scale=d["scale"].astype(np.float16)), id="scale-dtype"),
         pytest.param(lambda d: d["meta"].update(qtype="int99"), id="unknown-qtype"),
         pytest.param(lambda d: d["meta"].update(granularity="rows"), id="unknown-granularity"),
         pytest.param(lambda d: d.update(data=d["data"][:-1]), id="short-data"),
@@ -190,6 +194,20 @@ def test_from_dict_rejects_invalid(corrupt, rng):
     corrupt(d)
     with pytest.raises(lowbit.FileFormatError):
         QTensor.from_dict(d)
+
+
+@pytest.mark.parametrize("name,gran,dtype,shape", ROUND_TRIP_CASES, ids=lambda v: str(v).replace(" ", ""))
+def test_version_1_dicts_are_still_read(name, gran, dtype, shape, rng):
+    """A dict as lowbit wrote it before scale formats existed: float ``scale``, no ``scale_format``."""
+    x = np.asarray(rng.standard_normal(shape)).astype(dtype)
+    qt = lowbit.quantize(x, name, granularity=gran)
+    v1 = {"data": qt.data.copy(), "scale": qt.scale.copy(), "zero_point": qt.zero_point.copy(),
+          "meta": {"format_version": 1, "qtype": name, "granularity": str(gran), "symmetric": qt.symmetric,
+                   "kind": "numpy", "dtype": dtype, "shape": list(shape)}}
+    back = QTensor.from_dict(v1)
+    assert back.scale_format == "float32" and back.nbytes == qt.nbytes
+    np.testing.assert_array_equal(back.dequantize(), qt.dequantize())
+    assert back.to_dict()["meta"]["format_version"] == 2
 
 
 def test_file_format_error_is_a_value_error(rng):

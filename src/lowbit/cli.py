@@ -8,9 +8,11 @@ Example:
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from lowbit.errors import LowbitError
 
@@ -33,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         ['int8', 'uint8', 'int4']
     """
     from lowbit.calibration import list_methods
-    from lowbit.formats import list_qtypes
+    from lowbit.formats import list_qtypes, list_scale_formats, qtype_aliases
 
     parser = argparse.ArgumentParser(
         prog="lowbit", description="Quantize tensors to low-bit formats on the CPU and show what was lost."
@@ -53,20 +55,28 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--min-ndim", type=int, default=0, help="only tensors with at least this many dimensions")
     cmp.add_argument(
         "--qtype", nargs="+", default=["int8", "uint8", "int4"], metavar="QTYPE",
-        help=f"formats to try (registered: {', '.join(list_qtypes())})",
+        help=f"formats to try (registered: {', '.join(list_qtypes())}; aliases: "
+        f"{', '.join(f'{a}={n}' for a, n in qtype_aliases().items())})",
     )
     cmp.add_argument(
         "--granularity", nargs="+", default=["tensor"], metavar="G",
-        help="tensor, channel[:AXIS] or group:SIZE[:AXIS] (default: tensor)",
+        help="tensor, channel[:AXIS] or group:SIZE[:AXIS] (default: tensor); MX formats always use their "
+        "blocks of 32 along the last axis",
+    )
+    cmp.add_argument(
+        "--scale-format", nargs="+", default=None, choices=list_scale_formats(), metavar="FORMAT",
+        help=f"how scales are stored, several to compare ({', '.join(list_scale_formats())}; default float32); "
+        "MX formats always use e8m0",
     )
     cmp.add_argument(
         "--method", nargs="+", default=["minmax"], choices=list_methods(), metavar="METHOD",
         help=f"how the clipping range is estimated, several to compare ({', '.join(list_methods())}); "
-        "methods other than minmax need tensor or channel granularity",
+        "methods other than minmax need tensor or channel granularity; float, codebook and MX formats use minmax",
     )
     cmp.add_argument(
         "--symmetry", choices=list(_SYMMETRY), default="default",
-        help="sym (scale only), asym (zero point), both, or default (sym for signed, asym for unsigned formats)",
+        help="sym (scale only), asym (zero point), both, or default (sym for signed, asym for unsigned formats); "
+        "float, codebook and MX formats are always scale-only",
     )
     out = cmp.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON document")
@@ -76,18 +86,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _compare(args: argparse.Namespace) -> str:
+def _schemes(args: argparse.Namespace) -> list[Any]:
+    """Every combination of the options, each format taking only the choices it has (deduplicated by name)."""
     from lowbit.formats import get_qtype
     from lowbit.granularity import parse_granularity
+    from lowbit.metrics import Scheme
+
+    grans = [parse_granularity(g) for g in args.granularity]
+    schemes: dict[str, Any] = {}
+    for qt in (get_qtype(q) for q in args.qtype):
+        fixed = qt.is_grid or qt.is_mx
+        combos = itertools.product(
+            [None] if qt.is_mx else grans,
+            (None,) if fixed else _SYMMETRY[args.symmetry],
+            ["minmax"] if fixed else args.method,
+            [None] if qt.is_mx or not args.scale_format else args.scale_format,
+        )
+        for g, s, m, f in combos:
+            scheme = Scheme(qt, g, s, m, f)
+            schemes.setdefault(scheme.name, scheme)
+    return list(schemes.values())
+
+
+def _compare(args: argparse.Namespace) -> str:
     from lowbit.io import load_tensors
-    from lowbit.metrics import CompareTable, Scheme, compare
+    from lowbit.metrics import CompareTable, compare
     from lowbit.report import render_compare
 
-    qtypes = [get_qtype(q) for q in args.qtype]
-    grans = [parse_granularity(g) for g in args.granularity]
-    schemes = [
-        Scheme(q, g, s, m) for q in qtypes for g in grans for s in _SYMMETRY[args.symmetry] for m in args.method
-    ]
+    schemes = _schemes(args)
     tensors = load_tensors(args.file, args.tensor, args.exclude, args.min_ndim)
     rows = []
     for name, array in tensors.items():

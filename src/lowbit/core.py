@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 
 from lowbit._arrays import Source, as_float_array, check_finite, restore
-from lowbit.errors import InputTypeError, OptionError
+from lowbit.errors import GranularityError, InputTypeError, OptionError
 from lowbit.formats import QType, get_qtype
+from lowbit.formats.scales import DEFAULT_SCALE_FORMAT, ScaleFormat, scale_format_for, store_scales
 from lowbit.granularity import BlockLayout, Granularity, PerChannel, PerGroup, PerTensor, plan
-from lowbit.qparams import choose_qparams, symmetric_divisor
+from lowbit.qparams import affine_zero_points, choose_qparams, symmetric_divisor
 from lowbit.qtensor import QTensor
 
 __all__ = ["quantize", "dequantize", "fake_quantize", "ROUNDING_MODES"]
@@ -49,7 +50,7 @@ def _seed(rounding: str, rng: Any, qtype: str | QType) -> np.uint64:
     if rounding not in ROUNDING_MODES:
         raise OptionError(f"rounding must be one of {ROUNDING_MODES}, got {rounding!r}")
     qt = get_qtype(qtype)
-    if qt.is_grid:
+    if qt.is_grid or qt.is_mx:
         _grid_rounding(qt, rounding)
     if rounding == "nearest":
         return np.uint64(0)
@@ -90,6 +91,60 @@ def _grid_options(qt: QType, symmetric: bool | None, zero_point: Any, method: st
         raise OptionError(f"{qt.name} ({qt.kind}) supports method='minmax' only (absmax scaling), got {method!r}")
 
 
+def _mx_options(qt: QType, symmetric: bool | None, scale: Any, zero_point: Any, method: str, options: Any) -> None:
+    """Reject the options that MX formats (spec-chosen power-of-two block scales) do not have."""
+    if symmetric is not None and not symmetric:
+        raise OptionError(f"{qt.name} (MX) is scale-only; drop symmetric=False")
+    if scale is not None or zero_point is not None:
+        raise OptionError(
+            f"{qt.name} (MX) chooses each block's E8M0 scale by the OCP MX rule; drop scale=/zero_point= "
+            "or use a non-MX format"
+        )
+    if method != "minmax" or options:
+        raise OptionError(f"{qt.name} (MX) supports method='minmax' only (the spec's amax rule), got {method!r}")
+
+
+def _granularity(qt: QType, granularity: Granularity | None) -> Granularity:
+    """The granularity to use: PerTensor() by default, blocks of ``block_size`` for MX formats."""
+    if not qt.is_mx:
+        return PerTensor() if granularity is None else granularity
+    if granularity is None:
+        return PerGroup(qt.block_size)
+    if isinstance(granularity, PerGroup) and granularity.size == qt.block_size:
+        return granularity
+    raise OptionError(
+        f"{qt.name} shares one E8M0 scale per block of {qt.block_size} consecutive elements, got granularity="
+        f"{granularity}; use granularity=None (blocks along the last axis) or PerGroup({qt.block_size}, axis=...)"
+    )
+
+
+def _layout(qt: QType, gran: Granularity, shape: tuple[int, ...]) -> BlockLayout:
+    """``plan(gran, shape)``, with an MX-specific message when the blocked axis is not a multiple of the block."""
+    if qt.is_mx and isinstance(gran, PerGroup) and isinstance(gran.axis, int) and -len(shape) <= gran.axis < len(shape):
+        length = shape[gran.axis]
+        if length % qt.block_size:
+            raise GranularityError(
+                f"{qt.name} needs blocks of {qt.block_size} along axis {gran.axis}, which has length {length} "
+                f"(shape {shape}); pad that axis to a multiple of {qt.block_size}, or block another axis with "
+                f"PerGroup({qt.block_size}, axis=...)"
+            )
+    return plan(gran, shape)
+
+
+def _encoded(
+    s: np.ndarray, z: np.ndarray, lo: Any, qt: QType, sym: bool, fmt: ScaleFormat, refit_zero_point: bool
+) -> tuple[np.ndarray, np.ndarray, tuple[str, dict[str, np.ndarray] | None]]:
+    """Store the chosen scales in ``fmt`` and return the scales the stored arrays mean.
+
+    Affine zero points chosen by lowbit are refitted to the stored scales.
+    """
+    arrays, dec = store_scales(s, qt, fmt)
+    if not sym and refit_zero_point and not np.array_equal(dec, s):
+        lo = np.asarray(lo, np.float64)
+        z = affine_zero_points(lo.reshape(s.shape) if lo.size == s.size else np.broadcast_to(lo, s.shape), dec, qt)
+    return dec, z, (fmt.name, None if fmt.name == DEFAULT_SCALE_FORMAT else arrays)
+
+
 def _grid_rounding(qt: QType, rounding: str) -> None:
     if rounding != "nearest":
         raise OptionError(f"{qt.name} ({qt.kind}) supports rounding='nearest' only, got {rounding!r}")
@@ -124,21 +179,26 @@ def _prepare(
     zero_point: Any,
     method: str = "minmax",
     method_options: dict[str, Any] | None = None,
-) -> tuple[np.ndarray, Source, QType, Granularity, bool, BlockLayout, np.ndarray, np.ndarray]:
-    """Validate inputs once and compute per-block scale and zero point."""
+    scale_format: str | None = None,
+) -> tuple[np.ndarray, Source, QType, Granularity, bool, BlockLayout, np.ndarray, np.ndarray, tuple[str, Any]]:
+    """Validate inputs once and compute per-block scale and zero point, as stored in the scale format."""
     qt = get_qtype(qtype)
-    gran = PerTensor() if granularity is None else granularity
+    fmt = scale_format_for(qt, scale_format)
+    gran = _granularity(qt, granularity)
     sym = qt.signed if symmetric is None else bool(symmetric)
+    if qt.is_mx:
+        _mx_options(qt, symmetric, scale, zero_point, method, method_options)
     if qt.is_grid:
         _grid_options(qt, symmetric, zero_point, method, method_options)
         sym, zero_point = True, 0
     flat, source = as_float_array(x)
-    layout = plan(gran, source.shape)
+    layout = _layout(qt, gran, source.shape)
     from lowbit.kernels import block_minmax
 
     mins, maxs, nonfinite = block_minmax(flat, layout)
     check_finite(flat, nonfinite, source.shape)
     sdt = _scale_dtype(source)
+    lo = mins
     if scale is not None:
         s, z = _explicit_qparams(scale, zero_point, qt, sym, layout, sdt)
     elif method == "minmax" and not method_options:
@@ -146,7 +206,10 @@ def _prepare(
     else:
         lo, hi = _estimated_range(flat.reshape(source.shape), qt, sym, gran, method, method_options or {})
         s, z = choose_qparams(lo, hi, qt, symmetric=sym, scale_dtype=sdt)
-    return flat, source, qt, gran, sym, layout, s.reshape(layout.param_shape), z.reshape(layout.param_shape)
+    s, z, enc = _encoded(
+        s.reshape(layout.param_shape), z.reshape(layout.param_shape), lo, qt, sym, fmt, scale is None
+    )
+    return flat, source, qt, gran, sym, layout, s, z, enc
 
 
 def quantize(
@@ -161,6 +224,7 @@ def quantize(
     zero_point: Any = None,
     out: np.ndarray | None = None,
     method: str = "minmax",
+    scale_format: str | None = None,
     **method_options: Any,
 ) -> QTensor:
     """Quantize a float tensor to integer codes.
@@ -168,7 +232,8 @@ def quantize(
     Args:
         x: NumPy array or CPU torch tensor (float16/bfloat16/float32/float64).
         qtype: format name (``"int8"``, ``"uint4"``, ``"int8_full"`` ...) or QType.
-        granularity: ``PerTensor()`` (default), ``PerChannel(axis)``, ``PerGroup(size, axis)``.
+        granularity: ``PerTensor()`` (default; MX formats: ``PerGroup(32)``),
+            ``PerChannel(axis)``, ``PerGroup(size, axis)``.
         symmetric: scale-only (True) or affine with zero point (False). Default:
             symmetric for signed formats, affine for unsigned ones.
         rounding: ``"nearest"`` (round half to even) or ``"stochastic"``.
@@ -179,10 +244,14 @@ def quantize(
         method: how the clipping range is estimated: ``"minmax"`` (default),
             ``"percentile"``, ``"mse"``, ``"entropy"``, ``"aciq"`` (see
             :mod:`lowbit.calibration`); per-tensor or per-channel granularity.
+        scale_format: how the scales are stored (:func:`lowbit.formats.list_scale_formats`):
+            ``"float32"`` (default), ``"float16"``, ``"bfloat16"``, ``"e8m0"`` (the MX
+            formats' default and only one), ``"double8"``, ``"kquant6"``. The codes are
+            computed with the scales as stored.
         **method_options: options of that estimator, e.g. ``percentile=99.9``.
 
     Returns:
-        A QTensor holding packed codes, scale and zero point.
+        A QTensor holding packed codes, scales (decoded, and as stored) and zero points.
 
     Raises:
         InputTypeError: not a float array/tensor. EmptyInputError: no elements.
@@ -196,8 +265,8 @@ def quantize(
         ([0, 85, 255], 85)
     """
     seed = _seed(rounding, rng, qtype)
-    flat, source, qt, gran, sym, layout, s, z = _prepare(
-        x, qtype, granularity, symmetric, scale, zero_point, method, method_options
+    flat, source, qt, gran, sym, layout, s, z, enc = _prepare(
+        x, qtype, granularity, symmetric, scale, zero_point, method, method_options, scale_format
     )
     n = flat.size
     if qt.packed:
@@ -212,13 +281,13 @@ def quantize(
 
         _, mids, tie = grid_tables(qt)
         quantize_grid_kernel(flat, data, inv, mids, tie, layout.Q, layout.R, layout.T, qt.bits)
-        return QTensor(data, s, z.astype(qt.storage_dtype), qt, gran, sym, source)
+        return QTensor(data, s, z.astype(qt.storage_dtype), qt, gran, sym, source, *enc)
     from lowbit.kernels import quantize_kernel
 
     quantize_kernel(
         flat, data, inv, zpf, layout.Q, layout.R, layout.T, qt.qmin, qt.qmax, qt.bits, _mode(rounding, gran), seed
     )
-    return QTensor(data, s, z.astype(qt.storage_dtype), qt, gran, sym, source)
+    return QTensor(data, s, z.astype(qt.storage_dtype), qt, gran, sym, source, *enc)
 
 
 def dequantize(qtensor: QTensor, *, out: np.ndarray | None = None) -> Any:
@@ -278,6 +347,7 @@ def fake_quantize(
     scale: Any = None,
     zero_point: Any = None,
     method: str = "minmax",
+    scale_format: str | None = None,
     **method_options: Any,
 ) -> Any:
     """Quantize and dequantize in one fused pass (no code array is kept).
@@ -294,8 +364,8 @@ def fake_quantize(
         [0.0, -1.0]
     """
     seed = _seed(rounding, rng, qtype)
-    flat, source, qt, gran, _, layout, s, z = _prepare(
-        x, qtype, granularity, symmetric, scale, zero_point, method, method_options
+    flat, source, qt, gran, _, layout, s, z, _ = _prepare(
+        x, qtype, granularity, symmetric, scale, zero_point, method, method_options, scale_format
     )
     sf = s.astype(flat.dtype).reshape(-1)
     inv = flat.dtype.type(1) / sf

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from lowbit._arrays import as_float_array
 from lowbit._text import format_table, jsonable
 from lowbit.errors import EmptyInputError, InputTypeError
 from lowbit.formats import QType, get_qtype
-from lowbit.granularity import Granularity, PerTensor
+from lowbit.granularity import Granularity, PerGroup, PerTensor
 
 __all__ = [
     "sse",
@@ -161,7 +161,10 @@ def cosine_similarity(reference: Any, approx: Any) -> float:
 
 @dataclass(frozen=True)
 class Scheme:
-    """One way to quantize: format, granularity, symmetry and range estimator.
+    """One way to quantize: format, granularity, symmetry, range estimator and scale format.
+
+    ``granularity=None`` is the format's default (``PerTensor()``; blocks of 32 for MX
+    formats); ``scale_format=None`` likewise (float32; e8m0 for MX formats).
 
     Example:
         >>> from lowbit import PerGroup, PerChannel
@@ -169,12 +172,23 @@ class Scheme:
         'int4 group:128 asym'
         >>> Scheme("int8", PerChannel(0), method="mse").name
         'int8 channel sym mse'
+        >>> Scheme("nf4", PerGroup(64), scale_format="double8").name, Scheme("mxfp4", None).name
+        ('nf4 group:64 sym double8', 'mxfp4 group:32 sym e8m0')
     """
 
     qtype: str | QType
-    granularity: Granularity = field(default_factory=PerTensor)
+    granularity: Granularity | None = None
     symmetric: bool | None = None
     method: str = "minmax"
+    scale_format: str | None = None
+
+    @property
+    def resolved_granularity(self) -> Granularity:
+        """The granularity actually used (None: blocks of ``block_size`` for MX formats, else per tensor)."""
+        if self.granularity is not None:
+            return self.granularity
+        qt = get_qtype(self.qtype)
+        return PerGroup(qt.block_size) if qt.is_mx else PerTensor()
 
     @property
     def resolved_symmetric(self) -> bool:
@@ -186,10 +200,13 @@ class Scheme:
 
     @property
     def name(self) -> str:
-        """Readable label, e.g. ``int8 channel sym``."""
+        """Readable label, e.g. ``int8 channel sym`` (the scale format is named unless float32)."""
         sym = "sym" if self.resolved_symmetric else "asym"
         method = "" if self.method == "minmax" else f" {self.method}"
-        return f"{get_qtype(self.qtype).name} {self.granularity} {sym}{method}"
+        qt = get_qtype(self.qtype)
+        fmt = self.scale_format or qt.scale_format
+        scales = "" if not fmt or fmt == "float32" else f" {fmt}"
+        return f"{qt.name} {self.resolved_granularity} {sym}{method}{scales}"
 
 
 @dataclass(frozen=True)
@@ -212,6 +229,7 @@ class CompareRow:
     cosine: float
     nbytes: int
     original_nbytes: int
+    scale_format: str = "float32"
 
     @property
     def compression(self) -> float:
@@ -297,15 +315,17 @@ def compare(x: Any, schemes: Iterable[Scheme | str | QType], *, name: str = "x")
 
     rows = []
     for s in map(_as_scheme, schemes):
-        qt = quantize(x, s.qtype, granularity=s.granularity, symmetric=s.symmetric, method=s.method)
+        qt = quantize(x, s.qtype, granularity=s.granularity, symmetric=s.symmetric, method=s.method,
+                      scale_format=s.scale_format)
         st = error_stats(x, qt.dequantize())
         original = qt.numel * np.dtype(np.float32 if qt.dtype == "bfloat16" else qt.dtype).itemsize
         if qt.dtype == "bfloat16":
             original //= 2
         rows.append(
             CompareRow(
-                name, s.name, s.method, qt.qtype.name, qt.qtype.bits, str(s.granularity), qt.symmetric, qt.numel,
+                name, s.name, s.method, qt.qtype.name, qt.qtype.bits, str(qt.granularity), qt.symmetric, qt.numel,
                 st.signal, st.sse, st.mse, st.sqnr_db, st.max_abs_error, st.cosine, qt.nbytes, original,
+                qt.scale_format,
             )
         )
     return CompareTable(rows)

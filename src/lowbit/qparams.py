@@ -6,6 +6,8 @@ Rules (all computed in float64, then stored in the scale dtype):
 * symmetric, unsigned format: zero point ``2^(b-1)``, ``scale = absmax / (2^(b-1) - 1)``
   (as ``torch``'s symmetric observers do for quint8);
 * grid formats (float, codebook): ``scale = absmax / max|grid|``, zero point 0;
+* MX formats: the OCP MX shared scale ``2^(floor(log2 absmax) - emax)`` times the
+  element's implicit scale (see :mod:`lowbit.formats.mx`), zero point 0;
 * affine: the range is widened to include 0 so that 0 is exactly representable,
   ``scale = (hi - lo) / (qmax - qmin)``, ``zero_point = qmin - round(lo / scale)``.
 
@@ -30,7 +32,7 @@ import numpy as np
 from lowbit.errors import QTypeError
 from lowbit.formats import QType, get_qtype
 
-__all__ = ["choose_qparams", "symmetric_divisor"]
+__all__ = ["choose_qparams", "symmetric_divisor", "affine_zero_points"]
 
 
 def symmetric_divisor(qtype: QType) -> tuple[int, int]:
@@ -58,6 +60,30 @@ def _grid_qparams(lo: np.ndarray, hi: np.ndarray, qt: QType, sdt: np.dtype) -> t
     scale = absmax / max(abs(qt.grid[0]), abs(qt.grid[-1]))
     scale = np.where(absmax > 0, np.maximum(scale, np.finfo(sdt).tiny), 1.0).astype(sdt)
     return scale, np.zeros(lo.shape, np.int64)
+
+
+def _mx_qparams(lo: np.ndarray, hi: np.ndarray, qt: QType, sdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Power-of-two MX scales ``X * 2^implicit_exp`` per block (X = 1 for all-zero blocks)."""
+    from lowbit.formats.mx import mx_exponents
+
+    exps = mx_exponents(np.maximum(np.abs(lo), np.abs(hi)), qt)
+    return np.ldexp(1.0, exps + qt.implicit_exp).astype(sdt), np.zeros(lo.shape, np.int64)
+
+
+def affine_zero_points(mins: np.ndarray, scale: np.ndarray, qtype: str | QType) -> np.ndarray:
+    """Zero points ``clip(qmin - rint(min(lo, 0) / scale))`` of affine blocks for given scales (int64).
+
+    Used when a scale changed after it was chosen (stored in a coarser scale
+    format), so the zero point matches the scale actually stored.
+
+    Example:
+        >>> affine_zero_points(np.array([-1.0]), np.array([0.5]), "uint4").tolist()
+        [2]
+    """
+    qt = get_qtype(qtype)
+    lo = np.minimum(np.asarray(mins, np.float64), 0.0)
+    zp = qt.qmin - np.rint(lo / np.asarray(scale, np.float64))
+    return np.clip(zp, qt.qmin, qt.qmax).astype(np.int64)
 
 
 def choose_qparams(
@@ -94,6 +120,8 @@ def choose_qparams(
     qt = get_qtype(qtype)
     sdt = np.dtype(scale_dtype)
     lo, hi = np.broadcast_arrays(np.asarray(mins, np.float64), np.asarray(maxs, np.float64))
+    if qt.is_mx:
+        return _mx_qparams(lo, hi, qt, sdt)
     if qt.is_grid:
         return _grid_qparams(lo, hi, qt, sdt)
     zero, steps = symmetric_divisor(qt) if symmetric else (0, 1)

@@ -1,5 +1,11 @@
 """QTensor: the result of :func:`lowbit.quantize`.
 
+Serialized layout (``to_dict``), format version 2: ``data`` (codes or packed
+bytes), ``zero_point``, the stored scale arrays of the scale format (``scale``
+for float32; ``scale_e8m0``, ``scale_codes`` ... for the others, see
+:mod:`lowbit.formats.scales`) and ``meta`` (plain JSON, with ``scale_format``).
+Version 1 (float32 ``scale``, no ``scale_format``) is still read.
+
 Example:
     >>> import numpy as np, lowbit
     >>> qt = lowbit.quantize(np.array([0.25, -1.0, 1.0], np.float32), "int4")
@@ -9,19 +15,22 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from lowbit._arrays import Source
-from lowbit.errors import FileFormatError
+from lowbit.errors import FileFormatError, LowbitError
 from lowbit.formats import QType, get_qtype
+from lowbit.formats.scales import DEFAULT_SCALE_FORMAT, decode_scales, scale_format_for
 from lowbit.granularity import Granularity, plan
 
 __all__ = ["QTensor"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_DICT_KEYS = ("data", "zero_point", "meta")
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,13 +39,17 @@ class QTensor:
 
     Attributes:
         data: 1-D storage: codes for 8/16-bit formats, packed bytes otherwise.
-        scale: per-block scales, shaped ``()`` (tensor), ``(C,)`` (channel) or
-            like the tensor with the grouped axis divided by the group size.
+        scale: per-block scales as the kernels use them (decoded from the stored
+            form), shaped ``()`` (tensor), ``(C,)`` (channel) or like the tensor with
+            the grouped axis divided by the group size.
         zero_point: per-block zero points in the format's storage dtype, same shape.
         qtype: the number format.
         granularity: how blocks were formed.
         symmetric: scale-only quantization (zero points are fixed and not stored).
         source: kind ("numpy"/"torch"), dtype and shape of the original tensor.
+        scale_format: name of the scale format the scales are stored in.
+        scale_arrays: the stored (encoded) scale arrays; None for ``"float32"``,
+            whose stored form is ``scale`` itself.
     """
 
     data: np.ndarray
@@ -46,6 +59,8 @@ class QTensor:
     granularity: Granularity
     symmetric: bool
     source: Source
+    scale_format: str = DEFAULT_SCALE_FORMAT
+    scale_arrays: Mapping[str, np.ndarray] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -72,14 +87,35 @@ class QTensor:
         return unpack_codes(self.data, self.numel, self.qtype.bits, self.qtype.signed).reshape(self.shape)
 
     @property
+    def stored_scale(self) -> dict[str, np.ndarray]:
+        """The scale arrays as stored in ``scale_format`` (``{"scale": scale}`` for float32).
+
+        Example:
+            >>> import lowbit, numpy as np
+            >>> qt = lowbit.quantize(np.ones(64, np.float32), "mxfp4")
+            >>> qt.stored_scale["scale_e8m0"].tolist(), qt.scale.tolist()
+            ([125, 125], [0.25, 0.25])
+        """
+        if self.scale_arrays is None:
+            return {"scale": self.scale}
+        return dict(self.scale_arrays)
+
+    @property
     def nbytes(self) -> int:
-        """Real storage in bytes: packed codes + scales (+ zero points when affine)."""
-        total = self.data.nbytes + self.scale.nbytes
+        """Real storage in bytes: packed codes + stored scales (+ zero points when affine)."""
+        total = self.data.nbytes + sum(a.nbytes for a in self.stored_scale.values())
         return total if self.symmetric else total + self.zero_point.nbytes
 
     @property
     def bits_per_element(self) -> float:
-        """Storage bits per element, scales and zero points included."""
+        """Storage bits per element (bits/weight), stored scales and zero points included.
+
+        Example:
+            >>> import lowbit, numpy as np
+            >>> w = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
+            >>> lowbit.quantize(w, "nf4", granularity=lowbit.PerGroup(64), scale_format="double8").bits_per_element
+            4.12890625
+        """
         return 8.0 * self.nbytes / self.numel
 
     def dequantize(self, out: np.ndarray | None = None) -> Any:
@@ -104,12 +140,12 @@ class QTensor:
         Example:
             >>> import lowbit, numpy as np
             >>> d = lowbit.quantize(np.ones(4, np.float32), "uint4").to_dict()
-            >>> sorted(d["meta"])[:3]
-            ['dtype', 'format_version', 'granularity']
+            >>> sorted(d["meta"])[:3], sorted(d)
+            (['dtype', 'format_version', 'granularity'], ['data', 'meta', 'scale', 'zero_point'])
         """
         return {
             "data": self.data,
-            "scale": self.scale,
+            **self.stored_scale,
             "zero_point": self.zero_point,
             "meta": {
                 "format_version": FORMAT_VERSION,
@@ -119,6 +155,7 @@ class QTensor:
                 "kind": self.source.kind,
                 "dtype": self.source.dtype,
                 "shape": list(self.shape),
+                "scale_format": self.scale_format,
             },
         }
 
@@ -126,8 +163,11 @@ class QTensor:
     def from_dict(cls, d: dict[str, Any]) -> QTensor:
         """Rebuild a QTensor written by :meth:`to_dict`, validating every field.
 
+        Reads format versions 1 and 2; the scales are decoded from the stored arrays.
+
         Raises:
-            FileFormatError: a field is missing, of the wrong size, or from a newer format.
+            FileFormatError: a field is missing, of the wrong size, dtype or scale format,
+                or from a newer format.
 
         Example:
             >>> import lowbit, numpy as np
@@ -139,20 +179,45 @@ class QTensor:
 
         try:
             meta = d["meta"]
-            if int(meta["format_version"]) > FORMAT_VERSION:
+            version = int(meta["format_version"])
+            if version > FORMAT_VERSION:
                 raise FileFormatError(f"QTensor format version {meta['format_version']} is newer than this lowbit")
             qtype = get_qtype(meta["qtype"])
             gran = parse_granularity(meta["granularity"])
             shape = tuple(int(s) for s in meta["shape"])
             source = Source(str(meta["kind"]), str(meta["dtype"]), shape)
-            qt = cls(np.asarray(d["data"]), np.asarray(d["scale"]), np.asarray(d["zero_point"]),
-                     qtype, gran, bool(meta["symmetric"]), source)
+            if version == 1:
+                scale, fmt_name, arrays = np.asarray(d["scale"]), DEFAULT_SCALE_FORMAT, None
+            else:
+                scale, fmt_name, arrays = cls._read_scales(d, meta, qtype, gran, shape, source)
+            qt = cls(np.asarray(d["data"]), scale, np.asarray(d["zero_point"]), qtype, gran,
+                     bool(meta["symmetric"]), source, fmt_name, arrays)
             qt._validate()
         except FileFormatError:
             raise
         except (KeyError, TypeError, ValueError) as err:  # LowbitError subclasses included
             raise FileFormatError(f"not a valid QTensor dictionary: {err}") from None
         return qt
+
+    @staticmethod
+    def _read_scales(
+        d: dict[str, Any], meta: dict[str, Any], qtype: QType, gran: Granularity, shape: tuple[int, ...],
+        source: Source,
+    ) -> tuple[np.ndarray, str, dict[str, np.ndarray] | None]:
+        """(decoded scales, format name, stored arrays) of a version-2 dict, each array checked."""
+        fmt = scale_format_for(qtype, str(meta["scale_format"]))
+        param_shape = plan(gran, shape).param_shape
+        sdt = np.dtype(np.float64 if source.dtype == "float64" else np.float32)
+        specs = fmt.specs(param_shape, sdt)
+        arrays = {key: np.asarray(d[key]) for key in specs}
+        bad = [f"{k} is {a.dtype}{a.shape} (want {specs[k][0]}{specs[k][1]})" for k, a in arrays.items()
+               if a.dtype != specs[k][0] or a.shape != specs[k][1]]
+        extra = sorted(set(d) - set(_DICT_KEYS) - set(specs))
+        if bad or extra:
+            extra_text = [f"unexpected entries {extra} for scale format {fmt.name}"] if extra else []
+            raise FileFormatError(f"QTensor {shape} {gran} {qtype.name}: " + "; ".join(bad + extra_text))
+        scale = decode_scales(arrays, qtype, fmt, param_shape, sdt)
+        return scale, fmt.name, None if fmt.name == DEFAULT_SCALE_FORMAT else arrays
 
     def _validate(self) -> None:
         """Check every array against the shape, granularity and format (raises FileFormatError)."""
@@ -169,13 +234,25 @@ class QTensor:
                 f"zero_point is {self.zero_point.dtype}{self.zero_point.shape} "
                 f"(want {self.qtype.storage_dtype} {layout.param_shape})"
             )
+        try:
+            fmt = scale_format_for(self.qtype, self.scale_format)
+        except LowbitError as err:
+            problems.append(str(err))
+        else:
+            specs = fmt.specs(layout.param_shape, self.scale.dtype)
+            stored = self.stored_scale
+            if set(stored) != set(specs):
+                problems.append(f"stored scales are {sorted(stored)} (want {sorted(specs)} for {fmt.name})")
+        if self.qtype.is_mx and np.any(self.zero_point != 0):
+            problems.append(f"zero_point must be 0 for {self.qtype.name}")
         if problems:
             raise FileFormatError(f"QTensor {self.shape} {self.granularity} {self.qtype.name}: " + "; ".join(problems))
 
     def __repr__(self) -> str:
         kind = "sym" if self.symmetric else "affine"
+        fmt = "" if self.scale_format == DEFAULT_SCALE_FORMAT else f", scales={self.scale_format}"
         return (
             f"QTensor({self.qtype.name}, {self.granularity}, {kind}, shape={self.shape}, "
-            f"dtype={self.dtype}, nbytes={self.nbytes})"
+            f"dtype={self.dtype}{fmt}, nbytes={self.nbytes})"
         )
 

@@ -8,6 +8,17 @@ bitsandbytes NF4 table (``bitsandbytes.functional``, the same 16 numbers that
 its CUDA ``dDequantizeNF4`` returns for codes 0..15), so lowbit's nf4 codes
 mean the same thing as bitsandbytes' codes.
 
+``fp4`` is bitsandbytes' FP4 (the other 4-bit type of QLoRA): the 15 values
+its CUDA dequantizer ``dDequantizeFP4Tree`` returns, ±{0, 0.005208333333,
+0.16666667, 0.25, 0.33333333, 0.5, 0.66666667, 1.0} (float32 literals there,
+the same float32 numbers here).  It is an E2M1 float normalised to a maximum
+of 1 with bitsandbytes' own subnormal, unlike the OCP ``fp4_e2m1``.  lowbit
+numbers the codes in sorted order (code 0 is -1.0, code 7 is 0.0, code 14 is
+1.0), *not* by bitsandbytes' sign/exponent/mantissa bit patterns, and rounds
+a value exactly between two neighbours to the even code (bitsandbytes'
+quantizer sends it to the smaller magnitude); otherwise the nearest value,
+as bitsandbytes' ``dQuantizeFP4`` thresholds (the midpoints) choose.
+
 Example:
     >>> from lowbit.formats import Codebook
     >>> qt = Codebook("cb3", [-1.0, -0.25, 0.0, 0.5, 1.0])
@@ -20,16 +31,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from lowbit.errors import QTypeError
 from lowbit.formats.base import QType, register_qtype
 
-__all__ = ["Codebook", "NF4_VALUES"]
+__all__ = ["Codebook", "NF4_VALUES", "FP4_BNB_VALUES"]
 
 NF4_VALUES = (
     -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
     -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
     0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
     0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+)
+
+_FP4_BNB_POSITIVE = (5.208333333e-03, 0.16666667, 0.25, 0.33333333, 0.5, 0.66666667, 1.0)
+FP4_BNB_VALUES = tuple(
+    sorted([0.0] + [float(np.float32(v)) * sign for v in _FP4_BNB_POSITIVE for sign in (1.0, -1.0)])
 )
 
 
@@ -71,3 +89,4 @@ def Codebook(name: str, values: Sequence[float]) -> QType:
 
 
 Codebook("nf4", NF4_VALUES)
+Codebook("fp4", FP4_BNB_VALUES)

@@ -133,5 +133,8 @@ def render_compare(table: CompareTable, fmt: str = "text", long: bool = False) -
     if single or long:
         return table.to_text()
     parts = [_pivot(table.rows, q) for q in dict.fromkeys(r.qtype for r in table.rows)]
-    parts.append(f"All {aggs[0].tensors if aggs else 0} tensors, per scheme:\n" + _aggregate_table(aggs))
+    parts.append(
+        f"All {aggs[0].tensors if aggs else 0} tensors, per scheme:\n" + _aggregate_table(aggs)
+        + "\n(bits/el: stored bits per weight, codes + scales as stored + zero points)"
+    )
     return "\n\n".join(parts)
