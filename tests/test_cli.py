@@ -115,3 +115,43 @@ def test_version_and_help_from_a_real_process():
     assert version.stdout.startswith("lowbit ")
     helptext = subprocess.run([sys.executable, "-m", "lowbit.cli", "compare", "--help"], capture_output=True, text=True)
     assert "--granularity" in helptext.stdout and "int4_full" in helptext.stdout
+
+
+def test_scale_formats_and_mx_qtypes(weights, capsys):
+    """MX formats take their own blocks whatever --granularity says; --scale-format multiplies the rest."""
+    path, arrays = weights
+    args = ["compare", str(path), "--tensor", "layer.0.weight", "--qtype", "nf4", "mxfp4", "mxfp8", "int4",
+            "--granularity", "group:64", "--scale-format", "float32", "double8", "--symmetry", "both", "--json"]
+    assert main(args) == 0
+    rows = {r["scheme"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert list(rows) == [
+        "nf4 group:64 sym", "nf4 group:64 sym double8", "mxfp4 group:32 sym e8m0", "mxfp8_e4m3 group:32 sym e8m0",
+        "int4 group:64 sym", "int4 group:64 sym double8", "int4 group:64 asym", "int4 group:64 asym double8",
+    ]
+    w = arrays["layer.0.weight"]
+    n = w.size
+    assert rows["nf4 group:64 sym"]["nbytes"] == n // 2 + 4 * n // 64
+    assert rows["nf4 group:64 sym double8"]["nbytes"] == n // 2 + n // 64 + 4 + 4  # codes, 1 block scale, mean
+    assert rows["mxfp4 group:32 sym e8m0"]["bits_per_element"] == 4.25
+    assert rows["mxfp4 group:32 sym e8m0"]["scale_format"] == "e8m0"
+    # independent check of one MX row: spec rule in float64 (fp4 e2m1 elements, X = 2^(floor(log2 amax) - 2))
+    blocks = w.astype(np.float64).reshape(-1, 32)
+    X = np.exp2(np.floor(np.log2(np.abs(blocks).max(1, keepdims=True))) - 2)
+    grid = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6])
+    y = np.abs(blocks) / X
+    idx = np.abs(y[..., None] - grid).argmin(-1)  # no exact ties in Gaussian data
+    ref = np.sign(blocks) * grid[idx] * X
+    assert rows["mxfp4 group:32 sym e8m0"]["sqnr_db"] == pytest.approx(_sqnr(blocks, ref), abs=1e-6)
+
+
+def test_help_lists_scale_formats_and_aliases():
+    helptext = subprocess.run([sys.executable, "-m", "lowbit.cli", "compare", "--help"], capture_output=True, text=True)
+    text = " ".join(helptext.stdout.split())
+    assert "--scale-format" in text and "kquant6" in text and "double8" in text and "mxfp8=mxfp8_e4m3" in text
+
+
+def test_unknown_scale_format_is_an_argparse_error(weights, capsys):
+    path, _ = weights
+    with pytest.raises(SystemExit):
+        main(["compare", str(path), "--scale-format", "fp3"])
+    assert "invalid choice: 'fp3'" in capsys.readouterr().err

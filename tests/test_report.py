@@ -37,3 +37,18 @@ def test_markdown_and_long_text():
     assert md[0].startswith("| tensor") and set(md[1]) <= {"|", "-", ":", " "}
     assert len(md) == 4
     assert "uint8 tensor asym" in render_compare(table, "text", long=True)
+
+
+def test_aggregate_text_shows_bits_per_weight_with_stored_scales():
+    rng = np.random.default_rng(5)
+    rows = []
+    for name in ("a", "b"):
+        x = rng.standard_normal((8, 256)).astype(np.float32)
+        rows += lowbit.compare(x, [lowbit.Scheme("nf4", lowbit.PerGroup(64), scale_format="double8"), "mxfp4"],
+                               name=name).rows
+    text = render_compare(CompareTable(rows), "text")
+    agg = {" ".join(line.split()[:4]): line.split()[4] for line in text.splitlines()
+           if line.startswith(("nf4 group:64 sym double8 ", "mxfp4 group:32 sym e8m0 "))}
+    # nf4: 4 bits + one int8 code per 64 weights + per tensor one float32 block scale and one float32 mean
+    assert agg == {"nf4 group:64 sym double8": f"{4 + 8 / 64 + 64 / 2048:.3f}", "mxfp4 group:32 sym e8m0": "4.250"}
+    assert "stored bits per weight" in text
