@@ -235,3 +235,88 @@ def test_weight_qtensor_shares_the_buffers():
     qt = q.weight_qtensor()
     assert qt.nbytes + 2 * 4 == q.nbytes
     assert np.shares_memory(qt.data, q.weight_data.numpy())
+
+
+# --------------------------------------------------------------------------- new formats and scale formats
+
+# (qtype, granularity, scale_format); None granularity = the layer default (MX: PerGroup(32))
+STORED = [
+    ("mxfp4", None, None),
+    ("mxfp8", None, None),
+    ("mxfp6_e3m2", None, None),
+    ("mxint8", None, None),
+    ("nf4", "group:16", "double8"),
+    ("fp4", None, None),
+    ("int4", "group:16", "kquant6"),
+    ("uint4", "group:16", "kquant6"),
+    ("uint4", "group:32", "bfloat16"),
+    ("int8", None, "float16"),
+    ("int4", "group:32", "e8m0"),
+]
+STORED_IDS = [f"{q}-{g or 'default'}-{f or 'default'}" for q, g, f in STORED]
+SCALE_BUFFERS = {
+    None: {"weight_scale": torch.float32}, "float16": {"weight_scale_f16": torch.float16},
+    "bfloat16": {"weight_scale_bf16": torch.int16}, "e8m0": {"weight_scale_e8m0": torch.uint8},
+    "double8": {"weight_scale_codes": torch.int8, "weight_scale_block_scale": torch.float32,
+                "weight_scale_mean": torch.float32},
+    "kquant6": {"weight_scale_codes": torch.uint8, "weight_scale_super": torch.float16},
+}
+
+
+def _stored_fq(weight, qtype, gran, fmt):
+    g = None if gran is None and lowbit.get_qtype(qtype).is_mx else _gran(gran)
+    return lowbit.fake_quantize(weight.detach().float(), qtype, granularity=g, scale_format=fmt)
+
+
+@pytest.mark.parametrize(("qtype", "gran", "fmt"), STORED, ids=STORED_IDS)
+def test_new_formats_and_scale_formats_linear(qtype, gran, fmt):
+    lin = torch.nn.Linear(64, 6)
+    q = lnn.WeightOnlyLinear.from_float(lin, qtype, gran, scale_format=fmt)
+    x = torch.randn(5, 64)
+    assert torch.equal(q(x), F.linear(x, _stored_fq(lin.weight, qtype, gran, fmt), lin.bias))
+    sd = q.state_dict()
+    want = SCALE_BUFFERS["e8m0" if lowbit.get_qtype(qtype).is_mx else fmt]
+    assert {k: v.dtype for k, v in sd.items() if k.startswith("weight_scale")} == want
+    # real bytes: codes + stored scales (+ zero points) + float32 bias, as the QTensor counts them
+    g = None if gran is None and lowbit.get_qtype(qtype).is_mx else _gran(gran)
+    qt = lowbit.quantize(lin.weight.detach(), qtype, granularity=g, scale_format=fmt)
+    assert q.nbytes == qt.nbytes + 6 * 4 == sum(t.numel() * t.element_size() for t in sd.values())
+    fresh = lnn.WeightOnlyLinear(64, 6, qtype=qtype, granularity=gran, scale_format=fmt)
+    loaded = roundtrip(q, fresh)
+    assert torch.equal(loaded(x), q(x)) and repr(loaded) == repr(q)
+    assert loaded.weight_qtensor().scale_format == qt.scale_format
+
+
+@pytest.mark.parametrize(("qtype", "gran", "fmt"), [STORED[i] for i in (0, 4, 6)],
+                         ids=[STORED_IDS[i] for i in (0, 4, 6)])
+def test_new_formats_conv_and_embedding(qtype, gran, fmt):
+    conv = torch.nn.Conv2d(8, 4, (2, 2))  # weight (4, 8, 2, 2): group along the last axis needs size 2
+    cgran = "group:2" if gran else None
+    if lowbit.get_qtype(qtype).is_mx:
+        conv = torch.nn.Conv2d(32, 4, 1)  # weight (4, 32, 1, 1): MX blocks along axis 1
+        cgran = PerGroup(32, axis=1)
+    qc = lnn.WeightOnlyConv2d.from_float(conv, qtype, cgran, scale_format=fmt)
+    x = torch.randn(2, conv.in_channels, 5, 5)
+    want = F.conv2d(x, _stored_fq(conv.weight, qtype, cgran, fmt), conv.bias)
+    assert torch.equal(qc(x), want)
+    emb = torch.nn.Embedding(10, 64)
+    qe = lnn.WeightOnlyEmbedding.from_float(emb, qtype, gran, scale_format=fmt)
+    idx = torch.tensor([[1, 9], [3, 3]])
+    assert torch.equal(qe(idx), F.embedding(idx, _stored_fq(emb.weight, qtype, gran, fmt)))
+    fresh = lnn.WeightOnlyEmbedding(10, 64, qtype=qtype, granularity=gran, scale_format=fmt)
+    assert torch.equal(roundtrip(qe, fresh)(idx), qe(idx))
+
+
+def test_scale_format_mismatches_are_refused():
+    trained = lnn.WeightOnlyLinear.from_float(torch.nn.Linear(64, 4), "int4", "group:32", scale_format="kquant6")
+    with pytest.raises(RuntimeError, match="weight_scale_super"):
+        lnn.WeightOnlyLinear(64, 4, qtype="int4", granularity="group:32").load_state_dict(trained.state_dict())
+    qt = lowbit.quantize(torch.randn(4, 64), "int4", granularity=PerGroup(32), scale_format="float16")
+    with pytest.raises(OptionError, match="scale_format 'float16' \\(module has 'kquant6'\\)"):
+        trained.load_qtensor(qt)
+    with pytest.raises(OptionError, match=r"WeightOnlyLinear weight \(4, 64\).*e8m0"):
+        lnn.WeightOnlyLinear(64, 4, qtype="mxfp4", scale_format="float16")
+    with pytest.raises(OptionError, match="registered scale formats"):
+        lnn.WeightOnlyLinear(64, 4, scale_format="nope")
+    assert "scale_format=kquant6" in repr(trained)
+    assert "scale_format" not in repr(lnn.WeightOnlyLinear(64, 4, qtype="mxfp4"))  # e8m0 is MX's own

@@ -4,12 +4,19 @@ Buffers (all tensors, so ``torch.load(weights_only=True)`` reads them):
 
 * ``weight_data``: the QTensor's 1-D storage: codes (int8/uint8/int16; uint16
   codes as their int16 bit pattern) or packed bytes (uint8) for other widths;
-* ``weight_scale``: float32, shaped like the granularity's parameters;
+* the scales *as stored* in the layer's scale format, one buffer per stored
+  array named ``weight_`` + its key (:mod:`lowbit.formats.scales`):
+  ``weight_scale`` (float32, shaped like the granularity's parameters) for the
+  default float32 format; ``weight_scale_f16``, ``weight_scale_bf16`` (bit
+  patterns as int16), ``weight_scale_e8m0`` (MX formats), ``weight_scale_codes``
+  + ``weight_scale_block_scale`` + ``weight_scale_mean`` (double8),
+  ``weight_scale_codes`` + ``weight_scale_super`` (kquant6);
 * ``weight_zero_point``: storage dtype, same shape; only for affine formats
   (``None`` when symmetric: the zero point is then fixed by the format).
 
-The format, granularity, symmetry and shape are constructor arguments, so a
-freshly built module of the same configuration loads the state dict.
+The format, granularity, symmetry, scale format and shape are constructor
+arguments, so a freshly built module of the same configuration loads the state
+dict; the scales are decoded from the stored buffers on every forward.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from lowbit._arrays import Source
 from lowbit.core import dequantize, quantize
 from lowbit.errors import OptionError
 from lowbit.formats import QType, get_qtype
-from lowbit.granularity import Granularity, PerChannel, plan
+from lowbit.formats.scales import DEFAULT_SCALE_FORMAT, decode_scales, scale_format_for
+from lowbit.granularity import Granularity, PerChannel, PerGroup, plan
 from lowbit.nn._util import TORCH_STORAGE, DtypeCheckedLoad, as_granularity, from_buffer, layer_context, to_buffer
 from lowbit.qparams import symmetric_divisor
 from lowbit.qtensor import QTensor
@@ -41,21 +49,30 @@ class PackedWeightModule(DtypeCheckedLoad):
     bias: torch.nn.Parameter | None
 
     def _init_weight(self, shape: tuple[int, ...], qtype: str | QType, granularity: Granularity | str | None,
-                     symmetric: bool | None) -> None:
+                     symmetric: bool | None, scale_format: str | None = None) -> None:
         name = type(self).__name__
         with layer_context(f"{name} weight {shape}"):
             qt = get_qtype(qtype)
-            gran = as_granularity(granularity, PerChannel(0))
-            sym = qt.signed if symmetric is None else bool(symmetric)
+            fmt = scale_format_for(qt, scale_format)
+            gran = as_granularity(granularity, PerGroup(qt.block_size) if qt.is_mx else PerChannel(0))
+            sym = (qt.signed or qt.is_grid) if symmetric is None else bool(symmetric)
             layout = plan(gran, shape)
-            zero = symmetric_divisor(qt)[0] if sym else 0
+            zero = _fixed_zero_point(qt) if sym else 0
         self.qtype, self.granularity, self.symmetric, self.weight_shape = qt, gran, sym, tuple(shape)
+        self.scale_format = fmt.name
         numel = math.prod(shape)
         dtype = torch.uint8 if qt.packed else TORCH_STORAGE[qt.storage_dtype]
         self.register_buffer("weight_data", torch.zeros(qt.packed_nbytes(numel) if qt.packed else numel, dtype=dtype))
-        self.register_buffer("weight_scale", torch.ones(layout.param_shape, dtype=torch.float32))
+        ones = np.ones(layout.param_shape, np.float32)
+        for key, arr in fmt.encode(ones, np.dtype(np.float32)).items():  # scale 1 until a weight is stored
+            self.register_buffer(f"weight_{key}", _scale_buffer(arr))
         zp = None if sym else torch.full(layout.param_shape, zero, dtype=TORCH_STORAGE[qt.storage_dtype])
         self.register_buffer("weight_zero_point", zp)
+
+    def _scale_keys(self) -> list[str]:
+        """Keys of the stored scale arrays of this module's scale format."""
+        layout = plan(self.granularity, self.weight_shape)
+        return list(scale_format_for(self.qtype, self.scale_format).specs(layout.param_shape, np.dtype(np.float32)))
 
     def _init_bias(self, size: int, bias: bool) -> None:
         self.bias = torch.nn.Parameter(torch.zeros(size)) if bias else None
@@ -65,7 +82,7 @@ class PackedWeightModule(DtypeCheckedLoad):
         weight = module.weight.detach().float()
         with layer_context(f"{type(self).__name__}.from_float({type(module).__name__}) weight {tuple(weight.shape)}"):
             qt = quantize(weight, self.qtype, granularity=self.granularity, symmetric=self.symmetric,
-                          method=method, **method_options)
+                          method=method, scale_format=self.scale_format, **method_options)
         self._store(qt)
         if self.bias is not None:
             self.bias.data.copy_(module.bias.detach())
@@ -73,7 +90,11 @@ class PackedWeightModule(DtypeCheckedLoad):
     def _store(self, qt: QTensor) -> None:
         """Copy a QTensor of this module's configuration into the buffers."""
         self.weight_data.copy_(to_buffer(qt.data))
-        self.weight_scale.copy_(torch.from_numpy(np.asarray(qt.scale, np.float32)))
+        if self.scale_format == DEFAULT_SCALE_FORMAT:
+            self.weight_scale.copy_(torch.from_numpy(np.asarray(qt.scale, np.float32)))
+        else:
+            for key, arr in qt.stored_scale.items():
+                getattr(self, f"weight_{key}").copy_(_scale_buffer(arr))
         if self.weight_zero_point is not None:
             self.weight_zero_point.copy_(to_buffer(qt.zero_point))
 
@@ -81,14 +102,14 @@ class PackedWeightModule(DtypeCheckedLoad):
         dt = self.qtype.storage_dtype
         if zp is not None:
             return from_buffer(zp, dt)
-        return np.full(param_shape, symmetric_divisor(self.qtype)[0], dt)
+        return np.full(param_shape, _fixed_zero_point(self.qtype), dt)
 
     def load_qtensor(self, qt: QTensor) -> None:
         """Store a weight quantized elsewhere (GPTQ, HQQ, ...) with this module's exact configuration.
 
         Raises:
-            OptionError: the QTensor's format, granularity, symmetry or shape differs
-                from the module's (the message lists each difference).
+            OptionError: the QTensor's format, granularity, symmetry, scale format or shape
+                differs from the module's (the message lists each difference).
 
         Example:
             >>> import torch, lowbit, lowbit.nn as lnn
@@ -97,10 +118,10 @@ class PackedWeightModule(DtypeCheckedLoad):
             >>> layer.dequantized_weight().tolist()[0][:2]
             [1.0, 1.0]
         """
-        mine = (self.qtype.name, str(self.granularity), self.symmetric, self.weight_shape)
-        theirs = (qt.qtype.name, str(qt.granularity), qt.symmetric, tuple(qt.shape))
+        mine = (self.qtype.name, str(self.granularity), self.symmetric, self.scale_format, self.weight_shape)
+        theirs = (qt.qtype.name, str(qt.granularity), qt.symmetric, qt.scale_format, tuple(qt.shape))
         if mine != theirs:
-            fields = ("qtype", "granularity", "symmetric", "shape")
+            fields = ("qtype", "granularity", "symmetric", "scale_format", "shape")
             diffs = [f"{f} {b!r} (module has {a!r})" for f, a, b in zip(fields, mine, theirs, strict=True) if a != b]
             raise OptionError(f"{type(self).__name__}.load_qtensor: " + "; ".join(diffs))
         self._store(qt)
@@ -115,10 +136,16 @@ class PackedWeightModule(DtypeCheckedLoad):
             (2, 8)
         """
         data_dtype = np.dtype(np.uint8) if self.qtype.packed else self.qtype.storage_dtype
-        scale = self.weight_scale.detach().float().numpy()
+        if self.scale_format == DEFAULT_SCALE_FORMAT:
+            scale, arrays = self.weight_scale.detach().float().numpy(), None
+        else:
+            arrays = {k: _scale_array(getattr(self, f"weight_{k}")) for k in self._scale_keys()}
+            param_shape = plan(self.granularity, self.weight_shape).param_shape
+            fmt = scale_format_for(self.qtype, self.scale_format)
+            scale = decode_scales(arrays, self.qtype, fmt, param_shape, np.dtype(np.float32))
         return QTensor(from_buffer(self.weight_data, data_dtype), scale,
                        self._zero_point_array(scale.shape, self.weight_zero_point), self.qtype, self.granularity,
-                       self.symmetric, Source("torch", "float32", self.weight_shape))
+                       self.symmetric, Source("torch", "float32", self.weight_shape), self.scale_format, arrays)
 
     def dequantized_weight(self) -> torch.Tensor:
         """The weight as float32: ``(code - zero_point) * scale`` in one fused pass.
@@ -133,8 +160,29 @@ class PackedWeightModule(DtypeCheckedLoad):
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: packed weight + scales (+ zero points when affine) + bias."""
+        """Bytes held: packed weight + stored scales (+ zero points when affine) + bias."""
         return sum(t.numel() * t.element_size() for t in (*self.buffers(recurse=False), *self.parameters(False)))
 
     def _weight_repr(self) -> str:
-        return f"qtype={self.qtype.name}, granularity={self.granularity}, symmetric={self.symmetric}"
+        text = f"qtype={self.qtype.name}, granularity={self.granularity}, symmetric={self.symmetric}"
+        default = self.qtype.scale_format or DEFAULT_SCALE_FORMAT
+        return text if self.scale_format == default else f"{text}, scale_format={self.scale_format}"
+
+
+def _fixed_zero_point(qt: QType) -> int:
+    """The zero point of symmetric use: 0 for grid formats (their codes index values), else the format's."""
+    return 0 if qt.is_grid else symmetric_divisor(qt)[0]
+
+
+def _scale_buffer(arr: np.ndarray) -> torch.Tensor:
+    """A buffer holding one stored scale array (float arrays as they are; integers via :func:`to_buffer`)."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind == "f":
+        return torch.from_numpy(arr.copy())
+    return to_buffer(arr).clone()
+
+
+def _scale_array(t: torch.Tensor) -> np.ndarray:
+    """The NumPy stored scale array behind a buffer (uint16 bfloat16 bit patterns travel as int16)."""
+    a = t.detach().contiguous().numpy()
+    return a.view(np.uint16) if a.dtype == np.int16 else a

@@ -45,7 +45,7 @@ class WeightOnlyEmbedding(PackedWeightModule):
     Args:
         num_embeddings, embedding_dim, padding_idx, max_norm, norm_type,
             scale_grad_by_freq, sparse: as ``torch.nn.Embedding``.
-        qtype, granularity, symmetric: as :class:`~lowbit.nn.WeightOnlyLinear`;
+        qtype, granularity, symmetric, scale_format: as :class:`~lowbit.nn.WeightOnlyLinear`;
             the default ``PerChannel(0)`` gives one scale per row.
 
     Example:
@@ -57,7 +57,7 @@ class WeightOnlyEmbedding(PackedWeightModule):
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
                  max_norm: float | None = None, norm_type: float = 2.0, scale_grad_by_freq: bool = False,
                  sparse: bool = False, *, qtype: str | QType = "int8", granularity: Granularity | str | None = None,
-                 symmetric: bool | None = None) -> None:
+                 symmetric: bool | None = None, scale_format: str | None = None) -> None:
         super().__init__()
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
         if padding_idx is not None:
@@ -68,12 +68,12 @@ class WeightOnlyEmbedding(PackedWeightModule):
             padding_idx %= self.num_embeddings
         self.padding_idx, self.max_norm, self.norm_type = padding_idx, max_norm, norm_type
         self.scale_grad_by_freq, self.sparse = scale_grad_by_freq, sparse
-        self._init_weight((self.num_embeddings, self.embedding_dim), qtype, granularity, symmetric)
+        self._init_weight((self.num_embeddings, self.embedding_dim), qtype, granularity, symmetric, scale_format)
         self.bias = None
 
     @classmethod
     def from_float(cls, module: nn.Module, qtype: str | QType = "int8", granularity: Granularity | str | None = None,
-                   symmetric: bool | None = None, method: str = "minmax",
+                   symmetric: bool | None = None, method: str = "minmax", *, scale_format: str | None = None,
                    **method_options: Any) -> WeightOnlyEmbedding:
         """Quantize a ``torch.nn.Embedding``'s table (arguments as :meth:`WeightOnlyLinear.from_float`).
 
@@ -86,7 +86,7 @@ class WeightOnlyEmbedding(PackedWeightModule):
             raise InputTypeError(f"{cls.__name__}.from_float expects a torch.nn.Embedding, got {type(module).__name__}")
         new = cls(module.num_embeddings, module.embedding_dim, module.padding_idx, module.max_norm,
                   module.norm_type, module.scale_grad_by_freq, module.sparse, qtype=qtype, granularity=granularity,
-                  symmetric=symmetric)
+                  symmetric=symmetric, scale_format=scale_format)
         new._quantize_from(module, method, method_options)
         return new
 

@@ -45,6 +45,9 @@ class WeightOnlyLinear(PackedWeightModule):
             ``PerTensor()``, ``PerGroup(size)`` (groups along the input) or its
             string (``"group:64"``).
         symmetric: scale-only (default for signed formats) or affine.
+        scale_format: how the scales are stored (``"float32"`` default; ``"float16"``,
+            ``"double8"``, ``"kquant6"`` ...; MX formats use ``"e8m0"``, and their default
+            granularity is ``PerGroup(32)``); the buffers hold the stored arrays.
 
     Example:
         >>> import torch, lowbit.nn as lnn
@@ -54,20 +57,22 @@ class WeightOnlyLinear(PackedWeightModule):
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, qtype: str | QType = "int8",
-                 granularity: Granularity | str | None = None, symmetric: bool | None = None) -> None:
+                 granularity: Granularity | str | None = None, symmetric: bool | None = None,
+                 scale_format: str | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self._init_weight((self.out_features, self.in_features), qtype, granularity, symmetric)
+        self._init_weight((self.out_features, self.in_features), qtype, granularity, symmetric, scale_format)
         self._init_bias(self.out_features, bias)
 
     @classmethod
     def from_float(cls, module: nn.Module, qtype: str | QType = "int8", granularity: Granularity | str | None = None,
-                   symmetric: bool | None = None, method: str = "minmax", **method_options: Any) -> WeightOnlyLinear:
+                   symmetric: bool | None = None, method: str = "minmax", *, scale_format: str | None = None,
+                   **method_options: Any) -> WeightOnlyLinear:
         """Quantize a ``torch.nn.Linear``'s weight with :func:`lowbit.quantize`.
 
         Args:
             module: the float layer (its weight is read as float32).
-            qtype, granularity, symmetric: as in the constructor.
+            qtype, granularity, symmetric, scale_format: as in the constructor.
             method, **method_options: how the clipping range is estimated
                 (``"minmax"``, ``"mse"``, ``"percentile"``, ...; see :mod:`lowbit.calibration`).
 
@@ -83,7 +88,7 @@ class WeightOnlyLinear(PackedWeightModule):
         if not isinstance(module, nn.Linear):
             raise InputTypeError(f"{cls.__name__}.from_float expects a torch.nn.Linear, got {type(module).__name__}")
         new = cls(module.in_features, module.out_features, module.bias is not None, qtype=qtype,
-                  granularity=granularity, symmetric=symmetric)
+                  granularity=granularity, symmetric=symmetric, scale_format=scale_format)
         new._quantize_from(module, method, method_options)
         return new
 
@@ -106,8 +111,8 @@ class WeightOnlyConv2d(PackedWeightModule):
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
             bias: as ``torch.nn.Conv2d``.
         padding_mode: only ``"zeros"`` (others raise OptionError).
-        qtype, granularity, symmetric: as :class:`WeightOnlyLinear`; the default
-            granularity ``PerChannel(0)`` gives one scale per output channel.
+        qtype, granularity, symmetric, scale_format: as :class:`WeightOnlyLinear`; the
+            default granularity ``PerChannel(0)`` gives one scale per output channel.
 
     Example:
         >>> import torch, lowbit.nn as lnn
@@ -119,16 +124,17 @@ class WeightOnlyConv2d(PackedWeightModule):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
                  dilation: Any = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
                  qtype: str | QType = "int8", granularity: Granularity | str | None = None,
-                 symmetric: bool | None = None) -> None:
+                 symmetric: bool | None = None, scale_format: str | None = None) -> None:
         super().__init__()
         self.conv = ConvSettings.build(type(self).__name__, in_channels, out_channels, kernel_size, stride,
                                        padding, dilation, groups, padding_mode)
-        self._init_weight(self.conv.weight_shape, qtype, granularity, symmetric)
+        self._init_weight(self.conv.weight_shape, qtype, granularity, symmetric, scale_format)
         self._init_bias(out_channels, bias)
 
     @classmethod
     def from_float(cls, module: nn.Module, qtype: str | QType = "int8", granularity: Granularity | str | None = None,
-                   symmetric: bool | None = None, method: str = "minmax", **method_options: Any) -> WeightOnlyConv2d:
+                   symmetric: bool | None = None, method: str = "minmax", *, scale_format: str | None = None,
+                   **method_options: Any) -> WeightOnlyConv2d:
         """Quantize a ``torch.nn.Conv2d``'s weight (arguments as :meth:`WeightOnlyLinear.from_float`).
 
         Raises:
@@ -140,7 +146,7 @@ class WeightOnlyConv2d(PackedWeightModule):
             (4, 2, 3, 3)
         """
         new = cls(**ConvSettings.kwargs_of(module, cls.__name__), qtype=qtype, granularity=granularity,
-                  symmetric=symmetric)
+                  symmetric=symmetric, scale_format=scale_format)
         new._quantize_from(module, method, method_options)
         return new
 
