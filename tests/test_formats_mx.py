@@ -274,3 +274,8 @@ def test_property_random_blocks_match_reference(data):
     np.testing.assert_array_equal(lowbit.dequantize(qt).astype(np.float64), want)
     back = QTensor.from_dict(qt.to_dict())
     np.testing.assert_array_equal(back.dequantize(), lowbit.dequantize(qt))
+
+
+def test_zero_d_input_names_the_fix():
+    with pytest.raises(GranularityError, match="0-d tensor"):
+        lowbit.quantize(np.float32(1.0), "mxfp4")

@@ -236,3 +236,9 @@ def test_from_dict_granularity_not_fitting_shape_is_a_file_format_error(rng):
     d["meta"]["granularity"] = "channel:5"
     with pytest.raises(lowbit.FileFormatError):
         QTensor.from_dict(d)
+
+
+def test_stored_scale_arrays_are_required_for_other_scale_formats(rng):
+    qt = lowbit.quantize(rng.standard_normal(8).astype(np.float32), "int8")
+    with pytest.raises(lowbit.OptionError, match="scale_arrays"):
+        QTensor(qt.data, qt.scale, qt.zero_point, qt.qtype, qt.granularity, qt.symmetric, qt.source, "float16")

@@ -120,6 +120,11 @@ def _granularity(qt: QType, granularity: Granularity | None) -> Granularity:
 
 def _layout(qt: QType, gran: Granularity, shape: tuple[int, ...]) -> BlockLayout:
     """``plan(gran, shape)``, with an MX-specific message when the blocked axis is not a multiple of the block."""
+    if qt.is_mx and not shape:
+        raise GranularityError(
+            f"{qt.name} quantizes blocks of {qt.block_size} elements; a 0-d tensor has none: reshape it to 1-d "
+            f"with a multiple of {qt.block_size} elements, or use a non-MX format"
+        )
     if qt.is_mx and isinstance(gran, PerGroup) and isinstance(gran.axis, int) and -len(shape) <= gran.axis < len(shape):
         length = shape[gran.axis]
         if length % qt.block_size:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from lowbit._arrays import Source
-from lowbit.errors import FileFormatError, LowbitError
+from lowbit.errors import FileFormatError, LowbitError, OptionError
 from lowbit.formats import QType, get_qtype
 from lowbit.formats.scales import DEFAULT_SCALE_FORMAT, decode_scales, scale_format_for
 from lowbit.granularity import Granularity, plan
@@ -61,6 +61,13 @@ class QTensor:
     source: Source
     scale_format: str = DEFAULT_SCALE_FORMAT
     scale_arrays: Mapping[str, np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if self.scale_arrays is None and self.scale_format != DEFAULT_SCALE_FORMAT:
+            raise OptionError(
+                f"a QTensor with scale_format={self.scale_format!r} needs its stored scale arrays "
+                "(scale_arrays=); only float32 scales are stored as `scale` itself"
+            )
 
     @property
     def shape(self) -> tuple[int, ...]:
