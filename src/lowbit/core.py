@@ -141,8 +141,11 @@ def _encoded(
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, dict[str, np.ndarray] | None]]:
     """Store the chosen scales in ``fmt`` and return the scales the stored arrays mean.
 
-    Affine zero points chosen by lowbit are refitted to the stored scales.
+    Affine zero points chosen by lowbit are refitted to the stored scales.  float32 storage of
+    the chosen (positive, finite) scales is the identity, so that path skips the round trip.
     """
+    if fmt.name == DEFAULT_SCALE_FORMAT and not qt.implicit_exp:
+        return s, z, (fmt.name, None)
     arrays, dec = store_scales(s, qt, fmt)
     if not sym and refit_zero_point and not np.array_equal(dec, s):
         lo = np.asarray(lo, np.float64)
