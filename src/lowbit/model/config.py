@@ -1,10 +1,11 @@
 """Quantization configs: frozen dataclasses, one per scheme family.
 
 A config says *what* to do; the handler registered for its type (see
-:mod:`lowbit.model.handlers`) says *how*.  Two different choices never share
-a keyword: ``method`` is how a clipping range is estimated (``"minmax"``,
+:func:`lowbit.model.register_handler`) says *how*.  Two different choices never
+share a keyword: ``method`` is how a clipping range is estimated (``"minmax"``,
 ``"mse"``, ... from :mod:`lowbit.calibration`), ``algorithm`` is how weights
-are rounded (``"rtn"``: round to nearest).
+are rounded (``"rtn"``: round to nearest; ``"hqq"``; ``"gptq"`` and ``"awq"``,
+which need calibration batches).
 
 Example:
     >>> from lowbit.model import WeightOnly, Static, QAT
@@ -26,15 +27,52 @@ from lowbit.errors import OptionError
 from lowbit.formats import get_qtype
 from lowbit.granularity import Granularity, PerChannel, PerGroup, PerTensor
 
-__all__ = ["WeightOnly", "Dynamic", "Static", "QAT", "Config", "ALGORITHMS"]
+__all__ = ["WeightOnly", "Dynamic", "Static", "QAT", "Config", "ALGORITHMS", "DATA_ALGORITHMS"]
 
-ALGORITHMS = ("rtn", "hqq")
+# Weight rounding algorithms and the options each takes (passed to its function in lowbit.algorithms).
+ALGORITHM_OPTIONS: dict[str, tuple[str, ...]] = {
+    "rtn": (),
+    "hqq": ("iterations", "lp_norm", "beta", "kappa", "early_stop"),
+    "gptq": ("damp", "act_order", "block_size"),
+    "awq": ("grid", "clip", "max_shrink", "clip_steps", "max_rows"),
+}
+ALGORITHMS = tuple(ALGORITHM_OPTIONS)
+DATA_ALGORITHMS = ("gptq", "awq")
+"""Algorithms that need calibration batches (``quantize_(model, config, batches=...)``)."""
 ACT_GRANULARITIES = ("tensor", "token")
 
 
-def _check_algorithm(algorithm: str) -> None:
+def _check_algorithm(algorithm: str, options: dict[str, Any]) -> None:
     if algorithm not in ALGORITHMS:
         raise OptionError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    unknown = sorted(set(options) - set(ALGORITHM_OPTIONS[algorithm]))
+    if unknown:
+        allowed = ", ".join(ALGORITHM_OPTIONS[algorithm]) or "none"
+        raise OptionError(f"algorithm_options {unknown} are not options of {algorithm!r} (it takes: {allowed})")
+
+
+def _check_weight_algorithm(cfg: WeightOnly) -> None:
+    """HQQ, GPTQ and AWQ choose integer codes and scales themselves, per output channel or input group."""
+    qt = get_qtype(cfg.qtype)
+    gran = cfg.granularity
+    problems = []
+    if qt.kind != "int":
+        problems.append(f"it rounds to integer formats, not {qt.name} ({qt.kind})")
+    if not (isinstance(gran, PerChannel) and gran.axis == 0) and not (
+        isinstance(gran, PerGroup) and gran.axis in (-1, 1)
+    ):
+        problems.append(f"it needs PerChannel(0) or PerGroup(size) granularity, not {gran!r}")
+    if cfg.method != "minmax" or cfg.method_options:
+        problems.append(f"it chooses its own ranges, so method must stay 'minmax' (got {cfg.method!r})")
+    if problems:
+        raise OptionError(f"algorithm={cfg.algorithm!r}: " + "; ".join(problems))
+
+
+def _check_alpha(alpha: float | None) -> None:
+    if alpha is None:
+        return
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= float(alpha) <= 1.0:
+        raise OptionError(f"smoothquant must be None or a migration strength alpha in [0, 1] (e.g. 0.5), got {alpha!r}")
 
 
 @dataclass(frozen=True)
@@ -50,10 +88,17 @@ class WeightOnly:
         method: range estimator for each weight (``"minmax"``, ``"mse"``, ...).
         symmetric: None for the format's default.
         method_options: options of that estimator.
-        algorithm: weight rounding algorithm: ``"rtn"`` (round to nearest) or
+        algorithm: weight rounding algorithm: ``"rtn"`` (round to nearest),
             ``"hqq"`` (half-quadratic, data-free; affine, Linear and Embedding
-            layers; convolutions keep round to nearest and the summary says so).
+            layers), ``"gptq"`` (second-order error feedback from the layer's input
+            Hessian) or ``"awq"`` (activation-aware column scaling and clipping).
+            GPTQ and AWQ need calibration batches (``quantize_(..., batches=...)``)
+            and quantize Linear layers; the layers an algorithm does not take keep
+            round to nearest, and the summary says so.
         embeddings: also quantize ``nn.Embedding`` tables.
+        algorithm_options: options of the algorithm's function, e.g.
+            ``{"act_order": True, "damp": 0.01}`` for GPTQ (:func:`lowbit.algorithms.gptq_quantize`),
+            ``{"grid": 20, "max_rows": 1024}`` for AWQ (:func:`lowbit.algorithms.awq_quantize`).
     """
 
     qtype: str = "int8"
@@ -63,15 +108,18 @@ class WeightOnly:
     method_options: dict[str, Any] = field(default_factory=dict, hash=False)
     algorithm: str = "rtn"
     embeddings: bool = True
+    algorithm_options: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         get_qtype(self.qtype)
-        _check_algorithm(self.algorithm)
+        _check_algorithm(self.algorithm, self.algorithm_options)
         if self.algorithm == "hqq" and (self.symmetric or self.method != "minmax"):
             raise OptionError(
                 "algorithm='hqq' optimises an affine scale and zero point itself: leave symmetric=None and "
                 f"method='minmax' (got symmetric={self.symmetric!r}, method={self.method!r})"
             )
+        if self.algorithm != "rtn":
+            _check_weight_algorithm(self)
         if not isinstance(self.granularity, (PerTensor, PerChannel, PerGroup)):
             raise OptionError(
                 f"granularity must be PerTensor(), PerChannel(0) or PerGroup(size), got {self.granularity!r}"
@@ -82,6 +130,10 @@ class WeightOnly:
         """Short label, e.g. ``W4 int4 group:32``."""
         algorithm = "" if self.algorithm == "rtn" else f" {self.algorithm}"
         return f"W{get_qtype(self.qtype).bits} {self.qtype} {self.granularity}{algorithm}"
+
+
+def _smooth_label(alpha: float | None) -> str:
+    return "" if alpha is None else f" +SmoothQuant({alpha:g})"
 
 
 def _check_int8_weights(weights: str, weight_granularity: Granularity) -> None:
@@ -104,21 +156,27 @@ class Dynamic:
         weights: weight format; ``"int8"`` (symmetric, -127..127) is the one integer matmul takes.
         activations: ``"tensor"`` (one activation scale per call) or ``"token"`` (one per row).
         weight_granularity: ``PerChannel(0)`` (one scale per output channel) or ``PerTensor()``.
+        smoothquant: None, or SmoothQuant's migration strength ``alpha`` in [0, 1]: each
+            Linear's input channels are divided by ``max|x_j|^alpha / max|W_j|^(1-alpha)``
+            (from calibration batches, ``quantize_(..., batches=...)``) and its weight
+            columns multiplied by the same factors before int8 quantization.
     """
 
     weights: str = "int8"
     activations: str = "tensor"
     weight_granularity: Granularity = field(default_factory=lambda: PerChannel(0))
+    smoothquant: float | None = None
 
     def __post_init__(self) -> None:
         if self.activations not in ACT_GRANULARITIES:
             raise OptionError(f"activations must be one of {ACT_GRANULARITIES}, got {self.activations!r}")
         _check_int8_weights(self.weights, self.weight_granularity)
+        _check_alpha(self.smoothquant)
 
     @property
     def scheme(self) -> str:
         """Short label."""
-        return f"W8A8 dynamic per-{self.activations}"
+        return f"W8A8 dynamic per-{self.activations}{_smooth_label(self.smoothquant)}"
 
 
 @dataclass(frozen=True)
@@ -135,6 +193,9 @@ class Static:
             ``"mse"``, ``"entropy"``, ``"aciq"``, ``"moving_average"``).
         observer_options: its options.
         weight_granularity: ``PerChannel(0)`` (one scale per output channel) or ``PerTensor()``.
+        smoothquant: None, or SmoothQuant's ``alpha`` (see :class:`Dynamic`); the
+            factors come from the batches given to ``quantize_`` and the observers
+            then see the smoothed inputs.
     """
 
     weights: str = "int8"
@@ -142,9 +203,11 @@ class Static:
     observer: str = "minmax"
     observer_options: dict[str, Any] = field(default_factory=dict, hash=False)
     weight_granularity: Granularity = field(default_factory=lambda: PerChannel(0))
+    smoothquant: float | None = None
 
     def __post_init__(self) -> None:
         _check_int8_weights(self.weights, self.weight_granularity)
+        _check_alpha(self.smoothquant)
         if get_qtype(self.activations).name != "int8":
             raise OptionError(f"activations={self.activations!r}: static W8A8 quantizes activations to int8")
         from lowbit.calibration import ESTIMATORS
@@ -155,7 +218,7 @@ class Static:
     @property
     def scheme(self) -> str:
         """Short label."""
-        return f"W8A8 static {self.observer}"
+        return f"W8A8 static {self.observer}{_smooth_label(self.smoothquant)}"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,9 +22,12 @@ __all__ = ["Observed"]
 
 
 class Observed(nn.Module):
-    """Runs ``module`` unchanged and feeds its input to a range observer."""
+    """Runs ``module`` unchanged and feeds its input (divided by ``smooth_scale``, when
+    SmoothQuant factors are given) to a range observer."""
 
-    def __init__(self, module: nn.Module, config: Static) -> None:
+    smooth_scale: torch.Tensor | None
+
+    def __init__(self, module: nn.Module, config: Static, smooth_scale: Any = None) -> None:
         super().__init__()
         from lowbit.nn import Observer
 
@@ -31,6 +35,8 @@ class Observed(nn.Module):
         self.config = config
         self.observer = Observer(config.observer, **config.observer_options)
         self.batches = 0
+        s = None if smooth_scale is None else torch.as_tensor(np.asarray(smooth_scale, np.float32))
+        self.register_buffer("smooth_scale", s)
 
     @property
     def calibrated(self) -> bool:
@@ -38,8 +44,8 @@ class Observed(nn.Module):
         return self.batches > 0
 
     def forward(self, x: torch.Tensor) -> Any:
-        """Observe ``x``, then run the float layer."""
-        self.observer(x)
+        """Observe ``x`` (smoothed), then run the float layer on ``x``."""
+        self.observer(x if self.smooth_scale is None else x / self.smooth_scale.to(x.dtype))
         self.batches += 1
         return self.module(x)
 
@@ -48,5 +54,8 @@ class Observed(nn.Module):
         from lowbit.nn import Int8Conv2d, Int8Linear
 
         scale, _ = self.observer.qparams("int8", symmetric=True)
-        cls = Int8Linear if isinstance(self.module, nn.Linear) else Int8Conv2d
-        return cls.from_float(self.module, act_scale=float(scale), weight_granularity=self.config.weight_granularity)
+        gran = self.config.weight_granularity
+        if isinstance(self.module, nn.Linear):
+            return Int8Linear.from_float(self.module, act_scale=float(scale), weight_granularity=gran,
+                                         smooth_scale=self.smooth_scale)
+        return Int8Conv2d.from_float(self.module, act_scale=float(scale), weight_granularity=gran)

@@ -4,7 +4,10 @@ Which layers: every supported layer (``nn.Linear``, ``nn.Conv2d``, and
 ``nn.Embedding`` for weight-only) whose name matches ``include`` (glob
 patterns; all when None) and no ``exclude`` pattern.  How: the handler
 registered for the config's type; ``quantize_`` itself never changes when a
-scheme is added (:func:`register_handler`).
+scheme is added (:func:`register_handler`).  A config that needs calibration
+data (GPTQ, AWQ, SmoothQuant) registers a statistics plan too: ``quantize_``
+then streams ``batches`` through the model (:mod:`lowbit.model.collect`) and
+hands each layer its statistic.
 
 Example:
     >>> import torch, lowbit, lowbit.model as lm
@@ -17,28 +20,57 @@ Example:
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from lowbit._text import format_table
 from lowbit.errors import ModelError, OptionError
-from lowbit.granularity import PerChannel
-from lowbit.model.config import QAT, Config, Dynamic, Static, WeightOnly
+from lowbit.model.config import Config
 
-__all__ = ["quantize_", "convert", "register_handler", "Summary", "SummaryRow", "module_nbytes"]
+__all__ = [
+    "quantize_", "convert", "register_handler", "StatPlan", "Summary", "SummaryRow", "module_nbytes"
+]
 
-Handler = Callable[[Any, str, Any], Any]
+Handler = Callable[[Any, str, Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class StatPlan:
+    """What a data-driven config needs from calibration batches.
+
+    Attributes:
+        factory: ``factory(name, module)`` -> a fresh statistic with ``add(rows)``
+            (rows of the layer's input).
+        sequential: feed repeated blocks in order, each from the quantized blocks
+            before it (GPTQ, AWQ) instead of all layers from one float pass.
+        wants: ``wants(module)``: whether a chosen layer needs a statistic at all
+            (others reach the handler first, with None).
+    """
+
+    factory: Callable[[str, Any], Any]
+    sequential: bool = False
+    wants: Callable[[Any], bool] = lambda module: True
+
+
 _HANDLERS: dict[type, Handler] = {}
 _TARGETS: dict[type, Callable[[Any], tuple[type, ...]]] = {}
+_PLANS: dict[type, Callable[[Any], StatPlan | None]] = {}
 
 
-def register_handler(config_type: type, targets: Callable[[Any], tuple[type, ...]]) -> Callable[[Handler], Handler]:
-    """Register ``fn(module, name, config) -> (new_module, scheme_label)`` for a config type.
+def register_handler(
+    config_type: type,
+    targets: Callable[[Any], tuple[type, ...]],
+    statistics: Callable[[Any], StatPlan | None] | None = None,
+) -> Callable[[Handler], Handler]:
+    """Register ``fn(module, name, config, statistic) -> (new_module, scheme_label)`` for a config type.
 
-    ``targets(config)`` returns the module types the handler replaces.
+    ``targets(config)`` returns the module types the handler replaces;
+    ``statistics(config)`` returns the :class:`StatPlan` of a config that needs
+    calibration data, or None (``statistic`` is then None).
 
     Example:
+        >>> from lowbit.model import WeightOnly
         >>> from lowbit.model.quantize import _HANDLERS
         >>> WeightOnly in _HANDLERS
         True
@@ -47,6 +79,7 @@ def register_handler(config_type: type, targets: Callable[[Any], tuple[type, ...
     def decorate(fn: Handler) -> Handler:
         _HANDLERS[config_type] = fn
         _TARGETS[config_type] = targets
+        _PLANS[config_type] = statistics or (lambda cfg: None)
         return fn
 
     return decorate
@@ -162,8 +195,29 @@ def _swap(model: Any, name: str, new: Any) -> None:
     setattr(parent, child, new)
 
 
+def _layers_with_statistics(
+    model: Any, chosen: list, plan: StatPlan, batches: Iterable[Any], progress: bool | None
+) -> Iterator[tuple[str, Any, Any]]:
+    """Layers that need no statistic first, then the others as calibration feeds them."""
+    from lowbit.model.collect import layer_statistics
+
+    if model.training:
+        raise ModelError("calibration needs the model in eval mode (dropout would skew statistics); call model.eval()")
+    fed = [(n, m) for n, m in chosen if plan.wants(m)]
+    names = {n for n, _ in fed}
+    for name, module in chosen:
+        if name not in names:
+            yield name, module, None
+    yield from layer_statistics(model, fed, batches, plan.factory, plan.sequential, progress)
+
+
 def quantize_(
-    model: Any, config: Config, include: Iterable[str] | None = None, exclude: Iterable[str] = ()
+    model: Any,
+    config: Config,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] = (),
+    batches: Iterable[Any] | None = None,
+    progress: bool | None = None,
 ) -> Summary:
     """Replace the selected layers of ``model`` (a ``torch.nn.Module``) in place.
 
@@ -172,6 +226,10 @@ def quantize_(
         config: WeightOnly, Dynamic, Static (prepares observers) or QAT(step=...).
         include: glob patterns on module names (``"encoder.*.dense"``); None selects all.
         exclude: glob patterns to leave in float.
+        batches: calibration inputs for configs that need data (``WeightOnly(algorithm="gptq"/"awq")``,
+            ``Static``/``Dynamic`` with ``smoothquant``): each a tensor, a tuple of tensors or a
+            dict of keyword tensors, as ``model`` takes them. The model must be in eval mode.
+        progress: progress meter on stderr while calibrating (default: when stderr is a terminal).
 
     Returns:
         A Summary: which modules, which scheme, bytes before and after.
@@ -179,7 +237,9 @@ def quantize_(
     Raises:
         ModelError: a pattern matches no module, matches only unsupported
             layer types, or nothing is left to quantize (each message names
-            the module and the fix). OptionError: a bad config value.
+            the module and the fix); a data-driven config without ``batches`` or
+            with the model in training mode. OptionError: a bad config value, or
+            ``batches`` given to a config that uses none.
 
     Example:
         >>> import torch, lowbit.model as lm
@@ -193,11 +253,22 @@ def quantize_(
         raise ModelError(f"no handler for config {type(config).__name__}; known configs: {known}")
     targets = _TARGETS[type(config)](config)
     include_list = None if include is None else list(include)
+    plan = _PLANS[type(config)](config)
+    if plan is None and batches is not None:
+        raise OptionError(f"{config.scheme} uses no calibration data; drop batches=")
+    if plan is not None and batches is None:
+        raise ModelError(
+            f"{config.scheme} needs calibration data: call quantize_(model, config, batches=[...]) with model inputs"
+        )
+    chosen = _select(model, targets, include_list, list(exclude), type(config).__name__)
+    items = ((n, m, None) for n, m in chosen) if plan is None else _layers_with_statistics(
+        model, chosen, plan, batches or [], progress
+    )
     rows = []
-    for name, module in _select(model, targets, include_list, list(exclude), type(config).__name__):
+    for name, module, stat in items:
         before = module_nbytes(module)
         try:
-            new, scheme = handler(module, name, config)
+            new, scheme = handler(module, name, config, stat)
         except Exception as err:  # add the layer name to the message, keep the type
             if hasattr(err, "args") and err.args and isinstance(err.args[0], str):
                 err.args = (f"module {name!r} ({type(module).__name__}): {err.args[0]}", *err.args[1:])
@@ -243,91 +314,5 @@ def convert(model: Any) -> Summary:
     return Summary(rows)
 
 
-def _float_layers(embeddings: bool) -> tuple[type, ...]:
-    import torch.nn as tnn
-
-    return (tnn.Linear, tnn.Conv2d, tnn.Embedding) if embeddings else (tnn.Linear, tnn.Conv2d)
-
-
-@register_handler(WeightOnly, lambda cfg: _float_layers(cfg.embeddings))
-def _weight_only(module: Any, name: str, cfg: WeightOnly) -> Any:
-    import torch.nn as tnn
-
-    from lowbit.granularity import PerChannel, PerGroup
-    from lowbit.nn import WeightOnlyConv2d, WeightOnlyEmbedding, WeightOnlyLinear
-
-    gran = cfg.granularity
-    classes: dict[type, Any] = {
-        tnn.Linear: WeightOnlyLinear, tnn.Conv2d: WeightOnlyConv2d, tnn.Embedding: WeightOnlyEmbedding
-    }
-    cls = classes[type(module)]
-    scheme = cfg.scheme
-    if isinstance(gran, PerGroup) and module.weight.shape[gran.axis] % gran.size:
-        # A layer the group size does not divide (or a conv, whose last weight axis is the kernel
-        # width) keeps one scale per output channel, and the summary says so.
-        scheme = f"{cfg.scheme} -> channel (group {gran.size} does not divide {module.weight.shape[gran.axis]})"
-        gran = PerChannel(0)
-    if cfg.algorithm == "hqq" and not isinstance(module, tnn.Conv2d):
-        return _hqq_layer(cls, module, cfg, gran), scheme
-    if cfg.algorithm == "hqq":
-        scheme = f"{scheme} -> rtn (hqq takes 2-d weights)"
-    new = cls.from_float(
-        module, qtype=cfg.qtype, granularity=gran, symmetric=cfg.symmetric, method=cfg.method, **cfg.method_options
-    )
-    return new, scheme
-
-
-def _hqq_layer(cls: Any, module: Any, cfg: WeightOnly, gran: Any) -> Any:
-    """A weight-only layer whose weight HQQ optimised (affine, per group or per output channel)."""
-    from lowbit.algorithms import hqq_quantize
-    from lowbit.granularity import PerGroup
-
-    if not isinstance(gran, PerGroup | PerChannel) or (isinstance(gran, PerGroup) and gran.axis not in (-1, 1)):
-        raise OptionError(f"algorithm='hqq' needs PerGroup(size) or PerChannel(0) granularity, got {gran}")
-    group_size = gran.size if isinstance(gran, PerGroup) else None
-    qt = hqq_quantize(module.weight.detach().float(), cfg.qtype, group_size=group_size)
-    new = cls.from_float(module, qtype=cfg.qtype, granularity=qt.granularity, symmetric=False)
-    new.load_qtensor(qt)
-    return new
-
-
-@register_handler(Dynamic, lambda cfg: _float_layers(False))
-def _dynamic(module: Any, name: str, cfg: Dynamic) -> Any:
-    import torch.nn as tnn
-
-    from lowbit.nn import Int8Conv2d, Int8Linear
-
-    cls = Int8Linear if isinstance(module, tnn.Linear) else Int8Conv2d
-    new = cls.from_float(
-        module, act_scale=None, act_granularity=cfg.activations, weight_granularity=cfg.weight_granularity
-    )
-    return new, cfg.scheme
-
-
-@register_handler(Static, lambda cfg: _float_layers(False))
-def _static(module: Any, name: str, cfg: Static) -> Any:
-    from lowbit.model.observed import Observed
-
-    return Observed(module, cfg), f"{cfg.scheme} (observing; calibrate, then convert)"
-
-
-def _qat_targets(cfg: QAT) -> tuple[type, ...]:
-    if cfg.step == "prepare":
-        return _float_layers(False)
-    from lowbit.nn import QATConv2d, QATLinear
-
-    return (QATLinear, QATConv2d)
-
-
-@register_handler(QAT, _qat_targets)
-def _qat(module: Any, name: str, cfg: QAT) -> Any:
-    import torch.nn as tnn
-
-    from lowbit.nn import QATConv2d, QATLinear
-
-    if cfg.step == "convert":
-        return module.to_quantized(), cfg.base.scheme
-    cls = QATLinear if isinstance(module, tnn.Linear) else QATConv2d
-    if isinstance(cfg.base, WeightOnly):
-        return cls.from_float(module, weight_qtype=cfg.base.qtype, act_qtype=None), f"{cfg.scheme} (training)"
-    return cls.from_float(module, weight_qtype="int8", act_qtype="int8"), f"{cfg.scheme} (training)"
+# The built-in configs register their handlers on import (kept in their own module).
+from lowbit.model import handlers as _handlers  # noqa: E402, F401

@@ -32,6 +32,7 @@ from lowbit.core import quantize
 from lowbit.errors import InputTypeError, NonFiniteError, OptionError
 from lowbit.granularity import Granularity, PerChannel, PerTensor
 from lowbit.nn._conv import ConvSettings
+from lowbit.nn._smooth import SmoothedInput
 from lowbit.nn._util import DtypeCheckedLoad, as_granularity, check_float_input, layer_context, tensor_bytes
 
 __all__ = ["Int8Linear", "Int8Conv2d", "quantize_activations", "int8_matmul", "ACT_GRANULARITIES"]
@@ -132,8 +133,10 @@ class _Int8Base(DtypeCheckedLoad):
         self.register_buffer("act_scale", None if static is None else torch.tensor(static, dtype=torch.float32))
         self.bias = nn.Parameter(torch.zeros(n_out)) if bias else None
 
-    def _quantize_weight(self, module: Any) -> None:
+    def _quantize_weight(self, module: Any, column_scale: torch.Tensor | None = None) -> None:
         weight = module.weight.detach().float()
+        if column_scale is not None:  # SmoothQuant: W diag(s)
+            weight = weight * column_scale
         with layer_context(f"{type(self).__name__}.from_float({type(module).__name__}) weight {tuple(weight.shape)}"):
             qt = quantize(weight, "int8", granularity=self.weight_granularity, symmetric=True)
         self.set_weight(torch.from_numpy(qt.codes.reshape(weight.shape[0], -1)), torch.from_numpy(qt.scale))
@@ -162,15 +165,16 @@ class _Int8Base(DtypeCheckedLoad):
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: int8 weight + scales (+ static activation scale) + bias."""
-        return tensor_bytes(self.weight_t, self.weight_scale, self.act_scale, self.bias)
+        """Bytes held: int8 weight + scales (+ static activation scale, + smoothing divisor) + bias."""
+        smooth = getattr(self, "smooth_scale", None)
+        return tensor_bytes(self.weight_t, self.weight_scale, self.act_scale, smooth, self.bias)
 
     def _act_repr(self) -> str:
         act = "dynamic" if self.act_scale is None else f"static act_scale={float(self.act_scale):.6g}"
         return f"act={act}, act_granularity={self.act_granularity}, weight_granularity={self.weight_granularity}"
 
 
-class Int8Linear(_Int8Base):
+class Int8Linear(SmoothedInput, _Int8Base):
     """Linear layer computed as an int8 x int8 -> int32 matrix product.
 
     Args:
@@ -178,6 +182,8 @@ class Int8Linear(_Int8Base):
         act_scale: static activation scale (from calibration), or None for dynamic.
         act_granularity: ``"tensor"`` or ``"token"`` (per row, dynamic only).
         weight_granularity: ``PerChannel(0)`` (default) or ``PerTensor()`` (or "channel"/"tensor").
+        smooth: keep a per-input-channel divisor ``smooth_scale`` (SmoothQuant): the
+            input is divided by it before its int8 quantization.
 
     To load a static model's state dict, build it with any ``act_scale`` (e.g. 1.0):
     the stored value replaces it.
@@ -190,18 +196,28 @@ class Int8Linear(_Int8Base):
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, act_scale: Any = None,
-                 act_granularity: str = "tensor", weight_granularity: Granularity | str | None = None) -> None:
+                 act_granularity: str = "tensor", weight_granularity: Granularity | str | None = None,
+                 smooth: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
         self._init_int8(self.out_features, self.in_features, bias, act_scale, act_granularity, weight_granularity)
+        self._init_smooth(self.in_features, smooth)
 
     @classmethod
     def from_float(cls, module: nn.Module, act_scale: Any = None, act_granularity: str = "tensor",
-                   weight_granularity: Granularity | str | None = None) -> Int8Linear:
+                   weight_granularity: Granularity | str | None = None, smooth_scale: Any = None) -> Int8Linear:
         """Quantize a ``torch.nn.Linear``'s weight to int8 (symmetric, narrow range).
 
+        Args:
+            module: the float layer.
+            act_scale, act_granularity, weight_granularity: as in the constructor.
+            smooth_scale: SmoothQuant factors ``s`` (one per input feature, e.g. from
+                :func:`lowbit.algorithms.smoothquant_scales`): the weight is quantized as
+                ``W diag(s)`` and inputs are divided by ``s``; ``act_scale`` must then be
+                the scale of ``x / s``.
+
         Raises:
-            InputTypeError: not a Linear. OptionError: bad act_scale or granularity.
+            InputTypeError: not a Linear. OptionError: bad act_scale, granularity or smooth_scale.
 
         Example:
             >>> import torch, lowbit.nn as lnn
@@ -211,20 +227,23 @@ class Int8Linear(_Int8Base):
         if not isinstance(module, nn.Linear):
             raise InputTypeError(f"{cls.__name__}.from_float expects a torch.nn.Linear, got {type(module).__name__}")
         new = cls(module.in_features, module.out_features, module.bias is not None, act_scale=act_scale,
-                  act_granularity=act_granularity, weight_granularity=weight_granularity)
-        new._quantize_weight(module)
+                  act_granularity=act_granularity, weight_granularity=weight_granularity,
+                  smooth=smooth_scale is not None)
+        if smooth_scale is not None:
+            new.set_smooth_scale(smooth_scale)
+        new._quantize_weight(module, new.smooth_scale)
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """int8 GEMM over the last dimension; the output has ``x``'s dtype."""
         check_float_input(x, type(self).__name__)
-        y = self._gemm(x.reshape(-1, self.in_features))
+        y = self._gemm(self._smooth(x.float()).reshape(-1, self.in_features))
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
         """Sizes and quantization settings."""
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"{self._act_repr()}")
+                f"{self._act_repr()}{self._smooth_repr()}")
 
 
 class Int8Conv2d(_Int8Base):

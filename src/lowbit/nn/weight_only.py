@@ -30,12 +30,13 @@ from lowbit.formats import QType
 from lowbit.granularity import Granularity
 from lowbit.nn._conv import ConvSettings
 from lowbit.nn._packed import PackedWeightModule
+from lowbit.nn._smooth import SmoothedInput
 from lowbit.nn._util import check_float_input
 
 __all__ = ["WeightOnlyLinear", "WeightOnlyConv2d"]
 
 
-class WeightOnlyLinear(PackedWeightModule):
+class WeightOnlyLinear(SmoothedInput, PackedWeightModule):
     """``y = x @ dequantize(W).T + b`` with W stored packed (int8, int4, uint3, ...).
 
     Args:
@@ -48,6 +49,8 @@ class WeightOnlyLinear(PackedWeightModule):
         scale_format: how the scales are stored (``"float32"`` default; ``"float16"``,
             ``"double8"``, ``"kquant6"`` ...; MX formats use ``"e8m0"``, and their default
             granularity is ``PerGroup(32)``); the buffers hold the stored arrays.
+        smooth: keep a per-input-channel divisor ``smooth_scale`` (AWQ): the layer
+            computes ``(x / smooth_scale) @ dequantize(W).T + b``.
 
     Example:
         >>> import torch, lowbit.nn as lnn
@@ -58,10 +61,11 @@ class WeightOnlyLinear(PackedWeightModule):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, qtype: str | QType = "int8",
                  granularity: Granularity | str | None = None, symmetric: bool | None = None,
-                 scale_format: str | None = None) -> None:
+                 smooth: bool = False, scale_format: str | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
         self._init_weight((self.out_features, self.in_features), qtype, granularity, symmetric, scale_format)
+        self._init_smooth(self.in_features, smooth)
         self._init_bias(self.out_features, bias)
 
     @classmethod
@@ -96,12 +100,12 @@ class WeightOnlyLinear(PackedWeightModule):
         """Linear layer with the dequantized weight cast to ``x.dtype``."""
         check_float_input(x, type(self).__name__)
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self.dequantized_weight().to(x.dtype), bias)
+        return F.linear(self._smooth(x), self.dequantized_weight().to(x.dtype), bias)
 
     def extra_repr(self) -> str:
         """Layer sizes and the weight format."""
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"{self._weight_repr()}")
+                f"{self._weight_repr()}{self._smooth_repr()}")
 
 
 class WeightOnlyConv2d(PackedWeightModule):

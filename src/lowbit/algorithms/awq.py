@@ -1,0 +1,309 @@
+"""AWQ: activation-aware weight quantization (Lin et al., 2024).
+
+Not all weights matter alike: the input channels that carry large activations
+decide most of a linear layer's output, and rounding their weights costs the
+most.  AWQ protects them without mixed precision by scaling: the layer
+``y = x W^T`` equals ``y = (x / s) (W diag(s))^T``, and quantizing
+``W diag(s)`` (then dividing the inputs by ``s``) shrinks the *relative*
+rounding error of the columns with large ``s``.  The factors come from the
+activation statistics alone, ``s = mean|x_j|^alpha`` (normalised so that
+``max(s) * min(s) = 1``), and ``alpha`` is chosen on a grid over ``[0, 1)`` by
+the output error on calibration rows,
+
+    ``|| X W^T - X (Q(W diag(s)) diag(s)^-1)^T ||^2``.
+
+``alpha = 0`` (``s = 1``) is plain round-to-nearest and is always a candidate,
+so the chosen scales never lose to it on those rows.  A second search then
+shrinks the clipping range of each block (output row, or output row x input
+group) by a factor in ``[max_shrink, 1]``, keeping per block the factor with
+the least output error of that block's columns, and keeps the whole clip
+only if it lowers the layer's total output error.
+
+The result is a :class:`lowbit.QTensor` of ``W diag(s)`` (any integer format,
+per-channel or per-group) and the float32 factors ``s``; the quantized layer
+computes ``(x / s) @ dequantize(qt).T``.  :class:`lowbit.nn.WeightOnlyLinear`
+stores ``s`` in its ``smooth_scale`` buffer.
+
+:class:`AWQStatistics` streams what AWQ needs from a layer's inputs: the
+per-channel ``mean |x|`` over every row, and a uniform random sample of rows
+(fixed seed, bounded memory) to score candidates on.
+
+Example:
+    >>> import numpy as np, lowbit
+    >>> from lowbit.algorithms import AWQStatistics, awq_quantize
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((512, 64)) * np.where(np.arange(64) < 4, 20.0, 1.0)  # 4 outlier channels
+    >>> w = rng.standard_normal((32, 64))
+    >>> stats = AWQStatistics(64).add(x)
+    >>> qt, s = awq_quantize(w, stats.sample_, "int4", group_size=32, x_mean_abs=stats.mean_abs_)
+    >>> rtn = lowbit.fake_quantize(w, "int4", granularity=lowbit.PerGroup(32))
+    >>> err = lambda wq: float(np.sum((x @ (w - wq).T) ** 2))
+    >>> bool(err(qt.dequantize() / s) < err(rtn))
+    True
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+from lowbit._arrays import as_float_array, check_finite
+from lowbit.core import fake_quantize, quantize
+from lowbit.errors import NotCalibratedError, OptionError
+from lowbit.formats import QType, get_qtype
+from lowbit.granularity import PerChannel, PerGroup
+from lowbit.qparams import choose_qparams
+from lowbit.qtensor import QTensor
+
+__all__ = ["AWQStatistics", "awq_quantize", "awq_scales"]
+
+_S_RANGE = (1e-4, 1e4)
+
+
+def _positive_int(value: Any, name: str, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise OptionError(f"{name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+class AWQStatistics:
+    """Per-channel ``mean |x|`` over all rows and a uniform sample of rows, streamed.
+
+    The sample is a bottom-k sketch: every row gets a pseudo-random key from a
+    generator seeded with ``seed`` and the ``max_rows`` rows with the smallest
+    keys are kept, so the sample is uniform over everything seen, bounded in
+    memory, and the same for the same batches.
+
+    Args:
+        in_features: length of the last axis of every batch.
+        max_rows: rows kept for scoring candidates (default 1024).
+        seed: seed of the row keys.
+
+    Raises:
+        OptionError: a non-positive ``in_features`` or ``max_rows``.
+
+    Example:
+        >>> import numpy as np
+        >>> st = AWQStatistics(2, max_rows=3).add(np.array([[1.0, -2.0], [3.0, 0.0]]))
+        >>> st.mean_abs_.tolist(), st.sample_.shape
+        ([2.0, 1.0], (2, 2))
+    """
+
+    def __init__(self, in_features: int, max_rows: int = 1024, seed: int = 0) -> None:
+        self.in_features = _positive_int(in_features, "in_features")
+        self.max_rows = _positive_int(max_rows, "max_rows")
+        self._rng = np.random.default_rng(seed)
+        self._abs_sum = np.zeros(self.in_features, np.float64)
+        self._rows = np.zeros((0, self.in_features), np.float32)
+        self._keys = np.zeros(0, np.float64)
+        self.n_samples_ = 0
+
+    def add(self, x: Any) -> AWQStatistics:
+        """Fold a batch shaped ``(..., in_features)`` in; returns ``self``.
+
+        Raises:
+            OptionError: wrong last axis. EmptyInputError: no rows. NonFiniteError: NaN/Inf.
+
+        Example:
+            >>> import numpy as np
+            >>> AWQStatistics(4).add(np.ones((2, 5, 4))).n_samples_
+            10
+        """
+        from lowbit.algorithms.smoothquant import _rows
+
+        rows = _rows(x, self.in_features, "activations")
+        self._abs_sum += np.abs(rows).sum(axis=0)
+        self.n_samples_ += rows.shape[0]
+        keys = np.concatenate([self._keys, self._rng.random(rows.shape[0])])
+        pool = np.concatenate([self._rows, rows.astype(np.float32)])
+        if keys.size > self.max_rows:
+            keep = np.sort(np.argpartition(keys, self.max_rows - 1)[: self.max_rows])
+            keys, pool = keys[keep], pool[keep]
+        self._keys, self._rows = keys, pool
+        return self
+
+    def _check(self) -> None:
+        if self.n_samples_ == 0:
+            raise NotCalibratedError("AWQStatistics has seen no data; call .add(activations) first")
+
+    @property
+    def mean_abs_(self) -> np.ndarray:
+        """float64 ``(in_features,)`` mean of ``|x_j|`` over every row seen."""
+        self._check()
+        return self._abs_sum / self.n_samples_
+
+    @property
+    def sample_(self) -> np.ndarray:
+        """float32 ``(rows, in_features)`` uniform sample of the rows seen (at most ``max_rows``)."""
+        self._check()
+        return self._rows.copy()
+
+    def __repr__(self) -> str:
+        return f"AWQStatistics(in_features={self.in_features}, n_samples_={self.n_samples_})"
+
+
+def awq_scales(x_mean_abs: Any, alpha: float) -> np.ndarray:
+    """AWQ's factors ``s = mean|x|^alpha``, normalised so that ``max(s) * min(s) = 1``.
+
+    Channels whose mean is 0 are treated as the smallest positive mean (they
+    get the smallest factor); ``s`` is clipped to ``[1e-4, 1e4]``.
+
+    Args:
+        x_mean_abs: ``(in_features,)`` per-channel mean ``|x|``, >= 0.
+        alpha: exponent in [0, 1]; 0 gives ``s = 1``.
+
+    Returns:
+        float64 factors, one per input channel.
+
+    Example:
+        >>> awq_scales(np.array([1.0, 4.0, 16.0]), 0.5).tolist()
+        [0.5, 1.0, 2.0]
+    """
+    m = np.asarray(x_mean_abs, np.float64).reshape(-1)
+    positive = m[m > 0]
+    floor = positive.min() if positive.size else 1.0
+    s = np.maximum(m, floor) ** float(alpha)
+    s = s / np.sqrt(s.max() * s.min())
+    return np.clip(s, *_S_RANGE)
+
+
+def _check(weight: Any, x_sample: Any, qtype: str | QType, group_size: Any, grid: Any, max_shrink: Any,
+           clip_steps: Any) -> tuple[np.ndarray, np.ndarray, QType]:
+    from lowbit.algorithms.smoothquant import _rows
+
+    w_flat, w_src = as_float_array(weight)
+    if len(w_src.shape) != 2:
+        raise OptionError(f"weight must be 2-d (out_features, in_features), got shape {w_src.shape}")
+    check_finite(w_flat, int(w_flat.size - np.count_nonzero(np.isfinite(w_flat))), w_src.shape)
+    n_in = w_src.shape[1]
+    qt = get_qtype(qtype)
+    if qt.kind != "int":
+        raise OptionError(f"AWQ rounds to integer formats; got {qt.name} ({qt.kind}); use e.g. 'int4' or 'uint4'")
+    if group_size is not None and n_in % _positive_int(group_size, "group_size"):
+        raise OptionError(
+            f"group_size={group_size} does not divide in_features={n_in} (weight shape {w_src.shape}); "
+            f"pick a divisor of {n_in} or group_size=None for per-channel scales"
+        )
+    _positive_int(grid, "grid")
+    _positive_int(clip_steps, "clip_steps")
+    if isinstance(max_shrink, bool) or not isinstance(max_shrink, numbers.Real) or not 0 < float(max_shrink) <= 1:
+        raise OptionError(f"max_shrink must be in (0, 1] (the smallest clip factor tried), got {max_shrink!r}")
+    x = _rows(x_sample, n_in, "x_sample")
+    w = w_flat.reshape(w_src.shape).astype(np.float32)
+    return w, x.astype(np.float32), qt
+
+
+def _output_error(x: np.ndarray, diff: np.ndarray) -> float:
+    """``|| x diff^T ||^2`` in float64."""
+    y = x @ diff.T
+    return float(np.einsum("ij,ij->", y, y, dtype=np.float64))
+
+
+def _block_ranges(ws: np.ndarray, size: int, sym: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-block (min, max) of ``ws`` for blocks of ``size`` columns; symmetric ranges are ±absmax."""
+    blocks = ws.reshape(ws.shape[0], -1, size)
+    lo, hi = blocks.min(axis=2), blocks.max(axis=2)
+    if sym:
+        amax = np.maximum(-lo, hi)
+        lo, hi = -amax, amax
+    return lo, hi
+
+
+def _quantize_clipped(ws: np.ndarray, qt: QType, gran: Any, sym: bool, size: int, factor: np.ndarray) -> QTensor:
+    """Quantize ``ws`` with every block's range shrunk by ``factor`` (shaped like the blocks)."""
+    lo, hi = _block_ranges(ws, size, sym)
+    scale, zero = choose_qparams(lo * factor, hi * factor, qt, symmetric=sym, scale_dtype=np.float32)
+    if isinstance(gran, PerChannel):
+        scale, zero = scale[:, 0], zero[:, 0]
+    return quantize(ws, qt, granularity=gran, symmetric=sym, scale=scale, zero_point=zero)
+
+
+def _search_clip(ws: np.ndarray, x: np.ndarray, qt: QType, gran: Any, sym: bool, size: int,
+                 factors: np.ndarray) -> np.ndarray:
+    """Per-block shrink factor with the least output error of the block's own columns."""
+    nblocks = ws.shape[1] // size
+    best_err = np.full((ws.shape[0], nblocks), np.inf)
+    best = np.ones((ws.shape[0], nblocks))
+    for f in factors:
+        factor = np.full((ws.shape[0], nblocks), f)
+        diff = ws - _quantize_clipped(ws, qt, gran, sym, size, factor).dequantize()
+        for b in range(nblocks):
+            cols = slice(b * size, (b + 1) * size)
+            y = x[:, cols] @ diff[:, cols].T  # (rows, out)
+            err = np.einsum("ij,ij->j", y, y, dtype=np.float64)
+            better = err < best_err[:, b]
+            best_err[better, b], best[better, b] = err[better], f
+    return best
+
+
+def awq_quantize(
+    weight: Any,
+    x_sample: Any,
+    qtype: str | QType = "int4",
+    *,
+    group_size: int | None = 128,
+    symmetric: bool | None = None,
+    x_mean_abs: Any = None,
+    grid: int = 20,
+    clip: bool = True,
+    max_shrink: float = 0.5,
+    clip_steps: int = 10,
+) -> tuple[QTensor, np.ndarray]:
+    """Quantize a linear layer's weight with activation-aware scaling and clipping.
+
+    Args:
+        weight: ``(out_features, in_features)`` float array or CPU tensor.
+        x_sample: ``(rows, in_features)`` calibration inputs of this layer (e.g.
+            ``AWQStatistics.sample_``), used to score candidates.
+        qtype: integer format (``"int4"``, ``"uint4"``, ``"int3"`` ...).
+        group_size: input columns per scale group (must divide ``in_features``),
+            or None for one scale per output channel.
+        symmetric: default symmetric for signed formats, affine for unsigned ones.
+        x_mean_abs: ``(in_features,)`` per-channel mean ``|x|`` over all calibration
+            rows (``AWQStatistics.mean_abs_``); default: taken from ``x_sample``.
+        grid: number of ``alpha`` values tried, ``k / grid`` for ``k = 0..grid-1``.
+        clip: also search a per-block clipping range.
+        max_shrink: smallest clip factor tried (the range times ``max_shrink``).
+        clip_steps: clip factors tried, evenly from 1 down to ``max_shrink``.
+
+    Returns:
+        ``(qtensor, s)``: the QTensor of ``weight * s`` (columns scaled;
+        float32 source) and the float32 factors ``s`` of shape
+        ``(in_features,)``.  ``qtensor.dequantize() / s`` is the effective weight.
+
+    Raises:
+        OptionError: shapes, group size, format or search options that do not fit.
+        NonFiniteError: NaN/Inf in the weight or the sample. EmptyInputError: no rows.
+
+    Example:
+        >>> import numpy as np
+        >>> w = np.random.default_rng(0).standard_normal((4, 8))
+        >>> qt, s = awq_quantize(w, np.ones((16, 8)), "int8", group_size=None)
+        >>> qt.shape, s.shape, s.dtype.name
+        ((4, 8), (8,), 'float32')
+    """
+    w, x, qt = _check(weight, x_sample, qtype, group_size, grid, max_shrink, clip_steps)
+    sym = qt.signed if symmetric is None else bool(symmetric)
+    size = w.shape[1] if group_size is None else int(group_size)
+    gran = PerChannel(0) if group_size is None else PerGroup(size)
+    mean_abs = np.abs(x).mean(axis=0) if x_mean_abs is None else np.asarray(x_mean_abs, np.float64).reshape(-1)
+    if mean_abs.shape != (w.shape[1],) or not np.all(np.isfinite(mean_abs)) or np.any(mean_abs < 0):
+        raise OptionError(f"x_mean_abs must hold {w.shape[1]} finite values >= 0 (one per input channel)")
+
+    best_err, best_s = np.inf, np.ones(w.shape[1], np.float32)
+    for k in range(int(grid)):
+        s = awq_scales(mean_abs, k / int(grid)).astype(np.float32)
+        w_hat = fake_quantize(w * s, qt, granularity=gran, symmetric=sym) / s
+        err = _output_error(x, w - w_hat)
+        if err < best_err:
+            best_err, best_s = err, s
+    ws = w * best_s
+    plain = quantize(ws, qt, granularity=gran, symmetric=sym)
+    if not clip:
+        return plain, best_s
+    factors = np.linspace(1.0, float(max_shrink), int(clip_steps))
+    clipped = _quantize_clipped(ws, qt, gran, sym, size, _search_clip(ws, x, qt, gran, sym, size, factors))
+    keep_clip = _output_error(x, w - clipped.dequantize() / best_s) < _output_error(x, w - plain.dequantize() / best_s)
+    return (clipped if keep_clip else plain), best_s
