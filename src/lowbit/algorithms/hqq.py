@@ -88,86 +88,6 @@ def shrink_lp(x: np.ndarray, beta: float, p: float) -> np.ndarray:
     return np.sign(x) * np.maximum(ax - thresh, 0.0)
 
 
-def _lp_error(g: np.ndarray, s: np.ndarray, z: np.ndarray, qmin: int, qmax: int, p: float) -> np.ndarray:
-    """Per-row sum of ``|g - s (round(g/s + z) - z)|^p`` (rows are blocks)."""
-    q = np.clip(np.rint(g / s + z), qmin, qmax)
-    return np.sum(np.abs(g - s * (q - z)) ** p, axis=1, keepdims=True)
-
-
-def _evaluate(
-    g: np.ndarray, s: np.ndarray, z: np.ndarray, qt: QType, p: float, beta: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Codes, shrunk error ``W_e`` and per-row ``l_p`` error for the current parameters.
-
-    One ``pow`` per element: ``|e|^(p-1)`` is taken as ``|e|^p / |e|``.
-    """
-    q = np.clip(np.rint(g / s + z), qt.qmin, qt.qmax)
-    e = g - s * (q - z)
-    ax = np.abs(e)
-    axp = ax**p
-    err = np.sum(axp, axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        thresh = axp / (ax * beta)  # NaN where e == 0, where the shrunk value is 0
-    w_e = np.copysign(np.maximum(ax - thresh, 0.0, where=ax > 0, out=np.zeros_like(ax)), e)
-    return q, w_e, err
-
-
-def _half_quadratic(
-    g: np.ndarray,
-    s: np.ndarray,
-    z: np.ndarray,
-    qt: QType,
-    opts: tuple[float, float, float, int, bool],
-    update_zero: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Alternate shrink and closed-form update of ``z`` (update_zero) or of ``s``; best per row.
-
-    Returns the best ``(s, z)`` seen per row (by ``l_p`` error); stops once the
-    rows' total error stops decreasing when early stopping is on.
-    """
-    p, beta, kappa, iterations, early_stop = opts
-    best_s, best_z, best_err, prev = s, z, None, np.inf
-    for it in range(iterations + 1):
-        q, w_e, err = _evaluate(g, s, z, qt, p, beta)
-        if best_err is None:
-            best_err = err
-        else:
-            better = err < best_err
-            best_s, best_z, best_err = (
-                np.where(better, s, best_s),
-                np.where(better, z, best_z),
-                np.minimum(err, best_err),
-            )
-        total = float(err.sum())
-        if it == iterations or (early_stop and total >= prev):
-            break
-        prev = total
-        if update_zero:
-            z = np.mean(q - (g - w_e) / s, axis=1, keepdims=True)
-        else:
-            d = q - z
-            num = np.sum((g - w_e) * d, axis=1, keepdims=True)
-            den = np.sum(d * d, axis=1, keepdims=True)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                new = num / den
-            s = np.where((den > 0) & np.isfinite(new) & (new > 0), new, s)
-        beta *= kappa
-    return best_s, best_z
-
-
-def _hqq_rows(
-    g: np.ndarray, s0: np.ndarray, z0: np.ndarray, qt: QType, sdt: np.dtype, opts: tuple[float, float, float, int, bool]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Both phases for a chunk of blocks (rows of ``g``); returns storable (scale, int zero point)."""
-    _, z_real = _half_quadratic(g, s0, z0, qt, opts, update_zero=True)
-    z_int = np.clip(np.rint(z_real), qt.qmin, qt.qmax)
-    s_hqq, _ = _half_quadratic(g, s0, z_int, qt, opts, update_zero=False)
-    s_hqq = s_hqq.astype(sdt).astype(np.float64)  # score the scale that will be stored
-    p = opts[0]
-    keep = _lp_error(g, s_hqq, z_int, qt.qmin, qt.qmax, p) < _lp_error(g, s0, z0, qt.qmin, qt.qmax, p)
-    return np.where(keep, s_hqq, s0), np.where(keep, z_int, z0)
-
-
 def _check_options(
     qtype: str | QType,
     shape: tuple[int, ...],
@@ -260,15 +180,15 @@ def hqq_quantize(
     g = flat.astype(np.float64).reshape(-1, size)  # one row per block, in parameter order
     sdt = np.dtype(np.float64 if flat.dtype == np.float64 else np.float32)
     s0, z0 = choose_qparams(g.min(axis=1), g.max(axis=1), qt, symmetric=False, scale_dtype=sdt)
-    s0 = s0.astype(np.float64)[:, None]
-    z0 = z0.astype(np.float64)[:, None]
-    opts = (float(lp_norm), float(beta), float(kappa), int(iterations), bool(early_stop))
+    s0 = s0.astype(np.float64)
+    z0 = z0.astype(np.float64)
     scale, zero = np.empty_like(s0), np.empty_like(z0)
-    rows = max(1, _CHUNK_ELEMENTS // size)  # chunks of blocks small enough to stay in cache
-    for r in range(0, g.shape[0], rows):
-        scale[r : r + rows], zero[r : r + rows] = _hqq_rows(
-            g[r : r + rows], s0[r : r + rows], z0[r : r + rows], qt, sdt, opts
-        )
+    from lowbit.kernels.hqq import hqq_blocks
+
+    hqq_blocks(
+        g, s0, z0, qt.qmin, qt.qmax, float(lp_norm), float(beta), float(kappa), int(iterations), bool(early_stop),
+        max(1, _CHUNK_ELEMENTS // size), sdt == np.float32, scale, zero,
+    )
     return quantize(
         weight,
         qt,

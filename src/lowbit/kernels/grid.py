@@ -46,12 +46,11 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba import njit, prange
 
 from lowbit.formats import QType
 from lowbit.kernels._bits import pack_run, unpack_run
+from lowbit.kernels._floatbits import exponent, pow2
 from lowbit.kernels.quant import CHUNK, _segment
 
 __all__ = [
@@ -228,43 +227,6 @@ def rounding_plan(mids: np.ndarray, tie: np.ndarray, dtype: np.dtype | type) -> 
     return _plan(mids.tobytes(), tie.tobytes(), np.dtype(dtype).str)
 
 
-@intrinsic
-def _exponent(typingctx, a):  # pragma: no cover - compiled
-    """``floor(log2 a)`` of a positive normal float (int64); ``-bias`` for 0 and subnormals."""
-    if a not in (types.float32, types.float64):
-        return None
-    fb, bias, width = (23, 127, 32) if a == types.float32 else (52, 1023, 64)
-
-    def codegen(context, builder, signature, args):
-        ity = ir.IntType(width)
-        bits = builder.bitcast(args[0], ity)
-        field = builder.and_(builder.lshr(bits, ir.Constant(ity, fb)), ir.Constant(ity, (1 << (width - 1 - fb)) - 1))
-        wide = builder.zext(field, ir.IntType(64)) if width < 64 else field
-        return builder.sub(wide, ir.Constant(ir.IntType(64), bias))
-
-    return types.int64(a), codegen
-
-
-@intrinsic
-def _pow2(typingctx, e, like):  # pragma: no cover - compiled
-    """``2.0 ** e`` in the float type of ``like``, built from its bits (``e`` in the normal range)."""
-    if not isinstance(e, types.Integer) or like not in (types.float32, types.float64):
-        return None
-    fb, bias, width = (23, 127, 32) if like == types.float32 else (52, 1023, 64)
-
-    def codegen(context, builder, signature, args):
-        ity = ir.IntType(width)
-        ev = args[0]
-        if ev.type.width > width:
-            ev = builder.trunc(ev, ity)
-        elif ev.type.width < width:
-            ev = builder.sext(ev, ity)
-        bits = builder.shl(builder.add(ev, ir.Constant(ity, bias)), ir.Constant(ity, fb))
-        return builder.bitcast(bits, context.get_value_type(like))
-
-    return like(e, like), codegen
-
-
 @njit(inline="always", cache=True)
 def _scaled_chunk(x, start, stop, inv, Q, R, T, ys):  # pragma: no cover - compiled
     """ys[e - start] = x[e] * inv[param of e] for e in [start, stop), in x's dtype."""
@@ -301,8 +263,8 @@ def _round_chunk(ys, m, table, params, codes):  # pragma: no cover - compiled
         for i in range(m):
             y = ys[i]
             a = min(abs(y), top)
-            e = max(np.int32(_exponent(a)), emin)
-            n = np.int32(np.rint(a * _pow2(mb - e, a)))
+            e = max(np.int32(exponent(a)), emin)
+            n = np.int32(np.rint(a * pow2(mb - e, a)))
             k = np.int32(np.int32(e - emin) << mb) + n
             codes[i] = np.int32(zero - k) if y < 0 else np.int32(zero + k)
     elif mode == COUNT:
