@@ -240,3 +240,41 @@ def test_rank_deficient_inputs_warn_and_finish():
     assert any("Cholesky" in str(w.message) for w in caught)
     assert isinstance(net[0], lowbit.nn.WeightOnlyLinear)
     assert torch.isfinite(net[0].dequantized_weight()).all()
+
+
+@pytest.mark.parametrize("qtype, scale_format, baseline, max_ratio", [
+    ("mxfp4", None, "fp4_e2m1", 2.0), ("nf4", "double8", "nf4", 1.1), ("int4", "kquant6", "int4", 1.1),
+    ("uint4", "float16", "uint4", 1.02),
+], ids=["mxfp4", "nf4-double8", "int4-kquant6", "uint4-float16"])
+def test_weight_only_formats_and_scale_formats_in_models(stack, qtype, scale_format, baseline, max_ratio):
+    """Compact scale storage (MX e8m0, double8, kquant6, float16) costs fewer bytes than float32 scales of the
+    same blocks and little accuracy; MX layers default to blocks of 32 and keep a layer they do not fit float."""
+    results = {}
+    for name, fmt in ((qtype, scale_format), (baseline, None)):
+        is_mx = lowbit.get_qtype(name).is_mx
+        model = copy.deepcopy(stack)
+        summary = lm.quantize_(model, lm.WeightOnly(name, None if is_mx else lowbit.PerGroup(32), scale_format=fmt),
+                               exclude=["inp"])
+        expected = fmt or lowbit.get_qtype(name).scale_format or "float32"
+        assert model.blocks[0].up.weight_qtensor().scale_format == expected
+        results[name, fmt] = (summary.bytes_after, _output_mse(model, stack, _batches()))
+    (b_fmt, e_fmt), (b_base, e_base) = results[qtype, scale_format], results[baseline, None]
+    print(f"{qtype} {scale_format}: {b_fmt} bytes, MSE {e_fmt:.4g}; {baseline} float32 scales: {b_base}, {e_base:.4g}")
+    assert b_fmt < b_base and e_fmt <= max_ratio * e_base
+
+
+def test_mx_layers_that_do_not_fit_blocks_stay_float(stack):
+    model = copy.deepcopy(stack)
+    summary = lm.quantize_(model, lm.WeightOnly("mxfp4"))
+    scheme = {r.name: r.scheme for r in summary.rows}["inp"]
+    assert scheme == "W4 mxfp4 group:32 -> kept float (blocks of 32 do not divide 16)"
+    assert isinstance(model.inp, nn.Linear) and isinstance(model.head, lowbit.nn.WeightOnlyLinear)
+
+
+def test_algorithm_weights_restored_with_the_scale_format(stack):
+    model = copy.deepcopy(stack)
+    lm.quantize_(model, lm.WeightOnly("int4", lowbit.PerGroup(32), algorithm="gptq", scale_format="float16"),
+                 batches=_batches(), progress=False)
+    qt = model.blocks[1].down.weight_qtensor()
+    assert qt.scale_format == "float16" and qt.bits_per_element == pytest.approx(4 + 16 / 32)
+    assert torch.equal(torch.from_numpy(qt.scale.astype(np.float16).astype(np.float32)), torch.from_numpy(qt.scale))

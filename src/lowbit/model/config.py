@@ -81,10 +81,11 @@ class WeightOnly:
 
     Args:
         qtype: weight format, e.g. ``"int8"``, ``"int4"``, ``"uint4"``.
-        granularity: ``PerChannel(0)`` (default: one scale per output channel),
+        granularity: ``PerChannel(0)`` (the default: one scale per output channel;
+            for MX formats the default is their blocks of 32, ``PerGroup(32)``),
             ``PerTensor()``, or ``PerGroup(size)`` (groups along the input axis; a
-            layer the size does not divide keeps per-channel scales, and the
-            summary says so).
+            layer the size does not divide keeps per-channel scales, or stays float
+            for MX formats, and the summary says so).
         method: range estimator for each weight (``"minmax"``, ``"mse"``, ...).
         symmetric: None for the format's default.
         method_options: options of that estimator.
@@ -99,19 +100,29 @@ class WeightOnly:
         algorithm_options: options of the algorithm's function, e.g.
             ``{"act_order": True, "damp": 0.01}`` for GPTQ (:func:`lowbit.algorithms.gptq_quantize`),
             ``{"grid": 20, "max_rows": 1024}`` for AWQ (:func:`lowbit.algorithms.awq_quantize`).
+        scale_format: how the scales are stored (:func:`lowbit.formats.list_scale_formats`:
+            ``"float16"``, ``"double8"``, ``"kquant6"`` ...); None for the format's default
+            (float32, or e8m0 for MX). Weights GPTQ/AWQ/HQQ computed are re-stored with
+            their scales in this format (codes recomputed for the stored scales).
     """
 
     qtype: str = "int8"
-    granularity: Granularity = field(default_factory=lambda: PerChannel(0))
+    granularity: Granularity = None  # type: ignore[assignment]  # set in __post_init__
     method: str = "minmax"
     symmetric: bool | None = None
     method_options: dict[str, Any] = field(default_factory=dict, hash=False)
     algorithm: str = "rtn"
     embeddings: bool = True
     algorithm_options: dict[str, Any] = field(default_factory=dict, hash=False)
+    scale_format: str | None = None
 
     def __post_init__(self) -> None:
-        get_qtype(self.qtype)
+        from lowbit.formats import scale_format_for
+
+        qt = get_qtype(self.qtype)
+        if self.granularity is None:  # the format's default: MX blocks, else one scale per output channel
+            object.__setattr__(self, "granularity", PerGroup(qt.block_size) if qt.is_mx else PerChannel(0))
+        scale_format_for(qt, self.scale_format)
         _check_algorithm(self.algorithm, self.algorithm_options)
         if self.algorithm == "hqq" and (self.symmetric or self.method != "minmax"):
             raise OptionError(
@@ -129,7 +140,8 @@ class WeightOnly:
     def scheme(self) -> str:
         """Short label, e.g. ``W4 int4 group:32``."""
         algorithm = "" if self.algorithm == "rtn" else f" {self.algorithm}"
-        return f"W{get_qtype(self.qtype).bits} {self.qtype} {self.granularity}{algorithm}"
+        scales = "" if self.scale_format is None else f" {self.scale_format} scales"
+        return f"W{get_qtype(self.qtype).bits} {self.qtype} {self.granularity}{algorithm}{scales}"
 
 
 def _smooth_label(alpha: float | None) -> str:

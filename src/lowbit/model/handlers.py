@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from lowbit.formats import get_qtype
 from lowbit.granularity import PerChannel, PerGroup
 from lowbit.model.config import DATA_ALGORITHMS, QAT, Dynamic, Static, WeightOnly
 from lowbit.model.quantize import StatPlan, register_handler
@@ -55,13 +56,24 @@ def _weight_only_plan(cfg: WeightOnly) -> StatPlan | None:
 def _group_fallback(module: Any, cfg: WeightOnly) -> tuple[Any, str]:
     """The granularity a layer gets, and its summary label: a group size that does not divide the
     layer (or a conv, whose last weight axis is the kernel width) falls back to one scale per output
-    channel, and the label says so."""
+    channel (None for MX formats, whose blocks are fixed: the layer stays float), and the label says so."""
     gran = cfg.granularity
     if isinstance(gran, PerGroup) and module.weight.shape[gran.axis] % gran.size:
-        return PerChannel(0), (
-            f"{cfg.scheme} -> channel (group {gran.size} does not divide {module.weight.shape[gran.axis]})"
-        )
+        length = module.weight.shape[gran.axis]
+        if get_qtype(cfg.qtype).is_mx:
+            return None, f"{cfg.scheme} -> kept float (blocks of {gran.size} do not divide {length})"
+        return PerChannel(0), f"{cfg.scheme} -> channel (group {gran.size} does not divide {length})"
     return gran, cfg.scheme
+
+
+def _stored(qt: Any, cfg: WeightOnly) -> Any:
+    """An algorithm's QTensor (float32 scales) re-stored with the config's scale format, if any."""
+    if cfg.scale_format is None or cfg.scale_format == qt.scale_format:
+        return qt
+    from lowbit.core import quantize
+
+    return quantize(qt.dequantize(), qt.qtype, granularity=qt.granularity, symmetric=qt.symmetric, scale=qt.scale,
+                    zero_point=qt.zero_point, scale_format=cfg.scale_format)
 
 
 @register_handler(WeightOnly, lambda cfg: _float_layers(cfg.embeddings), _weight_only_plan)
@@ -75,6 +87,8 @@ def _weight_only(module: Any, name: str, cfg: WeightOnly, stat: Any) -> Any:
     }
     cls = classes[type(module)]
     gran, scheme = _group_fallback(module, cfg)
+    if gran is None:
+        return module, scheme
     group_size = gran.size if isinstance(gran, PerGroup) else None
     if cfg.algorithm == "hqq" and not isinstance(module, tnn.Conv2d):
         return _hqq_layer(cls, module, cfg, group_size), scheme
@@ -84,9 +98,8 @@ def _weight_only(module: Any, name: str, cfg: WeightOnly, stat: Any) -> Any:
     if cfg.algorithm != "rtn":
         takes = "Linear and Embedding layers" if cfg.algorithm == "hqq" else "Linear layers that ran on the batches"
         scheme = f"{scheme} -> rtn ({cfg.algorithm} takes {takes})"
-    new = cls.from_float(
-        module, qtype=cfg.qtype, granularity=gran, symmetric=cfg.symmetric, method=cfg.method, **cfg.method_options
-    )
+    new = cls.from_float(module, qtype=cfg.qtype, granularity=gran, symmetric=cfg.symmetric, method=cfg.method,
+                         scale_format=cfg.scale_format, **cfg.method_options)
     return new, scheme
 
 
@@ -94,8 +107,10 @@ def _hqq_layer(cls: Any, module: Any, cfg: WeightOnly, group_size: int | None) -
     """A weight-only layer whose weight HQQ optimised (affine, per group or per output channel)."""
     from lowbit.algorithms import hqq_quantize
 
-    qt = hqq_quantize(module.weight.detach().float(), cfg.qtype, group_size=group_size, **cfg.algorithm_options)
-    new = cls.from_float(module, qtype=cfg.qtype, granularity=qt.granularity, symmetric=False)
+    qt = _stored(hqq_quantize(module.weight.detach().float(), cfg.qtype, group_size=group_size,
+                              **cfg.algorithm_options), cfg)
+    new = cls.from_float(module, qtype=cfg.qtype, granularity=qt.granularity, symmetric=False,
+                         scale_format=qt.scale_format)
     new.load_qtensor(qt)
     return new
 
@@ -105,7 +120,8 @@ def _linear_from_qtensor(module: Any, qt: Any, smooth_scale: Any = None) -> Any:
     from lowbit.nn import WeightOnlyLinear
 
     new = WeightOnlyLinear(module.in_features, module.out_features, module.bias is not None, qtype=qt.qtype,
-                           granularity=qt.granularity, symmetric=qt.symmetric, smooth=smooth_scale is not None)
+                           granularity=qt.granularity, symmetric=qt.symmetric, scale_format=qt.scale_format,
+                           smooth=smooth_scale is not None)
     new.load_qtensor(qt)
     if smooth_scale is not None:
         new.set_smooth_scale(smooth_scale)
@@ -120,7 +136,7 @@ def _gptq_layer(module: Any, cfg: WeightOnly, group_size: int | None, hessian: A
 
     qt = gptq_quantize(module.weight.detach().float(), hessian.hessian, cfg.qtype, group_size=group_size,
                        symmetric=cfg.symmetric, **cfg.algorithm_options)
-    return _linear_from_qtensor(module, qt)
+    return _linear_from_qtensor(module, _stored(qt, cfg))
 
 
 def _awq_layer(module: Any, cfg: WeightOnly, group_size: int | None, stats: Any) -> Any:
@@ -130,7 +146,7 @@ def _awq_layer(module: Any, cfg: WeightOnly, group_size: int | None, stats: Any)
     options = {k: v for k, v in cfg.algorithm_options.items() if k != "max_rows"}
     qt, s = awq_quantize(module.weight.detach().float(), stats.sample_, cfg.qtype, group_size=group_size,
                          symmetric=cfg.symmetric, x_mean_abs=stats.mean_abs_, **options)
-    return _linear_from_qtensor(module, qt, s)
+    return _linear_from_qtensor(module, _stored(qt, cfg), s)
 
 
 def _smooth_plan(cfg: Dynamic | Static) -> StatPlan | None:
