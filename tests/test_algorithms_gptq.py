@@ -9,7 +9,8 @@ import pytest
 
 import lowbit
 from lowbit.algorithms import HessianAccumulator, gptq_quantize
-from lowbit.errors import NotCalibratedError, OptionError
+from lowbit.algorithms import gptq as gptq_module
+from lowbit.errors import NonFiniteError, NotCalibratedError, OptionError
 
 OUT, IN, N = 64, 256, 2048
 
@@ -103,6 +104,57 @@ def test_identity_hessian_is_round_to_nearest(layer):
     for group_size in (None, 32):
         got = gptq_quantize(w, np.eye(IN), "int4", group_size=group_size, act_order=True).dequantize()
         np.testing.assert_array_equal(got, lowbit.fake_quantize(w, "int4", granularity=_gran(group_size)))
+
+
+def test_identity_hessian_float32_is_round_to_nearest(layer):
+    """float32 weights are rounded in float32, as lowbit's kernel rounds them."""
+    w = layer[0].astype(np.float32) * np.float32(3.7)
+    for group_size, act_order in [(None, False), (32, True)]:
+        got = gptq_quantize(w, np.eye(IN), "int3", group_size=group_size, act_order=act_order).dequantize()
+        np.testing.assert_array_equal(got, lowbit.fake_quantize(w, "int3", granularity=_gran(group_size)))
+
+
+@pytest.mark.parametrize("n", [1, 7, 128, 129, 300, 515])
+def test_lower_triangular_inverse(n):
+    rng = np.random.default_rng(n)
+    lower = np.tril(rng.standard_normal((n, n))) / np.sqrt(n) + np.diag(rng.uniform(1, 3, n))  # well conditioned
+    inv = gptq_module._lower_inverse(lower)
+    assert np.all(np.triu(inv, 1) == 0)
+    np.testing.assert_allclose(inv @ lower, np.eye(n), rtol=0, atol=1e-11)
+    np.testing.assert_allclose(inv, np.linalg.inv(lower), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("damp", [0.0, 0.01])
+def test_inverse_cholesky_factor(layer, damp):
+    """U is upper triangular with a positive diagonal and U^T U is the inverse of the dampened H."""
+    h = layer[2]
+    upper = gptq_module._inverse_cholesky(h, damp)
+    assert np.all(np.tril(upper, -1) == 0) and np.all(np.diag(upper) > 0)
+    hd = h + damp * np.mean(np.diag(h)) * np.eye(IN)
+    ref = np.linalg.cholesky(np.linalg.inv(hd)).T  # independent: explicit inverse, then Cholesky
+    np.testing.assert_allclose(upper, ref, rtol=1e-7, atol=1e-10 * np.abs(ref).max())
+    np.testing.assert_allclose(upper.T @ upper @ hd, np.eye(IN), atol=1e-8)
+
+
+def test_accumulator_chunks_and_dtypes(monkeypatch, layer):
+    """Batches larger than the conversion chunk, float32 rows: same Hessian as float64 NumPy."""
+    _, x, _ = layer
+    monkeypatch.setattr(gptq_module, "_ROWS_ELEMENTS", 300 * IN)  # 300-row chunks
+    x32 = x.astype(np.float32)
+    acc = HessianAccumulator(IN).add(x32[:1000]).add(x32[1000:])
+    ref = 2.0 / N * (x32.astype(np.float64).T @ x32.astype(np.float64))
+    np.testing.assert_allclose(acc.hessian, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_accumulator_rejects_non_finite_batch_without_changing_state(layer):
+    _, x, h = layer
+    acc = HessianAccumulator(IN).add(x)
+    bad = x[:500].copy()
+    bad[-1, -1] = np.inf
+    with pytest.raises(NonFiniteError):
+        acc.add(bad)
+    assert acc.n_samples_ == N
+    np.testing.assert_allclose(acc.hessian, h, rtol=0, atol=1e-10)
 
 
 def test_float32_weight_keeps_float32(layer):

@@ -62,6 +62,9 @@ __all__ = ["HessianAccumulator", "gptq_quantize", "MAX_DAMP_RETRIES"]
 MAX_DAMP_RETRIES = 8
 """How many times the dampening is multiplied by 10 before falling back to RTN."""
 
+_ROWS_ELEMENTS = 1 << 22  # activation elements converted to float64 at a time (32 MiB)
+_INVERSE_LEAF = 128  # triangular blocks up to this size are inverted by forward substitution
+
 
 def _finite_float64(x: Any) -> np.ndarray:
     flat, source = as_float_array(x)
@@ -122,11 +125,18 @@ class HessianAccumulator:
             )
         if int(np.prod(shape)) == 0:
             raise EmptyInputError(f"activation batch of shape {tuple(shape)} has no rows")
-        rows = _finite_float64(x).reshape(-1, self.in_features)
+        flat, source = as_float_array(x)
+        check_finite(flat, int(flat.size - np.count_nonzero(np.isfinite(flat))), source.shape)
+        rows = flat.reshape(-1, self.in_features)
         m = rows.shape[0]
+        step = max(256, _ROWS_ELEMENTS // self.in_features)
+        gram = np.zeros_like(self._h)
+        for r in range(0, m, step):  # float64 copies of a few MB at a time; x^T x runs as a BLAS syrk
+            chunk = rows[r : r + step].astype(np.float64)
+            gram += chunk.T @ chunk
         total = self.n_samples_ + m
         self._h *= self.n_samples_ / total
-        self._h += (2.0 / total) * (rows.T @ rows)
+        self._h += (2.0 / total) * gram
         self.n_samples_ = total
         return self
 
@@ -176,17 +186,52 @@ def _check_args(
         raise OptionError(f"damp must be a finite number >= 0 (fraction of mean diag(H)), got {damp!r}")
 
 
+def _lower_inverse(lower: np.ndarray) -> np.ndarray:
+    """Inverse of a lower-triangular matrix, by halves: ``[[A, 0], [C, B]]^-1 = [[A^-1, 0], [-B^-1 C A^-1, B^-1]]``.
+
+    About ``2/3 n^3`` flops, nearly all in matrix products (NumPy has no triangular inverse).
+    """
+    n = lower.shape[0]
+    if n <= _INVERSE_LEAF:
+        from lowbit.kernels.gptq import lower_inverse
+
+        out = np.empty_like(lower)
+        lower_inverse(np.ascontiguousarray(lower), out)
+        return out
+    h = n // 2
+    a_inv = _lower_inverse(lower[:h, :h])
+    b_inv = _lower_inverse(lower[h:, h:])
+    out = np.zeros_like(lower)
+    out[:h, :h] = a_inv
+    out[h:, h:] = b_inv
+    out[h:, :h] = -(b_inv @ (lower[h:, :h] @ a_inv))
+    return out
+
+
+def _upper_from_reversed(rev: np.ndarray) -> np.ndarray:
+    """Upper ``U`` with ``U^T U = H^-1``, given ``rev = P H P`` (``P`` reverses the order).
+
+    With ``P H P = L L^T``, ``H^-1 = (P L^-1 P)^T (P L^-1 P)`` and ``P L^-1 P`` is upper
+    triangular with a positive diagonal: the Cholesky factor itself.  One Cholesky
+    factorisation and one triangular inverse, no explicit ``H^-1``.
+    """
+    lower = np.linalg.cholesky(rev)
+    return np.ascontiguousarray(_lower_inverse(lower)[::-1, ::-1])
+
+
 def _inverse_cholesky(h: np.ndarray, damp: float) -> np.ndarray:
     """Upper Cholesky factor of ``(H + damp*mean(diag H) I)^-1``, retrying with more dampening."""
     n = h.shape[0]
     mean_diag = float(np.mean(np.diag(h)))
-    eye = np.eye(n)
+    rev = np.ascontiguousarray(h[::-1, ::-1])  # a copy: its diagonal is dampened in place
+    diag = rev.reshape(-1)[:: n + 1]
+    base = diag.copy()
     current = float(damp)
     for attempt in range(MAX_DAMP_RETRIES + 1):
+        diag[:] = base + current * mean_diag
         try:
-            lower = np.linalg.cholesky(h + current * mean_diag * eye)
-            lower_inv = np.linalg.solve(lower, eye)
-            upper = np.linalg.cholesky(lower_inv.T @ lower_inv).T
+            with np.errstate(all="ignore"):
+                upper = _upper_from_reversed(rev)
             if np.all(np.isfinite(upper)) and np.all(np.diag(upper) > 0):
                 return upper
             err: str = "non-finite or zero pivot in the Cholesky factor"
@@ -208,42 +253,46 @@ def _inverse_cholesky(h: np.ndarray, damp: float) -> np.ndarray:
         RuntimeWarning,
         stacklevel=3,
     )
-    return eye
+    return np.eye(n)
 
 
 class _Rounder:
-    """Rounds columns exactly as lowbit's per-channel/per-group kernel does."""
+    """Per-row scales and zero points of each group, chosen once; kept with ``1/scale`` for the kernel."""
 
     def __init__(self, qt: QType, sym: bool, sdt: np.dtype, out: int, ngroups: int) -> None:
         self.qt, self.sym, self.sdt = qt, sym, sdt
         self.scale = np.ones((out, ngroups), sdt)
+        self.inv = np.ones((out, ngroups), sdt)
         self.zero = np.zeros((out, ngroups), np.int64)
+        self.zf = np.zeros((out, ngroups), sdt)
         self.chosen = np.zeros(ngroups, bool)
+        self.qlim = np.array([qt.qmin, qt.qmax], sdt)
 
     def choose(self, g: int, cols: np.ndarray) -> None:
         s, z = choose_qparams(cols.min(axis=1), cols.max(axis=1), self.qt, symmetric=self.sym, scale_dtype=self.sdt)
         self.scale[:, g], self.zero[:, g], self.chosen[g] = s, z, True
-
-    def __call__(self, w: np.ndarray, g: int) -> np.ndarray:
-        dt = self.sdt.type
-        s = self.scale[:, g]
-        zf = self.zero[:, g].astype(self.sdt)
-        codes = np.clip(np.rint(w.astype(self.sdt) * (dt(1) / s) + zf), self.qt.qmin, self.qt.qmax)
-        return ((codes - zf) * s).astype(np.float64)
+        self.inv[:, g] = self.sdt.type(1) / self.scale[:, g]  # as lowbit's kernels: x * (1/s) + zp, then rint
+        self.zf[:, g] = self.zero[:, g]
 
 
 def _gptq_core(
     w: np.ndarray, upper: np.ndarray, rounder: _Rounder, group_of: np.ndarray, members: list, block: int
 ) -> np.ndarray:
-    """Quantize the (permuted) columns of ``w`` in place order; returns the quantized weight."""
+    """Quantize the (permuted) columns of ``w`` in place order (``w`` is overwritten); returns the quantized weight."""
+    from lowbit.kernels.gptq import gptq_columns
+
     n = w.shape[1]
-    w = w.copy()
     q = np.zeros_like(w)
+    lazy = np.empty((w.shape[0], max(0, n - block)))  # err @ upper of a block, reused
     for i1 in range(0, n, block):
         i2 = min(i1 + block, n)
-        w1 = w[:, i1:i2].copy()
+        w1 = np.ascontiguousarray(w[:, i1:i2])
         err = np.zeros_like(w1)
-        for k in range(i2 - i1):
+        q1 = np.zeros_like(w1)
+        u1 = np.ascontiguousarray(upper[i1:i2, i1:i2])
+        groups = np.ascontiguousarray(group_of[i1:i2], dtype=np.int64)
+        k = 0
+        while k < i2 - i1:
             j = i1 + k
             g = group_of[j]
             if not rounder.chosen[g]:
@@ -253,12 +302,16 @@ def _gptq_core(
                     [w1[:, inside - i1], w[:, outside] - err[:, :k] @ upper[i1:j, outside]], axis=1
                 )
                 rounder.choose(g, current)
-            col = w1[:, k]
-            q[:, j] = rounder(col, g)
-            e = (col - q[:, j]) / upper[j, j]
-            w1[:, k + 1 :] -= np.outer(e, upper[j, j + 1 : i2])
-            err[:, k] = e
-        w[:, i2:] -= err @ upper[i1:i2, i2:]
+            stop = k + 1  # run the kernel up to the next column whose group has no scale yet
+            while stop < i2 - i1 and rounder.chosen[group_of[i1 + stop]]:
+                stop += 1
+            gptq_columns(w1, err, q1, u1, k, stop, rounder.scale, rounder.inv, rounder.zf, groups, rounder.qlim)
+            k = stop
+        q[:, i1:i2] = q1
+        if i2 < n:
+            upd = lazy[:, : n - i2]
+            np.matmul(err, upper[i1:i2, i2:], out=upd)
+            w[:, i2:] -= upd
     return q
 
 
@@ -315,13 +368,14 @@ def gptq_quantize(
     out, n = w.shape
     sym = qt.signed if symmetric is None else bool(symmetric)
 
-    h = h.copy()
     dead = np.diag(h) == 0
-    h[dead, dead] = 1.0
-    w[:, dead] = 0.0
+    if dead.any():
+        h = h.copy()  # may be the caller's array
+        h[dead, dead] = 1.0
+        w[:, dead] = 0.0
     perm = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(n)
     inv_perm = np.argsort(perm)
-    upper = _inverse_cholesky(h[np.ix_(perm, perm)], float(damp))
+    upper = _inverse_cholesky(h[np.ix_(perm, perm)] if act_order else h, float(damp))
 
     gs = n if group_size is None else int(group_size)
     group_of = perm // gs  # group (original order) of each permuted column
