@@ -62,7 +62,7 @@ __all__ = ["HessianAccumulator", "gptq_quantize", "MAX_DAMP_RETRIES"]
 MAX_DAMP_RETRIES = 8
 """How many times the dampening is multiplied by 10 before falling back to RTN."""
 
-_ROWS_ELEMENTS = 1 << 22  # activation elements converted to float64 at a time (32 MiB)
+_ROWS_ELEMENTS = 1 << 23  # activation elements converted to float64 at a time (64 MiB)
 _INVERSE_LEAF = 128  # triangular blocks up to this size are inverted by forward substitution
 
 
