@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import lowbit
 from lowbit import PerChannel, PerGroup
+from lowbit.errors import InputTypeError
 from lowbit.formats import Codebook, QType, get_qtype
 from lowbit.formats.floats import float_grid
 from lowbit.granularity import plan
@@ -274,3 +275,12 @@ def test_public_group_scales(name, rng):
     scale = np.repeat(np.asarray(q.scale, np.float32).reshape(8, 2), 32, axis=1)
     y = x * (np.float32(1) / scale)
     np.testing.assert_array_equal(q.codes.astype(np.int64), reference_codes(y, qt))
+
+
+def test_plan_rejects_other_dtypes():
+    _, mids, tie = grid_tables(get_qtype("nf4"))
+    for bad in (np.float16, np.int32):
+        with pytest.raises(InputTypeError, match="float32 or float64"):
+            rounding_plan(mids, tie, bad)
+        with pytest.raises(InputTypeError, match="float32 or float64"):
+            thresholds(mids, tie, bad)

@@ -48,6 +48,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from lowbit.errors import InputTypeError
 from lowbit.formats import QType
 from lowbit.kernels._bits import pack_run, unpack_run
 from lowbit.kernels._floatbits import exponent, pow2
@@ -101,6 +102,13 @@ def grid_tables(qtype: QType) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return grid, mids, tie
 
 
+def _input_dtype(dtype: np.dtype | type) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in _FLOAT_LAYOUT:
+        raise InputTypeError(f"grid kernels round float32 or float64 values, got dtype {dt}; convert the input first")
+    return dt
+
+
 def thresholds(mids: np.ndarray, tie: np.ndarray, dtype: np.dtype | type) -> np.ndarray:
     """The rounding rule as thresholds of ``dtype``: code = number of ``t_k <= y``.
 
@@ -116,12 +124,15 @@ def thresholds(mids: np.ndarray, tie: np.ndarray, dtype: np.dtype | type) -> np.
     Returns:
         A read-only array of ``dtype``, non-decreasing.
 
+    Raises:
+        InputTypeError: ``dtype`` is not float32 or float64.
+
     Example:
         >>> t = thresholds(np.array([0.25, 0.75]), np.array([0, 2], np.int32), np.float32)
         >>> [float(v) for v in t]  # 0.25 ties down, so only values above it count; 0.75 ties up
         [0.2500000298023224, 0.75]
     """
-    dt = np.dtype(dtype)
+    dt = _input_dtype(dtype)
     mids = np.asarray(mids, np.float64)
     up = np.asarray(tie) == np.arange(mids.size) + 1
     with np.errstate(over="ignore"):
@@ -215,6 +226,9 @@ def rounding_plan(mids: np.ndarray, tie: np.ndarray, dtype: np.dtype | type) -> 
     Returns:
         A :class:`RoundingPlan`.
 
+    Raises:
+        InputTypeError: ``dtype`` is not float32 or float64.
+
     Example:
         >>> from lowbit.formats import get_qtype
         >>> _, mids, tie = grid_tables(get_qtype("fp8_e4m3"))
@@ -224,7 +238,7 @@ def rounding_plan(mids: np.ndarray, tie: np.ndarray, dtype: np.dtype | type) -> 
     """
     mids = np.ascontiguousarray(mids, np.float64)
     tie = np.ascontiguousarray(tie, np.int32)
-    return _plan(mids.tobytes(), tie.tobytes(), np.dtype(dtype).str)
+    return _plan(mids.tobytes(), tie.tobytes(), _input_dtype(dtype).str)
 
 
 @njit(inline="always", cache=True)
