@@ -206,7 +206,7 @@ def test_errors_name_the_fix(stack):
         lm.WeightOnly("nf4", lowbit.PerGroup(64), algorithm="gptq")
     with pytest.raises(lowbit.OptionError, match=r"PerChannel\(0\) or PerGroup"):
         lm.WeightOnly("int4", lowbit.PerTensor(), algorithm="awq")
-    with pytest.raises(lowbit.OptionError, match="it takes: damp, act_order, block_size"):
+    with pytest.raises(lowbit.OptionError, match="it takes: damp, act_order, block_size, sink_weight"):
         lm.WeightOnly("int4", algorithm="gptq", algorithm_options={"dampening": 0.1})
     with pytest.raises(lowbit.OptionError, match="alpha in"):
         lm.Static(smoothquant=1.5)
@@ -278,3 +278,18 @@ def test_algorithm_weights_restored_with_the_scale_format(stack):
     qt = model.blocks[1].down.weight_qtensor()
     assert qt.scale_format == "float16" and qt.bits_per_element == pytest.approx(4 + 16 / 32)
     assert torch.equal(torch.from_numpy(qt.scale.astype(np.float16).astype(np.float32)), torch.from_numpy(qt.scale))
+
+
+def test_sink_weight_counts_the_first_position_of_each_sequence_more():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 4)).eval()
+    x = torch.randn(3, 5, 8)
+    (_, _, stat), = layer_statistics(net, [("0", net[0])], [x], lambda n, m: HessianAccumulator(8),
+                                     progress=False, sink_weight=4.0)
+    w = torch.ones(3, 5, 1)
+    w[:, 0] = 4.0
+    rows, weights = x.reshape(-1, 8).double().numpy(), w.reshape(-1).double().numpy()
+    expected = 2 * (rows * weights[:, None]).T @ rows / rows.shape[0]
+    np.testing.assert_allclose(stat.hessian, expected, rtol=1e-12)
+    with pytest.raises(lowbit.OptionError, match="sink_weight must be"):
+        lm.WeightOnly("int4", algorithm="gptq", algorithm_options={"sink_weight": 0})

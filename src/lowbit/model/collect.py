@@ -25,7 +25,14 @@ Two orders:
 
 Layers that receive the very same input tensor (a transformer's q/k/v
 projections, gate/up projections) share one statistic object, which sees that
-input once per call.  Key-value cache arguments of captured blocks
+input once per call.
+
+``sink_weight`` gives the first position of every sequence (inputs shaped
+``(batch, sequence, features)``) that many times the weight of the other rows,
+by scaling those rows by its square root: a causal language model parks most
+of its attention on the first token (the "attention sink"), so an error in
+that token's keys and values reaches every later token, while a plain sum of
+squared errors over tokens counts it once in ``sequence``.  Key-value cache arguments of captured blocks
 (``cache``, ``past_key_value(s)``) are dropped and ``use_cache`` set to False.
 
 Example:
@@ -66,9 +73,10 @@ class _Stop(Exception):
 class _Feeder:
     """Forward pre-hooks that pass each chosen layer's input to its statistic."""
 
-    def __init__(self, layers: list[tuple[str, nn.Module]], factory: StatFactory) -> None:
+    def __init__(self, layers: list[tuple[str, nn.Module]], factory: StatFactory, sink_weight: float = 1.0) -> None:
         self.layers = layers
         self.factory = factory
+        self.sink_weight = sink_weight
         self.stats: dict[str, Any] = {}
         self._batch_inputs: dict[int, tuple[torch.Tensor, Any]] = {}  # id(input) -> (input kept alive, stat)
         self._fed: set[int] = set()
@@ -102,15 +110,20 @@ class _Feeder:
             self._batch_inputs.setdefault(id(x), (x, stat))  # kept alive, so the id stays unique
             if id(stat) not in self._fed:
                 self._fed.add(id(stat))
-                stat.add(_as_rows(x.detach()))
+                stat.add(_as_rows(x.detach(), self.sink_weight))
 
         return hook
 
 
-def _as_rows(x: torch.Tensor) -> torch.Tensor:
-    """A Linear input ``(..., in)`` as float rows ``(n, in)``."""
+def _as_rows(x: torch.Tensor, sink_weight: float = 1.0) -> torch.Tensor:
+    """A Linear input ``(..., in)`` as float rows ``(n, in)``; for ``(batch, sequence, in)`` inputs the
+    rows of position 0 are scaled by ``sqrt(sink_weight)``."""
     width = x.shape[-1] if x.dim() else 1
-    return x.float().reshape(-1, width)
+    x = x.float()
+    if sink_weight != 1.0 and x.dim() == 3:
+        x = x.clone()
+        x[:, 0] *= sink_weight**0.5
+    return x.reshape(-1, width)
 
 
 def _find_blocks(model: nn.Module, layers: list[tuple[str, nn.Module]]) -> tuple[str, nn.ModuleList] | None:
@@ -197,8 +210,8 @@ def _capture(model: nn.Module, blocks: nn.ModuleList, batches: Iterable[Any], fe
 
 
 def _all_at_once(model: nn.Module, layers: list[tuple[str, nn.Module]], batches: Iterable[Any],
-                 factory: StatFactory) -> Iterator[tuple[str, nn.Module, Any]]:
-    with _Feeder(layers, factory) as feeder:
+                 factory: StatFactory, sink_weight: float) -> Iterator[tuple[str, nn.Module, Any]]:
+    with _Feeder(layers, factory, sink_weight) as feeder:
         for batch in batches:
             feeder.new_batch()
             run_batch(model, batch)
@@ -213,6 +226,7 @@ def layer_statistics(
     factory: StatFactory,
     sequential: bool = False,
     progress: bool | None = None,
+    sink_weight: float = 1.0,
 ) -> Iterator[tuple[str, nn.Module, Any]]:
     """Yield ``(name, module, statistic)`` for each chosen layer, fed from ``batches``.
 
@@ -224,6 +238,7 @@ def layer_statistics(
         sequential: visit repeated blocks in order, each fed by the already
             quantized blocks before it (see the module docstring).
         progress: show a progress meter on stderr (default: when stderr is a terminal).
+        sink_weight: weight of the first position of each sequence (see the module docstring).
 
     Yields:
         ``(name, module, statistic)``; ``statistic`` is None for a layer that never ran.
@@ -238,28 +253,28 @@ def layer_statistics(
     with torch.no_grad():
         found = _find_blocks(model, layers) if sequential else None
         if found is None:
-            yield from _all_at_once(model, layers, batches, factory)
+            yield from _all_at_once(model, layers, batches, factory, sink_weight)
             return
         prefix, blocks = found
         inside = [[(n, m) for n, m in layers if n.startswith(f"{prefix}.{i}." if prefix else f"{i}.")]
                   for i in range(len(blocks))]
         members = {n for group in inside for n, _ in group}
         outside = [(n, m) for n, m in layers if n not in members]
-        feeder = _Feeder(outside, factory) if outside else None
+        feeder = _Feeder(outside, factory, sink_weight) if outside else None
         if feeder is not None:
             with feeder:
                 cached, chain = _capture(model, blocks, batches, feeder, run_whole=True)
         else:
             cached, chain = _capture(model, blocks, batches, None, run_whole=False)
         if not chain:
-            yield from _all_at_once(model, layers, batches, factory)
+            yield from _all_at_once(model, layers, batches, factory, sink_weight)
             return
         last = max(i for i, group in enumerate(inside) if group) if members else -1
         meter = Progress(last + 1, meter_on, "quantizing", "blocks")
         for i in range(last + 1):
             block = blocks[i]
             if inside[i]:
-                with _Feeder(inside[i], factory) as block_feeder:
+                with _Feeder(inside[i], factory, sink_weight) as block_feeder:
                     for args, kwargs in cached:
                         block_feeder.new_batch()
                         block(*args, **kwargs)

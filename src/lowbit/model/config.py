@@ -33,8 +33,13 @@ __all__ = ["WeightOnly", "Dynamic", "Static", "QAT", "Config", "ALGORITHMS", "DA
 ALGORITHM_OPTIONS: dict[str, tuple[str, ...]] = {
     "rtn": (),
     "hqq": ("iterations", "lp_norm", "beta", "kappa", "early_stop"),
-    "gptq": ("damp", "act_order", "block_size"),
-    "awq": ("grid", "clip", "max_shrink", "clip_steps", "max_rows"),
+    "gptq": ("damp", "act_order", "block_size", "sink_weight"),
+    "awq": ("grid", "clip", "max_shrink", "clip_steps", "max_rows", "sink_weight"),
+}
+# Options the calibration pass takes (not the algorithm's function), with their defaults.
+COLLECT_OPTIONS: dict[str, dict[str, Any]] = {
+    "gptq": {"sink_weight": 128.0},
+    "awq": {"sink_weight": 1.0, "max_rows": 1024},
 }
 ALGORITHMS = tuple(ALGORITHM_OPTIONS)
 DATA_ALGORITHMS = ("gptq", "awq")
@@ -49,6 +54,9 @@ def _check_algorithm(algorithm: str, options: dict[str, Any]) -> None:
     if unknown:
         allowed = ", ".join(ALGORITHM_OPTIONS[algorithm]) or "none"
         raise OptionError(f"algorithm_options {unknown} are not options of {algorithm!r} (it takes: {allowed})")
+    weight = options.get("sink_weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < float("inf"):
+        raise OptionError(f"sink_weight must be a finite number > 0 (1 = no extra weight), got {weight!r}")
 
 
 def _check_weight_algorithm(cfg: WeightOnly) -> None:
@@ -100,6 +108,9 @@ class WeightOnly:
         algorithm_options: options of the algorithm's function, e.g.
             ``{"act_order": True, "damp": 0.01}`` for GPTQ (:func:`lowbit.algorithms.gptq_quantize`),
             ``{"grid": 20, "max_rows": 1024}`` for AWQ (:func:`lowbit.algorithms.awq_quantize`).
+            ``sink_weight`` (GPTQ default 128, AWQ default 1) is the weight of the first position
+            of every calibration sequence relative to the other tokens (the attention sink of
+            causal language models; see :mod:`lowbit.model.collect`).
         scale_format: how the scales are stored (:func:`lowbit.formats.list_scale_formats`:
             ``"float16"``, ``"double8"``, ``"kquant6"`` ...); None for the format's default
             (float32, or e8m0 for MX). Weights GPTQ/AWQ/HQQ computed are re-stored with

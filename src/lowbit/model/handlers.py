@@ -22,7 +22,7 @@ import numpy as np
 
 from lowbit.formats import get_qtype
 from lowbit.granularity import PerChannel, PerGroup
-from lowbit.model.config import DATA_ALGORITHMS, QAT, Dynamic, Static, WeightOnly
+from lowbit.model.config import COLLECT_OPTIONS, DATA_ALGORITHMS, QAT, Dynamic, Static, WeightOnly
 from lowbit.model.quantize import StatPlan, register_handler
 
 __all__: list[str] = []
@@ -40,16 +40,29 @@ def _is_linear(module: Any) -> bool:
     return isinstance(module, tnn.Linear)
 
 
+def _collect_options(cfg: WeightOnly) -> dict[str, Any]:
+    """The calibration options of a data-driven algorithm: its defaults, updated by the config."""
+    defaults = COLLECT_OPTIONS.get(cfg.algorithm, {})
+    return {k: cfg.algorithm_options.get(k, v) for k, v in defaults.items()}
+
+
+def _algorithm_options(cfg: WeightOnly) -> dict[str, Any]:
+    """The options for the algorithm's function (without the calibration ones)."""
+    return {k: v for k, v in cfg.algorithm_options.items() if k not in COLLECT_OPTIONS.get(cfg.algorithm, {})}
+
+
 def _weight_only_plan(cfg: WeightOnly) -> StatPlan | None:
     """GPTQ needs each Linear's input Hessian, AWQ its channel means and a sample of rows."""
     from lowbit.algorithms import AWQStatistics, HessianAccumulator
 
+    opts = _collect_options(cfg)
     if cfg.algorithm == "gptq":
-        return StatPlan(lambda name, m: HessianAccumulator(m.in_features), sequential=True, wants=_is_linear)
+        return StatPlan(lambda name, m: HessianAccumulator(m.in_features), sequential=True, wants=_is_linear,
+                        sink_weight=float(opts["sink_weight"]))
     if cfg.algorithm == "awq":
-        rows = int(cfg.algorithm_options.get("max_rows", 1024))
+        rows = int(opts["max_rows"])
         return StatPlan(lambda name, m: AWQStatistics(m.in_features, max_rows=rows), sequential=True,
-                        wants=_is_linear)
+                        wants=_is_linear, sink_weight=float(opts["sink_weight"]))
     return None
 
 
@@ -135,7 +148,7 @@ def _gptq_layer(module: Any, cfg: WeightOnly, group_size: int | None, hessian: A
     from lowbit.algorithms import gptq_quantize
 
     qt = gptq_quantize(module.weight.detach().float(), hessian.hessian, cfg.qtype, group_size=group_size,
-                       symmetric=cfg.symmetric, **cfg.algorithm_options)
+                       symmetric=cfg.symmetric, **_algorithm_options(cfg))
     return _linear_from_qtensor(module, _stored(qt, cfg))
 
 
@@ -143,9 +156,8 @@ def _awq_layer(module: Any, cfg: WeightOnly, group_size: int | None, stats: Any)
     """A WeightOnlyLinear holding AWQ's column-scaled weight and, as its input divisor, the scales."""
     from lowbit.algorithms import awq_quantize
 
-    options = {k: v for k, v in cfg.algorithm_options.items() if k != "max_rows"}
     qt, s = awq_quantize(module.weight.detach().float(), stats.sample_, cfg.qtype, group_size=group_size,
-                         symmetric=cfg.symmetric, x_mean_abs=stats.mean_abs_, **options)
+                         symmetric=cfg.symmetric, x_mean_abs=stats.mean_abs_, **_algorithm_options(cfg))
     return _linear_from_qtensor(module, _stored(qt, cfg), s)
 
 

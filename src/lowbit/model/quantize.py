@@ -46,11 +46,14 @@ class StatPlan:
             before it (GPTQ, AWQ) instead of all layers from one float pass.
         wants: ``wants(module)``: whether a chosen layer needs a statistic at all
             (others reach the handler first, with None).
+        sink_weight: weight of the first position of each ``(batch, sequence, features)``
+            input relative to the other rows (:mod:`lowbit.model.collect`).
     """
 
     factory: Callable[[str, Any], Any]
     sequential: bool = False
     wants: Callable[[Any], bool] = lambda module: True
+    sink_weight: float = 1.0
 
 
 _HANDLERS: dict[type, Handler] = {}
@@ -208,7 +211,7 @@ def _layers_with_statistics(
     for name, module in chosen:
         if name not in names:
             yield name, module, None
-    yield from layer_statistics(model, fed, batches, plan.factory, plan.sequential, progress)
+    yield from layer_statistics(model, fed, batches, plan.factory, plan.sequential, progress, plan.sink_weight)
 
 
 def quantize_(
