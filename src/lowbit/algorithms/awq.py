@@ -195,10 +195,28 @@ def _check(weight: Any, x_sample: Any, qtype: str | QType, group_size: Any, grid
     return w, x.astype(np.float32), qt
 
 
+_CLIP_ROWS = 512  # calibration rows that score clipping candidates
+_BLOCK_CHUNK = 1 << 24  # floats of per-block outputs computed at once
+
+
 def _output_error(x: np.ndarray, diff: np.ndarray) -> float:
-    """``|| x diff^T ||^2`` in float64."""
+    """``|| x diff^T ||^2`` (float32 product, float64 sum)."""
     y = x @ diff.T
-    return float(np.einsum("ij,ij->", y, y, dtype=np.float64))
+    return float(np.sum(np.square(y), dtype=np.float64))
+
+
+def _block_errors(x: np.ndarray, diff: np.ndarray, size: int) -> np.ndarray:
+    """``err[o, b] = || x[:, block b] diff[o, block b]^T ||^2`` for blocks of ``size`` columns."""
+    n, (out, width) = x.shape[0], diff.shape
+    nblocks = width // size
+    xb = x.reshape(n, nblocks, size).transpose(1, 0, 2)  # (blocks, rows, size)
+    db = diff.reshape(out, nblocks, size).transpose(1, 2, 0)  # (blocks, size, out)
+    err = np.empty((nblocks, out))
+    step = max(1, _BLOCK_CHUNK // (n * out))
+    for b in range(0, nblocks, step):
+        y = np.matmul(xb[b : b + step], db[b : b + step])  # (chunk, rows, out)
+        err[b : b + step] = np.sum(np.square(y), axis=1, dtype=np.float64)
+    return err.T
 
 
 def _block_ranges(ws: np.ndarray, size: int, sym: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -226,15 +244,12 @@ def _search_clip(ws: np.ndarray, x: np.ndarray, qt: QType, gran: Any, sym: bool,
     nblocks = ws.shape[1] // size
     best_err = np.full((ws.shape[0], nblocks), np.inf)
     best = np.ones((ws.shape[0], nblocks))
+    x = x[:: max(1, x.shape[0] // _CLIP_ROWS)][:_CLIP_ROWS]
     for f in factors:
         factor = np.full((ws.shape[0], nblocks), f)
-        diff = ws - _quantize_clipped(ws, qt, gran, sym, size, factor).dequantize()
-        for b in range(nblocks):
-            cols = slice(b * size, (b + 1) * size)
-            y = x[:, cols] @ diff[:, cols].T  # (rows, out)
-            err = np.einsum("ij,ij->j", y, y, dtype=np.float64)
-            better = err < best_err[:, b]
-            best_err[better, b], best[better, b] = err[better], f
+        err = _block_errors(x, ws - _quantize_clipped(ws, qt, gran, sym, size, factor).dequantize(), size)
+        better = err < best_err
+        best_err[better], best[better] = err[better], f
     return best
 
 

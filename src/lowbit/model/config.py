@@ -38,7 +38,7 @@ ALGORITHM_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 # Options the calibration pass takes (not the algorithm's function), with their defaults.
 COLLECT_OPTIONS: dict[str, dict[str, Any]] = {
-    "gptq": {"sink_weight": 128.0},
+    "gptq": {"sink_weight": 32.0},
     "awq": {"sink_weight": 1.0, "max_rows": 1024},
 }
 ALGORITHMS = tuple(ALGORITHM_OPTIONS)
@@ -108,7 +108,7 @@ class WeightOnly:
         algorithm_options: options of the algorithm's function, e.g.
             ``{"act_order": True, "damp": 0.01}`` for GPTQ (:func:`lowbit.algorithms.gptq_quantize`),
             ``{"grid": 20, "max_rows": 1024}`` for AWQ (:func:`lowbit.algorithms.awq_quantize`).
-            ``sink_weight`` (GPTQ default 128, AWQ default 1) is the weight of the first position
+            ``sink_weight`` (GPTQ default 32, AWQ default 1) is the weight of the first position
             of every calibration sequence relative to the other tokens (the attention sink of
             causal language models; see :mod:`lowbit.model.collect`).
         scale_format: how the scales are stored (:func:`lowbit.formats.list_scale_formats`:
