@@ -15,6 +15,7 @@ Without arguments it runs the table of issue 5.
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import sys
 import time
@@ -41,7 +42,7 @@ def parse_rung(text: str) -> tuple[str, lm.WeightOnly]:
     opts: dict[str, Any] = {}
     for item in options:
         key, _, value = item.partition("=")
-        opts[key] = eval(value, {}, {})  # numbers and booleans typed on the command line
+        opts[key] = ast.literal_eval(value)  # numbers and booleans typed on the command line
     return text, lm.WeightOnly(qtype, granularity, algorithm=algorithm, algorithm_options=opts)
 
 

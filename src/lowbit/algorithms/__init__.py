@@ -2,9 +2,10 @@
 
 * :func:`gptq_quantize` (with :class:`HessianAccumulator`): second-order error feedback;
 * :func:`hqq_quantize`: data-free half-quadratic optimisation of scale and zero point;
-* :func:`awq_quantize` (with :class:`AWQStatistics`): activation-aware column scaling and clipping;
-* :func:`smoothquant_scales` (with :class:`ChannelAbsMax`): activation outliers moved into the
-  weights before W8A8 quantization.
+* :func:`awq_quantize`: activation-aware column scaling and clipping;
+* :func:`smoothquant_scales`, :func:`search_smoothing`: activation outliers moved into the
+  weights before W8A8 quantization (a fixed migration strength, or the best per layer);
+* :class:`ActivationStatistics`: what AWQ and SmoothQuant need from a layer's inputs, streamed.
 
 Example:
     >>> import numpy as np
@@ -13,18 +14,19 @@ Example:
     (2, 64)
 """
 
-from lowbit.algorithms.awq import AWQStatistics, awq_quantize, awq_scales
+from lowbit.algorithms.awq import awq_quantize, awq_scales
 from lowbit.algorithms.gptq import HessianAccumulator, gptq_quantize
 from lowbit.algorithms.hqq import hqq_quantize
-from lowbit.algorithms.smoothquant import ChannelAbsMax, smoothquant_scales
+from lowbit.algorithms.smoothquant import search_smoothing, smoothquant_scales
+from lowbit.algorithms.statistics import ActivationStatistics
 
 __all__ = [
     "HessianAccumulator",
     "gptq_quantize",
     "hqq_quantize",
-    "AWQStatistics",
+    "ActivationStatistics",
     "awq_quantize",
     "awq_scales",
-    "ChannelAbsMax",
     "smoothquant_scales",
+    "search_smoothing",
 ]

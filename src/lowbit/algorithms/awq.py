@@ -24,17 +24,17 @@ per-channel or per-group) and the float32 factors ``s``; the quantized layer
 computes ``(x / s) @ dequantize(qt).T``.  :class:`lowbit.nn.WeightOnlyLinear`
 stores ``s`` in its ``smooth_scale`` buffer.
 
-:class:`AWQStatistics` streams what AWQ needs from a layer's inputs: the
-per-channel ``mean |x|`` over every row, and a uniform random sample of rows
-(fixed seed, bounded memory) to score candidates on.
+:class:`~lowbit.algorithms.ActivationStatistics` streams what AWQ needs from
+a layer's inputs: the per-channel ``mean |x|`` over every row, and a uniform
+random sample of rows (fixed seed, bounded memory) to score candidates on.
 
 Example:
     >>> import numpy as np, lowbit
-    >>> from lowbit.algorithms import AWQStatistics, awq_quantize
+    >>> from lowbit.algorithms import ActivationStatistics, awq_quantize
     >>> rng = np.random.default_rng(0)
     >>> x = rng.standard_normal((512, 64)) * np.where(np.arange(64) < 4, 20.0, 1.0)  # 4 outlier channels
     >>> w = rng.standard_normal((32, 64))
-    >>> stats = AWQStatistics(64).add(x)
+    >>> stats = ActivationStatistics(64).add(x)
     >>> qt, s = awq_quantize(w, stats.sample_, "int4", group_size=32, x_mean_abs=stats.mean_abs_)
     >>> rtn = lowbit.fake_quantize(w, "int4", granularity=lowbit.PerGroup(32))
     >>> err = lambda wq: float(np.sum((x @ (w - wq).T) ** 2))
@@ -50,98 +50,17 @@ from typing import Any
 import numpy as np
 
 from lowbit._arrays import as_float_array, check_finite
+from lowbit.algorithms.statistics import as_rows, positive_int
 from lowbit.core import fake_quantize, quantize
-from lowbit.errors import NotCalibratedError, OptionError
+from lowbit.errors import OptionError
 from lowbit.formats import QType, get_qtype
 from lowbit.granularity import PerChannel, PerGroup
 from lowbit.qparams import choose_qparams
 from lowbit.qtensor import QTensor
 
-__all__ = ["AWQStatistics", "awq_quantize", "awq_scales"]
+__all__ = ["awq_quantize", "awq_scales"]
 
 _S_RANGE = (1e-4, 1e4)
-
-
-def _positive_int(value: Any, name: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise OptionError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
-class AWQStatistics:
-    """Per-channel ``mean |x|`` over all rows and a uniform sample of rows, streamed.
-
-    The sample is a bottom-k sketch: every row gets a pseudo-random key from a
-    generator seeded with ``seed`` and the ``max_rows`` rows with the smallest
-    keys are kept, so the sample is uniform over everything seen, bounded in
-    memory, and the same for the same batches.
-
-    Args:
-        in_features: length of the last axis of every batch.
-        max_rows: rows kept for scoring candidates (default 1024).
-        seed: seed of the row keys.
-
-    Raises:
-        OptionError: a non-positive ``in_features`` or ``max_rows``.
-
-    Example:
-        >>> import numpy as np
-        >>> st = AWQStatistics(2, max_rows=3).add(np.array([[1.0, -2.0], [3.0, 0.0]]))
-        >>> st.mean_abs_.tolist(), st.sample_.shape
-        ([2.0, 1.0], (2, 2))
-    """
-
-    def __init__(self, in_features: int, max_rows: int = 1024, seed: int = 0) -> None:
-        self.in_features = _positive_int(in_features, "in_features")
-        self.max_rows = _positive_int(max_rows, "max_rows")
-        self._rng = np.random.default_rng(seed)
-        self._abs_sum = np.zeros(self.in_features, np.float64)
-        self._rows = np.zeros((0, self.in_features), np.float32)
-        self._keys = np.zeros(0, np.float64)
-        self.n_samples_ = 0
-
-    def add(self, x: Any) -> AWQStatistics:
-        """Fold a batch shaped ``(..., in_features)`` in; returns ``self``.
-
-        Raises:
-            OptionError: wrong last axis. EmptyInputError: no rows. NonFiniteError: NaN/Inf.
-
-        Example:
-            >>> import numpy as np
-            >>> AWQStatistics(4).add(np.ones((2, 5, 4))).n_samples_
-            10
-        """
-        from lowbit.algorithms.smoothquant import _rows
-
-        rows = _rows(x, self.in_features, "activations")
-        self._abs_sum += np.abs(rows).sum(axis=0)
-        self.n_samples_ += rows.shape[0]
-        keys = np.concatenate([self._keys, self._rng.random(rows.shape[0])])
-        pool = np.concatenate([self._rows, rows.astype(np.float32)])
-        if keys.size > self.max_rows:
-            keep = np.sort(np.argpartition(keys, self.max_rows - 1)[: self.max_rows])
-            keys, pool = keys[keep], pool[keep]
-        self._keys, self._rows = keys, pool
-        return self
-
-    def _check(self) -> None:
-        if self.n_samples_ == 0:
-            raise NotCalibratedError("AWQStatistics has seen no data; call .add(activations) first")
-
-    @property
-    def mean_abs_(self) -> np.ndarray:
-        """float64 ``(in_features,)`` mean of ``|x_j|`` over every row seen."""
-        self._check()
-        return self._abs_sum / self.n_samples_
-
-    @property
-    def sample_(self) -> np.ndarray:
-        """float32 ``(rows, in_features)`` uniform sample of the rows seen (at most ``max_rows``)."""
-        self._check()
-        return self._rows.copy()
-
-    def __repr__(self) -> str:
-        return f"AWQStatistics(in_features={self.in_features}, n_samples_={self.n_samples_})"
 
 
 def awq_scales(x_mean_abs: Any, alpha: float) -> np.ndarray:
@@ -171,8 +90,6 @@ def awq_scales(x_mean_abs: Any, alpha: float) -> np.ndarray:
 
 def _check(weight: Any, x_sample: Any, qtype: str | QType, group_size: Any, grid: Any, max_shrink: Any,
            clip_steps: Any) -> tuple[np.ndarray, np.ndarray, QType]:
-    from lowbit.algorithms.smoothquant import _rows
-
     w_flat, w_src = as_float_array(weight)
     if len(w_src.shape) != 2:
         raise OptionError(f"weight must be 2-d (out_features, in_features), got shape {w_src.shape}")
@@ -181,16 +98,16 @@ def _check(weight: Any, x_sample: Any, qtype: str | QType, group_size: Any, grid
     qt = get_qtype(qtype)
     if qt.kind != "int":
         raise OptionError(f"AWQ rounds to integer formats; got {qt.name} ({qt.kind}); use e.g. 'int4' or 'uint4'")
-    if group_size is not None and n_in % _positive_int(group_size, "group_size"):
+    if group_size is not None and n_in % positive_int(group_size, "group_size"):
         raise OptionError(
             f"group_size={group_size} does not divide in_features={n_in} (weight shape {w_src.shape}); "
             f"pick a divisor of {n_in} or group_size=None for per-channel scales"
         )
-    _positive_int(grid, "grid")
-    _positive_int(clip_steps, "clip_steps")
+    positive_int(grid, "grid")
+    positive_int(clip_steps, "clip_steps")
     if isinstance(max_shrink, bool) or not isinstance(max_shrink, numbers.Real) or not 0 < float(max_shrink) <= 1:
         raise OptionError(f"max_shrink must be in (0, 1] (the smallest clip factor tried), got {max_shrink!r}")
-    x = _rows(x_sample, n_in, "x_sample")
+    x = as_rows(x_sample, n_in, "x_sample")
     w = w_flat.reshape(w_src.shape).astype(np.float32)
     return w, x.astype(np.float32), qt
 
@@ -271,13 +188,13 @@ def awq_quantize(
     Args:
         weight: ``(out_features, in_features)`` float array or CPU tensor.
         x_sample: ``(rows, in_features)`` calibration inputs of this layer (e.g.
-            ``AWQStatistics.sample_``), used to score candidates.
+            ``ActivationStatistics.sample_``), used to score candidates.
         qtype: integer format (``"int4"``, ``"uint4"``, ``"int3"`` ...).
         group_size: input columns per scale group (must divide ``in_features``),
             or None for one scale per output channel.
         symmetric: default symmetric for signed formats, affine for unsigned ones.
         x_mean_abs: ``(in_features,)`` per-channel mean ``|x|`` over all calibration
-            rows (``AWQStatistics.mean_abs_``); default: taken from ``x_sample``.
+            rows (``ActivationStatistics.mean_abs_``); default: taken from ``x_sample``.
         grid: number of ``alpha`` values tried, ``k / grid`` for ``k = 0..grid-1``.
         clip: also search a per-block clipping range.
         max_shrink: smallest clip factor tried (the range times ``max_shrink``).

@@ -12,20 +12,26 @@ SmoothQuant picks
 
 so that with ``alpha = 0.5`` the activation and the weight column end up with
 the same range (the "migration strength" ``alpha`` moves difficulty from the
-activations, ``alpha -> 1``, to the weights, ``alpha -> 0``).
+activations, ``alpha -> 1``, to the weights, ``alpha -> 0``).  Channels that
+never fire (``max|X_j| = 0``) or whose weight column is all zero keep
+``s_j = 1``; ``s`` is clamped to ``[1e-5, 1e5]``.
 
-:class:`ChannelAbsMax` streams the per-channel ``max|X_j|`` over calibration
-batches; :func:`smoothquant_scales` turns it and a weight into ``s``.  Channels
-that never fire (``max|X_j| = 0``) or whose weight column is all zero keep
-``s_j = 1``; ``s`` is clamped to ``[1e-5, 1e5]`` so that no factor makes a
-column overflow or vanish in float32.
+One ``alpha`` does not suit every layer: the paper smooths only the layers
+that read a LayerNorm's output, where outlier channels are systematic, and
+leaves the others alone.  :func:`search_smoothing` chooses per layer instead,
+from data: it scores "no smoothing" and each ``alpha`` of a grid by the
+layer's W8A8 output error on sampled calibration rows, cross-validated (factors
+fitted on one half of the rows, error measured on the other), and keeps the
+best.  On all-MiniLM-L6-v2 one ``alpha = 0.5`` everywhere lowered the mean
+embedding cosine of dynamic per-tensor W8A8 from 0.977 to 0.925; the
+search raised it to 0.980 (static: 0.977 to 0.996).
 
 Example:
     >>> import numpy as np
-    >>> from lowbit.algorithms import ChannelAbsMax, smoothquant_scales
+    >>> from lowbit.algorithms import ActivationStatistics, smoothquant_scales
     >>> x = np.array([[1.0, 100.0], [-2.0, 50.0]])
     >>> w = np.array([[0.5, 0.5], [1.0, -0.25]])
-    >>> s = smoothquant_scales(ChannelAbsMax(2).add(x).absmax_, w, alpha=0.5)
+    >>> s = smoothquant_scales(ActivationStatistics(2).add(x).absmax_, w, alpha=0.5)
     >>> s.round(3).tolist()
     [1.414, 14.142]
 """
@@ -38,92 +44,45 @@ from typing import Any
 import numpy as np
 
 from lowbit._arrays import as_float_array, check_finite
-from lowbit.errors import EmptyInputError, NotCalibratedError, OptionError
+from lowbit.algorithms.statistics import as_rows
+from lowbit.errors import OptionError
 
-__all__ = ["ChannelAbsMax", "smoothquant_scales", "S_MIN", "S_MAX"]
+__all__ = ["smoothquant_scales", "search_smoothing", "S_MIN", "S_MAX", "ALPHA_GRID", "ACTIVATIONS"]
 
 S_MIN = 1e-5
 S_MAX = 1e5
+ALPHA_GRID = tuple(round(0.1 * k, 1) for k in range(11))
+"""Migration strengths :func:`search_smoothing` tries by default: 0, 0.1, ..., 1."""
 
 
-def _rows(x: Any, width: int, what: str) -> np.ndarray:
-    """``x`` as finite float64 rows of ``width`` columns (typed errors otherwise)."""
-    shape = tuple(np.shape(x))
-    if not shape or shape[-1] != width:
-        raise OptionError(f"{what} must be shaped (..., {width}), got {shape}")
-    flat, source = as_float_array(x, allow_empty=True)
-    if flat.size == 0:
-        raise EmptyInputError(f"{what} of shape {shape} has no rows")
-    check_finite(flat, int(flat.size - np.count_nonzero(np.isfinite(flat))), source.shape)
-    return flat.reshape(-1, width)
+def _check_alpha(alpha: Any) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= float(alpha) <= 1.0:
+        raise OptionError(f"alpha must be a number in [0, 1] (0.5 balances activations and weights), got {alpha!r}")
+    return float(alpha)
 
 
-class ChannelAbsMax:
-    """Streaming per-channel ``max |x|`` over batches shaped ``(..., channels)``.
+def _weight(weight: Any) -> np.ndarray:
+    w_flat, w_src = as_float_array(weight)
+    if len(w_src.shape) != 2:
+        raise OptionError(f"weight must be 2-d (out_features, in_features), got shape {w_src.shape}")
+    check_finite(w_flat, int(w_flat.size - np.count_nonzero(np.isfinite(w_flat))), w_src.shape)
+    return w_flat.reshape(w_src.shape)
 
-    Args:
-        channels: length of the last axis of every batch.
 
-    Attributes:
-        absmax_: float64 array ``(channels,)`` (after the first batch).
-        n_samples_: rows seen.
-
-    Raises:
-        OptionError: ``channels`` is not a positive int.
-
-    Example:
-        >>> import numpy as np
-        >>> ChannelAbsMax(3).add(np.array([[1.0, -4.0, 0.0]])).add(np.array([[2.0, 1.0, 0.0]])).absmax_.tolist()
-        [2.0, 4.0, 0.0]
-    """
-
-    channels: int
-    n_samples_: int
-    _absmax: np.ndarray
-
-    def __init__(self, channels: int) -> None:
-        if isinstance(channels, bool) or not isinstance(channels, numbers.Integral) or channels < 1:
-            raise OptionError(f"channels must be a positive int, got {channels!r}")
-        self.channels = int(channels)
-        self.n_samples_ = 0
-        self._absmax = np.zeros(self.channels, np.float64)
-
-    def add(self, x: Any) -> ChannelAbsMax:
-        """Fold a batch in; returns ``self``.
-
-        Raises:
-            OptionError: wrong last axis. EmptyInputError: no rows. NonFiniteError: NaN/Inf.
-
-        Example:
-            >>> import numpy as np
-            >>> ChannelAbsMax(2).add(np.ones((4, 3, 2))).n_samples_
-            12
-        """
-        rows = _rows(x, self.channels, "activations")
-        np.maximum(self._absmax, np.abs(rows).max(axis=0), out=self._absmax)
-        self.n_samples_ += rows.shape[0]
-        return self
-
-    @property
-    def absmax_(self) -> np.ndarray:
-        """A copy of the per-channel maxima.
-
-        Raises:
-            NotCalibratedError: no batch was added yet.
-        """
-        if self.n_samples_ == 0:
-            raise NotCalibratedError("ChannelAbsMax has seen no data; call .add(activations) first")
-        return self._absmax.copy()
-
-    def __repr__(self) -> str:
-        return f"ChannelAbsMax(channels={self.channels}, n_samples_={self.n_samples_})"
+def _absmax(act_absmax: Any, n_in: int) -> np.ndarray:
+    a = as_rows(act_absmax, n_in, "act_absmax").reshape(-1).astype(np.float64)
+    if a.size != n_in:
+        raise OptionError(f"act_absmax must be one value per input channel ({n_in}), got {a.size}")
+    if np.any(a < 0):
+        raise OptionError("act_absmax holds negative values; pass per-channel maxima of |x|")
+    return a
 
 
 def smoothquant_scales(act_absmax: Any, weight: Any, alpha: float = 0.5) -> np.ndarray:
     """Per-input-channel smoothing factors ``s`` (divide inputs, multiply weight columns).
 
     Args:
-        act_absmax: ``(in_features,)`` per-channel ``max|X_j|`` (e.g. ``ChannelAbsMax.absmax_``).
+        act_absmax: ``(in_features,)`` per-channel ``max|X_j|`` (e.g. ``ActivationStatistics.absmax_``).
         weight: ``(out_features, in_features)`` weight of the layer that reads ``X``.
         alpha: migration strength in [0, 1]; 0.5 balances the two ranges.
 
@@ -140,20 +99,132 @@ def smoothquant_scales(act_absmax: Any, weight: Any, alpha: float = 0.5) -> np.n
         >>> smoothquant_scales(np.array([8.0, 0.0]), np.array([[2.0, 1.0]]), alpha=0.5).tolist()
         [2.0, 1.0]
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 <= float(alpha) <= 1.0:
-        raise OptionError(f"alpha must be a number in [0, 1] (0.5 balances activations and weights), got {alpha!r}")
-    w_flat, w_src = as_float_array(weight)
-    if len(w_src.shape) != 2:
-        raise OptionError(f"weight must be 2-d (out_features, in_features), got shape {w_src.shape}")
-    check_finite(w_flat, int(w_flat.size - np.count_nonzero(np.isfinite(w_flat))), w_src.shape)
-    a = _rows(act_absmax, w_src.shape[1], "act_absmax").reshape(-1)
-    if a.size != w_src.shape[1]:
-        raise OptionError(f"act_absmax must be one value per input channel ({w_src.shape[1]}), got {a.size}")
-    if np.any(a < 0):
-        raise OptionError("act_absmax holds negative values; pass per-channel maxima of |x|")
-    w_max = np.abs(w_flat.reshape(w_src.shape)).max(axis=0).astype(np.float64)
+    a_ = _check_alpha(alpha)
+    w = _weight(weight)
+    a = _absmax(act_absmax, w.shape[1])
+    w_max = np.abs(w).max(axis=0).astype(np.float64)
     alive = (a > 0) & (w_max > 0)
     s = np.ones_like(a)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        s[alive] = a[alive] ** float(alpha) / w_max[alive] ** (1.0 - float(alpha))
+        s[alive] = a[alive] ** a_ / w_max[alive] ** (1.0 - a_)
     return np.clip(s, S_MIN, S_MAX)
+
+
+def _int8(values: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Symmetric int8 (-127..127) fake quantization with the given (broadcast) scale."""
+    return np.clip(np.rint(values / scale), -127, 127) * scale
+
+
+ACTIVATIONS = ("static", "tensor", "token")
+
+
+def _w8a8_error(w: np.ndarray, x: np.ndarray, y: np.ndarray, s: np.ndarray, x_range: float | None,
+                activations: str, weights: str) -> float:
+    """Output error of the layer quantized as Int8Linear does, after smoothing by ``s``.
+
+    ``x_range`` is the static activation range of ``x / s``; None quantizes dynamically.
+    """
+    ws = w * s
+    w_scale = np.abs(ws).max(axis=1 if weights == "channel" else None, keepdims=True) / 127
+    wq = _int8(ws, np.where(w_scale > 0, w_scale, 1.0))
+    xs = x / s
+    if activations == "token":
+        x_max = np.abs(xs).max(axis=1, keepdims=True)
+    else:  # one scale: the static range, or the rows' own (dynamic per tensor)
+        x_max = np.asarray(np.abs(xs).max() if x_range is None else x_range)
+    x_scale = np.where(x_max > 0, x_max / 127, 1.0)
+    diff = y - _int8(xs, x_scale) @ wq.T
+    return float(np.sum(np.square(diff), dtype=np.float64))
+
+
+def _held_out_error(w: np.ndarray, x: np.ndarray, y: np.ndarray, alpha: float | None, activations: str,
+                    weights: str) -> float:
+    """Two-fold cross-validated W8A8 error of smoothing with ``alpha`` (None: no smoothing).
+
+    The factors (and a static range) are fitted on one half of the rows and scored on
+    the other, then the other way round: fitted and scored on the same rows, a high
+    ``alpha`` looks best, yet it hinges each channel's scale on that channel's maximum,
+    and a new input that exceeds it in a rarely firing channel either clips (static)
+    or inflates the one dynamic scale of the whole tensor.
+    """
+    half = x.shape[0] // 2
+    total = 0.0
+    for fit, score in ((slice(0, half), slice(half, None)), (slice(half, None), slice(0, half))):
+        a_fit = np.abs(x[fit]).max(axis=0).astype(np.float64)
+        s = np.ones_like(a_fit) if alpha is None else smoothquant_scales(a_fit, w, alpha)
+        x_range = float((a_fit / s).max()) if activations == "static" else None
+        total += _w8a8_error(w, x[score], y[score], s.astype(np.float32), x_range, activations, weights)
+    return total
+
+
+def search_smoothing(
+    weight: Any,
+    x_sample: Any,
+    act_absmax: Any,
+    *,
+    activations: str = "static",
+    weights: str = "channel",
+    alphas: tuple[float, ...] = ALPHA_GRID,
+) -> tuple[np.ndarray | None, float | None]:
+    """The SmoothQuant factors (or none) that give this layer the least W8A8 output error.
+
+    Candidates are "no smoothing" and :func:`smoothquant_scales` for each ``alpha``;
+    each is scored by ``|| x W^T - Q(x / s) Q(W s)^T ||^2`` with int8 weights (one
+    scale per output channel, or per tensor) and int8 activations as the layer will
+    quantize them: ``"static"`` with a range fixed beforehand (``max_j max|x_j| / s_j``),
+    ``"tensor"`` with the rows' own range (dynamic, one scale per call), ``"token"``
+    with one scale per row.
+
+    The score is two-fold cross-validated: ``s`` (and the static range) come from
+    the per-channel maxima of one half of the sampled rows and the error is measured
+    on the other half, then the halves swap.  Scored on the rows it was fitted to, a
+    high ``alpha`` always looks best, yet it ties each channel's scale to that
+    channel's maximum; a new input beyond it in a rarely firing channel clips (static)
+    or inflates the whole tensor's one dynamic scale, which in-sample scoring cannot
+    see.  The chosen ``alpha`` is then applied with ``act_absmax`` over all rows.
+
+    Args:
+        weight: ``(out_features, in_features)``.
+        x_sample: ``(rows >= 2, in_features)`` calibration inputs of the layer, in the
+            order seen (e.g. ``ActivationStatistics.sample_``); the halves are the folds.
+        act_absmax: per-channel ``max|x_j|`` over all calibration rows.
+        activations: ``"static"``, ``"tensor"`` or ``"token"`` (see above).
+        weights: ``"channel"`` or ``"tensor"``: how the layer scales its int8 weights.
+        alphas: migration strengths to try.
+
+    Returns:
+        ``(s, alpha)``: the float64 factors and their ``alpha``, or ``(None, None)``
+        when no smoothing is best.
+
+    Raises:
+        OptionError: shapes that do not match, an ``alpha`` outside [0, 1], an unknown
+            ``activations``, fewer than 2 rows.
+        NonFiniteError: NaN/Inf in the inputs. EmptyInputError: no rows.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.standard_normal((256, 16)) * np.where(np.arange(16) == 3, 60.0, 1.0)  # one outlier channel
+        >>> w = rng.standard_normal((8, 16))
+        >>> s, alpha = search_smoothing(w, x, np.abs(x).max(axis=0))
+        >>> s is not None and 0 < alpha
+        True
+    """
+    grid = tuple(_check_alpha(a) for a in alphas)
+    if activations not in ACTIVATIONS:
+        raise OptionError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
+    if weights not in ("channel", "tensor"):
+        raise OptionError(f"weights must be 'channel' or 'tensor', got {weights!r}")
+    w = _weight(weight).astype(np.float32)
+    x = as_rows(x_sample, w.shape[1], "x_sample").astype(np.float32)
+    a = _absmax(act_absmax, w.shape[1])
+    if x.shape[0] < 2:
+        raise OptionError(f"x_sample needs at least 2 rows to score the candidates on, got {x.shape[0]}")
+    y = x @ w.T
+    best_alpha: float | None = None
+    best_err = _held_out_error(w, x, y, None, activations, weights)
+    for alpha in grid:
+        err = _held_out_error(w, x, y, alpha, activations, weights)
+        if err < best_err:
+            best_err, best_alpha = err, alpha
+    return (None, None) if best_alpha is None else (smoothquant_scales(a, w, best_alpha), best_alpha)

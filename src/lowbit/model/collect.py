@@ -37,10 +37,10 @@ squared errors over tokens counts it once in ``sequence``.  Key-value cache argu
 
 Example:
     >>> import torch
-    >>> from lowbit.algorithms import ChannelAbsMax
+    >>> from lowbit.algorithms import ActivationStatistics
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2)).eval()
     >>> layers = [(n, m) for n, m in net.named_children() if isinstance(m, torch.nn.Linear)]
-    >>> stats = layer_statistics(net, layers, [torch.ones(5, 4)], lambda n, m: ChannelAbsMax(m.in_features))
+    >>> stats = layer_statistics(net, layers, [torch.ones(5, 4)], lambda n, m: ActivationStatistics(m.in_features))
     >>> [(name, stat.absmax_.tolist()) for name, _, stat in stats][0]
     ('0', [1.0, 1.0, 1.0, 1.0])
 """

@@ -76,11 +76,13 @@ def _check_weight_algorithm(cfg: WeightOnly) -> None:
         raise OptionError(f"algorithm={cfg.algorithm!r}: " + "; ".join(problems))
 
 
-def _check_alpha(alpha: float | None) -> None:
-    if alpha is None:
+def _check_alpha(alpha: float | str | None) -> None:
+    if alpha is None or alpha == "auto":
         return
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= float(alpha) <= 1.0:
-        raise OptionError(f"smoothquant must be None or a migration strength alpha in [0, 1] (e.g. 0.5), got {alpha!r}")
+        raise OptionError(
+            f"smoothquant must be None, 'auto' or a migration strength alpha in [0, 1] (e.g. 0.5), got {alpha!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,8 @@ class WeightOnly:
         return f"W{get_qtype(self.qtype).bits} {self.qtype} {self.granularity}{algorithm}{scales}"
 
 
-def _smooth_label(alpha: float | None) -> str:
-    return "" if alpha is None else f" +SmoothQuant({alpha:g})"
+def _smooth_label(alpha: float | str | None) -> str:
+    return "" if alpha is None else f" +SmoothQuant({alpha if isinstance(alpha, str) else f'{alpha:g}'})"
 
 
 def _check_int8_weights(weights: str, weight_granularity: Granularity) -> None:
@@ -179,16 +181,19 @@ class Dynamic:
         weights: weight format; ``"int8"`` (symmetric, -127..127) is the one integer matmul takes.
         activations: ``"tensor"`` (one activation scale per call) or ``"token"`` (one per row).
         weight_granularity: ``PerChannel(0)`` (one scale per output channel) or ``PerTensor()``.
-        smoothquant: None, or SmoothQuant's migration strength ``alpha`` in [0, 1]: each
-            Linear's input channels are divided by ``max|x_j|^alpha / max|W_j|^(1-alpha)``
+        smoothquant: None, ``"auto"``, or SmoothQuant's migration strength ``alpha`` in [0, 1]:
+            each Linear's input channels are divided by ``max|x_j|^alpha / max|W_j|^(1-alpha)``
             (from calibration batches, ``quantize_(..., batches=...)``) and its weight
-            columns multiplied by the same factors before int8 quantization.
+            columns multiplied by the same factors before int8 quantization. ``"auto"``
+            chooses per layer between no smoothing and ``alpha`` = 0, 0.1, ..., 1 by the
+            layer's W8A8 output error on sampled calibration rows
+            (:func:`lowbit.algorithms.search_smoothing`); the summary names each choice.
     """
 
     weights: str = "int8"
     activations: str = "tensor"
     weight_granularity: Granularity = field(default_factory=lambda: PerChannel(0))
-    smoothquant: float | None = None
+    smoothquant: float | str | None = None
 
     def __post_init__(self) -> None:
         if self.activations not in ACT_GRANULARITIES:
@@ -216,7 +221,7 @@ class Static:
             ``"mse"``, ``"entropy"``, ``"aciq"``, ``"moving_average"``).
         observer_options: its options.
         weight_granularity: ``PerChannel(0)`` (one scale per output channel) or ``PerTensor()``.
-        smoothquant: None, or SmoothQuant's ``alpha`` (see :class:`Dynamic`); the
+        smoothquant: None, ``"auto"`` or SmoothQuant's ``alpha`` (see :class:`Dynamic`); the
             factors come from the batches given to ``quantize_`` and the observers
             then see the smoothed inputs.
     """
@@ -226,7 +231,7 @@ class Static:
     observer: str = "minmax"
     observer_options: dict[str, Any] = field(default_factory=dict, hash=False)
     weight_granularity: Granularity = field(default_factory=lambda: PerChannel(0))
-    smoothquant: float | None = None
+    smoothquant: float | str | None = None
 
     def __post_init__(self) -> None:
         _check_int8_weights(self.weights, self.weight_granularity)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.formats import get_qtype
-from lowbit.granularity import PerChannel, PerGroup
+from lowbit.granularity import PerChannel, PerGroup, PerTensor
 from lowbit.model.config import COLLECT_OPTIONS, DATA_ALGORITHMS, QAT, Dynamic, Static, WeightOnly
 from lowbit.model.quantize import StatPlan, register_handler
 
@@ -53,7 +53,7 @@ def _algorithm_options(cfg: WeightOnly) -> dict[str, Any]:
 
 def _weight_only_plan(cfg: WeightOnly) -> StatPlan | None:
     """GPTQ needs each Linear's input Hessian, AWQ its channel means and a sample of rows."""
-    from lowbit.algorithms import AWQStatistics, HessianAccumulator
+    from lowbit.algorithms import ActivationStatistics, HessianAccumulator
 
     opts = _collect_options(cfg)
     if cfg.algorithm == "gptq":
@@ -61,7 +61,7 @@ def _weight_only_plan(cfg: WeightOnly) -> StatPlan | None:
                         sink_weight=float(opts["sink_weight"]))
     if cfg.algorithm == "awq":
         rows = int(opts["max_rows"])
-        return StatPlan(lambda name, m: AWQStatistics(m.in_features, max_rows=rows), sequential=True,
+        return StatPlan(lambda name, m: ActivationStatistics(m.in_features, max_rows=rows), sequential=True,
                         wants=_is_linear, sink_weight=float(opts["sink_weight"]))
     return None
 
@@ -161,24 +161,36 @@ def _awq_layer(module: Any, cfg: WeightOnly, group_size: int | None, stats: Any)
     return _linear_from_qtensor(module, _stored(qt, cfg), s)
 
 
+_SMOOTH_ROWS = 512  # calibration rows per layer that score SmoothQuant's alpha (smoothquant="auto")
+
+
 def _smooth_plan(cfg: Dynamic | Static) -> StatPlan | None:
-    """SmoothQuant needs the per-channel max |x| of every Linear's input (one float pass)."""
-    from lowbit.algorithms import ChannelAbsMax
+    """SmoothQuant needs the per-channel max |x| of every Linear's input (one float pass), and for
+    ``"auto"`` a sample of rows to score each alpha on."""
+    from lowbit.algorithms import ActivationStatistics
 
     if cfg.smoothquant is None:
         return None
-    return StatPlan(lambda name, m: ChannelAbsMax(m.in_features), sequential=False, wants=_is_linear)
+    rows = _SMOOTH_ROWS if cfg.smoothquant == "auto" else 0
+    return StatPlan(lambda name, m: ActivationStatistics(m.in_features, max_rows=rows), sequential=False,
+                    wants=_is_linear)
 
 
 def _smooth_factors(module: Any, cfg: Dynamic | Static, stat: Any) -> tuple[np.ndarray | None, str]:
     """SmoothQuant factors for a Linear that ran on the batches (else None, and a note)."""
-    from lowbit.algorithms import smoothquant_scales
+    from lowbit.algorithms import search_smoothing, smoothquant_scales
 
     if cfg.smoothquant is None:
         return None, cfg.scheme
     if stat is None:
         return None, f"{cfg.scheme} -> not smoothed (SmoothQuant takes Linear layers that ran on the batches)"
-    return smoothquant_scales(stat.absmax_, module.weight.detach().float(), cfg.smoothquant), cfg.scheme
+    weight = module.weight.detach().float()
+    if not isinstance(cfg.smoothquant, str):
+        return smoothquant_scales(stat.absmax_, weight, cfg.smoothquant), cfg.scheme
+    activations = cfg.activations if isinstance(cfg, Dynamic) else "static"
+    weights = "tensor" if isinstance(cfg.weight_granularity, PerTensor) else "channel"
+    s, alpha = search_smoothing(weight, stat.sample_, stat.absmax_, activations=activations, weights=weights)
+    return s, f"{cfg.scheme}: alpha {'none' if alpha is None else alpha}"
 
 
 @register_handler(Dynamic, lambda cfg: _float_layers(False), _smooth_plan)

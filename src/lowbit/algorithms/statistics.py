@@ -1,0 +1,145 @@
+"""Streaming statistics of a layer's inputs: per-channel max and mean of ``|x|``, and a sample of rows.
+
+AWQ needs the mean ``|x_j|`` of each input channel (how salient it is) and some
+rows to score candidate scales on; SmoothQuant needs the channel maxima (and,
+to choose its migration strength, rows too).  :class:`ActivationStatistics`
+gathers all three over calibration batches in bounded memory.  The sample is a
+bottom-k sketch: every row gets a pseudo-random key from a generator seeded
+with ``seed`` and the ``max_rows`` rows with the smallest keys are kept, so the
+sample is uniform over everything seen and the same for the same batches.
+
+Example:
+    >>> import numpy as np
+    >>> st = ActivationStatistics(2, max_rows=3).add(np.array([[1.0, -2.0], [3.0, 0.0]]))
+    >>> st.absmax_.tolist(), st.mean_abs_.tolist(), st.sample_.shape
+    ([3.0, 2.0], [2.0, 1.0], (2, 2))
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+from lowbit._arrays import as_float_array, check_finite
+from lowbit.errors import EmptyInputError, NotCalibratedError, OptionError
+
+__all__ = ["ActivationStatistics", "as_rows", "positive_int"]
+
+
+def positive_int(value: Any, name: str, low: int = 1) -> int:
+    """``value`` as an int >= ``low`` (OptionError otherwise).
+
+    Example:
+        >>> positive_int(3, "rows")
+        3
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise OptionError(f"{name} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+def as_rows(x: Any, width: int, what: str) -> np.ndarray:
+    """``x`` shaped ``(..., width)`` as finite float rows ``(n, width)`` (float32 or float64).
+
+    Raises:
+        OptionError: the last axis is not ``width`` long. EmptyInputError: no rows.
+        NonFiniteError: NaN/Inf. InputTypeError: not a float array or CPU tensor.
+
+    Example:
+        >>> as_rows(np.ones((2, 3, 4)), 4, "x").shape
+        (6, 4)
+    """
+    shape = tuple(np.shape(x))
+    if not shape or shape[-1] != width:
+        raise OptionError(f"{what} must be shaped (..., {width}), got {shape}")
+    flat, source = as_float_array(x, allow_empty=True)
+    if flat.size == 0:
+        raise EmptyInputError(f"{what} of shape {shape} has no rows")
+    check_finite(flat, int(flat.size - np.count_nonzero(np.isfinite(flat))), source.shape)
+    return flat.reshape(-1, width)
+
+
+class ActivationStatistics:
+    """Per-channel ``max |x|`` and ``mean |x|`` over all rows, and a uniform sample of rows, streamed.
+
+    Args:
+        in_features: length of the last axis of every batch.
+        max_rows: rows kept in the sample (0 keeps none).
+        seed: seed of the row keys.
+
+    Attributes:
+        n_samples_: rows seen.
+
+    Raises:
+        OptionError: a non-positive ``in_features`` or a negative ``max_rows``.
+
+    Example:
+        >>> import numpy as np
+        >>> ActivationStatistics(3, max_rows=0).add(np.array([[1.0, -4.0, 0.0]])).absmax_.tolist()
+        [1.0, 4.0, 0.0]
+    """
+
+    def __init__(self, in_features: int, max_rows: int = 1024, seed: int = 0) -> None:
+        self.in_features = positive_int(in_features, "in_features")
+        self.max_rows = positive_int(max_rows, "max_rows", low=0)
+        self._rng = np.random.default_rng(seed)
+        self._abs_sum = np.zeros(self.in_features, np.float64)
+        self._abs_max = np.zeros(self.in_features, np.float64)
+        self._rows = np.zeros((0, self.in_features), np.float32)
+        self._keys = np.zeros(0, np.float64)
+        self.n_samples_ = 0
+
+    def add(self, x: Any) -> ActivationStatistics:
+        """Fold a batch shaped ``(..., in_features)`` in; returns ``self``.
+
+        Raises:
+            OptionError: wrong last axis. EmptyInputError: no rows. NonFiniteError: NaN/Inf.
+
+        Example:
+            >>> import numpy as np
+            >>> ActivationStatistics(4).add(np.ones((2, 5, 4))).n_samples_
+            10
+        """
+        rows = as_rows(x, self.in_features, "activations")
+        magnitude = np.abs(rows)
+        self._abs_sum += magnitude.sum(axis=0, dtype=np.float64)
+        np.maximum(self._abs_max, magnitude.max(axis=0), out=self._abs_max)
+        self.n_samples_ += rows.shape[0]
+        if self.max_rows:
+            self._sample(rows)
+        return self
+
+    def _sample(self, rows: np.ndarray) -> None:
+        keys = np.concatenate([self._keys, self._rng.random(rows.shape[0])])
+        pool = np.concatenate([self._rows, rows.astype(np.float32)])
+        if keys.size > self.max_rows:
+            keep = np.sort(np.argpartition(keys, self.max_rows - 1)[: self.max_rows])
+            keys, pool = keys[keep], pool[keep]
+        self._keys, self._rows = keys, pool
+
+    def _check(self) -> None:
+        if self.n_samples_ == 0:
+            raise NotCalibratedError("ActivationStatistics has seen no data; call .add(activations) first")
+
+    @property
+    def absmax_(self) -> np.ndarray:
+        """float64 ``(in_features,)`` maximum of ``|x_j|`` over every row seen."""
+        self._check()
+        return self._abs_max.copy()
+
+    @property
+    def mean_abs_(self) -> np.ndarray:
+        """float64 ``(in_features,)`` mean of ``|x_j|`` over every row seen."""
+        self._check()
+        return self._abs_sum / self.n_samples_
+
+    @property
+    def sample_(self) -> np.ndarray:
+        """float32 ``(rows, in_features)`` uniform sample of the rows seen (at most ``max_rows``)."""
+        self._check()
+        return self._rows.copy()
+
+    def __repr__(self) -> str:
+        return f"ActivationStatistics(in_features={self.in_features}, n_samples_={self.n_samples_})"
