@@ -297,3 +297,26 @@ def test_sink_weight_counts_the_first_position_of_each_sequence_more():
     np.testing.assert_allclose(stat.hessian, expected, rtol=1e-12)
     with pytest.raises(lowbit.OptionError, match="sink_weight must be"):
         lm.WeightOnly("int4", algorithm="gptq", algorithm_options={"sink_weight": 0})
+
+
+def test_an_error_midway_leaves_the_model_as_it_was(stack, monkeypatch):
+    import lowbit.algorithms
+
+    model = copy.deepcopy(stack)
+    before = {n: type(m) for n, m in model.named_modules()}
+    real, calls = lowbit.algorithms.awq_quantize, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 7:  # in the second block, after six layers were replaced
+            raise lowbit.OptionError("made to fail")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lowbit.algorithms, "awq_quantize", failing)
+    with pytest.raises(lowbit.OptionError, match=r"module 'blocks\.1\.\w+' .*made to fail"):
+        lm.quantize_(model, lm.WeightOnly("int4", algorithm="awq"), batches=_batches(), progress=False)
+    assert {n: type(m) for n, m in model.named_modules()} == before
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    x = _batches(1)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), stack(x), rtol=0, atol=0)

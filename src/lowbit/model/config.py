@@ -186,7 +186,7 @@ class Dynamic:
             (from calibration batches, ``quantize_(..., batches=...)``) and its weight
             columns multiplied by the same factors before int8 quantization. ``"auto"``
             chooses per layer between no smoothing and ``alpha`` = 0, 0.1, ..., 1 by the
-            layer's W8A8 output error on sampled calibration rows
+            layer's W8A8 output error on 512 sampled calibration rows, cross-validated
             (:func:`lowbit.algorithms.search_smoothing`); the summary names each choice.
     """
 

@@ -242,7 +242,8 @@ def quantize_(
             layer types, or nothing is left to quantize (each message names
             the module and the fix); a data-driven config without ``batches`` or
             with the model in training mode. OptionError: a bad config value, or
-            ``batches`` given to a config that uses none.
+            ``batches`` given to a config that uses none. On any error the layers
+            already replaced are put back, so the model is left as it was.
 
     Example:
         >>> import torch, lowbit.model as lm
@@ -267,17 +268,25 @@ def quantize_(
     items = ((n, m, None) for n, m in chosen) if plan is None else _layers_with_statistics(
         model, chosen, plan, batches or [], progress
     )
-    rows = []
-    for name, module, stat in items:
-        before = module_nbytes(module)
-        try:
-            new, scheme = handler(module, name, config, stat)
-        except Exception as err:  # add the layer name to the message, keep the type
-            if hasattr(err, "args") and err.args and isinstance(err.args[0], str):
-                err.args = (f"module {name!r} ({type(module).__name__}): {err.args[0]}", *err.args[1:])
-            raise
-        _swap(model, name, new)
-        rows.append(SummaryRow(name, type(module).__name__, scheme, before, module_nbytes(new)))
+    rows, swapped = [], []
+    try:
+        for name, module, stat in items:
+            before = module_nbytes(module)
+            try:
+                new, scheme = handler(module, name, config, stat)
+            except Exception as err:  # add the layer name to the message, keep the type
+                if hasattr(err, "args") and err.args and isinstance(err.args[0], str):
+                    err.args = (f"module {name!r} ({type(module).__name__}): {err.args[0]}", *err.args[1:])
+                raise
+            _swap(model, name, new)
+            swapped.append((name, module))
+            rows.append(SummaryRow(name, type(module).__name__, scheme, before, module_nbytes(new)))
+    except BaseException:  # leave the model as it was, not half quantized
+        if hasattr(items, "close"):
+            items.close()  # removes calibration hooks
+        for name, module in reversed(swapped):
+            _swap(model, name, module)
+        raise
     return Summary(rows)
 
 
