@@ -1,6 +1,6 @@
 """Benchmark of lowbit's quantized torch layers against fp32 nn.Linear, in one process, 2 threads.
 
-* W8A8 ``Int8Linear(4096, 4096)`` (dynamic activations, torch._int_mm) vs fp32
+* W8A8 ``Int8Linear(4096, 4096)`` (dynamic activations, exact int8 GEMM) vs fp32
   ``nn.Linear`` at batch 64 and 256 (target: >= 3x faster);
 * weight-only int4 group-128 ``WeightOnlyLinear`` at batch 1 vs fp32 (reported);
 * time to quantize all-MiniLM-L6-v2 weight-only int4 (target: < 5 s).

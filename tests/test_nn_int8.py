@@ -212,3 +212,18 @@ def test_activation_codes_use_multiply_by_inverse_scale():
     assert np.array_equal(codes.numpy().reshape(-1), by_inverse)
     qt = lowbit.quantize(x, "int8", scale=s)
     assert np.array_equal(qt.codes, by_inverse)
+
+
+@pytest.mark.parametrize("m, k, n", [(64, 4096, 48), (3, 1536, 5), (0, 8, 4), (1, 1, 1)])
+def test_int8_matmul_is_exact_at_the_extremes(m, k, n):
+    """Equal to torch._int_mm (and to an int64 product) with codes at +-127, where float32 would round."""
+    g = torch.Generator().manual_seed(k)
+    a = (torch.randint(0, 2, (m, k), generator=g, dtype=torch.int8) * 254 - 127).to(torch.int8)
+    b = (torch.randint(0, 2, (k, n), generator=g, dtype=torch.int8) * 254 - 127).to(torch.int8)
+    a[:, : k // 2] = 127
+    b[: k // 2] = 127  # a long run of maximal products: partial sums beyond 2^24
+    got = lnn.int8_matmul(a, b)
+    assert got.dtype == torch.int32 and got.shape == (m, n)
+    assert torch.equal(got.long(), a.long() @ b.long())
+    if m >= 17 and k % 8 == 0 and n % 8 == 0:  # the shapes torch._int_mm accepts on CPU
+        assert torch.equal(got, torch._int_mm(a, b))

@@ -164,7 +164,7 @@ def _smooth_label(alpha: float | str | None) -> str:
 def _check_int8_weights(weights: str, weight_granularity: Granularity) -> None:
     if get_qtype(weights).name != "int8":
         raise OptionError(
-            f"W8A8 layers multiply int8 by int8 (torch._int_mm); weights={weights!r} is not int8 — "
+            f"W8A8 layers multiply int8 by int8 codes; weights={weights!r} is not int8 — "
             "use WeightOnly for other weight formats"
         )
     if not isinstance(weight_granularity, (PerTensor, PerChannel)) or (

