@@ -158,11 +158,12 @@ def test_stale_cache_is_rebuilt(loaded, monkeypatch):
 
 
 @pytest.mark.model
-def test_gptq_and_awq_close_most_of_the_int4_gap_on_four_blocks(loaded):
+def test_gptq_closes_most_of_the_int4_gap_on_four_blocks(loaded):
     """int4 per-channel on blocks 0-3 (a quarter of the full job's cost, same code path).
 
     Calibration is Macbeth, evaluation Hamlet.  Measured: fp32 67.3, RTN 74.9, GPTQ 70.6
-    (56% of the gap closed), AWQ 70.8 (53%); the full-model table is in scripts/quality_smollm2.py.
+    (56% of the gap closed; AWQ, not run here to save the suite 25 s, 70.8); the full-model
+    table is in scripts/quality_smollm2.py and the README.
     """
     import lowbit.model as lm
     from lowbit.zoo import play_windows
@@ -173,7 +174,7 @@ def test_gptq_and_awq_close_most_of_the_int4_gap_on_four_blocks(loaded):
     include = [f"model.layers.{i}.*" for i in range(4)]
     fp32 = perplexity(model, evaluation)
     ppl = {}
-    for algorithm in ("rtn", "gptq", "awq"):
+    for algorithm in ("rtn", "gptq"):
         candidate = copy.deepcopy(model)
         data = {} if algorithm == "rtn" else {"batches": calib, "progress": False}
         summary = lm.quantize_(candidate, lm.WeightOnly("int4", algorithm=algorithm), include=include, **data)
@@ -181,7 +182,6 @@ def test_gptq_and_awq_close_most_of_the_int4_gap_on_four_blocks(loaded):
                                                   for r in summary.rows)
         ppl[algorithm] = perplexity(candidate, evaluation)
     gap = ppl["rtn"] - fp32
-    print(f"SmolLM2 blocks 0-3 int4 channel: fp32 {fp32:.2f} " + " ".join(f"{k} {v:.2f}" for k, v in ppl.items()))
+    print(f"SmolLM2 blocks 0-3 int4 channel: fp32 {fp32:.2f} rtn {ppl['rtn']:.2f} gptq {ppl['gptq']:.2f}")
     assert gap > 3, "round-to-nearest should lose perplexity here"
-    for algorithm in ("gptq", "awq"):
-        assert ppl[algorithm] <= ppl["rtn"] - 0.4 * gap, algorithm
+    assert ppl["gptq"] <= ppl["rtn"] - 0.4 * gap
