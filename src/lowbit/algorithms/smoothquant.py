@@ -101,12 +101,19 @@ def smoothquant_scales(act_absmax: Any, weight: Any, alpha: float = 0.5) -> np.n
     """
     a_ = _check_alpha(alpha)
     w = _weight(weight)
-    a = _absmax(act_absmax, w.shape[1])
-    w_max = np.abs(w).max(axis=0).astype(np.float64)
+    return _factors(_absmax(act_absmax, w.shape[1]), _column_max(w), a_)
+
+
+def _column_max(w: np.ndarray) -> np.ndarray:
+    return np.abs(w).max(axis=0).astype(np.float64)
+
+
+def _factors(a: np.ndarray, w_max: np.ndarray, alpha: float) -> np.ndarray:
+    """:func:`smoothquant_scales` on checked inputs: channel maxima ``a`` and weight column maxima."""
     alive = (a > 0) & (w_max > 0)
     s = np.ones_like(a)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        s[alive] = a[alive] ** a_ / w_max[alive] ** (1.0 - a_)
+        s[alive] = a[alive] ** alpha / w_max[alive] ** (1.0 - alpha)
     return np.clip(s, S_MIN, S_MAX)
 
 
@@ -137,8 +144,8 @@ def _w8a8_error(w: np.ndarray, x: np.ndarray, y: np.ndarray, s: np.ndarray, x_ra
     return float(np.sum(np.square(diff), dtype=np.float64))
 
 
-def _held_out_error(w: np.ndarray, x: np.ndarray, y: np.ndarray, alpha: float | None, activations: str,
-                    weights: str) -> float:
+def _held_out_error(w: np.ndarray, w_max: np.ndarray, x: np.ndarray, y: np.ndarray, alpha: float | None,
+                    activations: str, weights: str) -> float:
     """Two-fold cross-validated W8A8 error of smoothing with ``alpha`` (None: no smoothing).
 
     The factors (and a static range) are fitted on one half of the rows and scored on
@@ -151,7 +158,7 @@ def _held_out_error(w: np.ndarray, x: np.ndarray, y: np.ndarray, alpha: float | 
     total = 0.0
     for fit, score in ((slice(0, half), slice(half, None)), (slice(half, None), slice(0, half))):
         a_fit = np.abs(x[fit]).max(axis=0).astype(np.float64)
-        s = np.ones_like(a_fit) if alpha is None else smoothquant_scales(a_fit, w, alpha)
+        s = np.ones_like(a_fit) if alpha is None else _factors(a_fit, w_max, alpha)
         x_range = float((a_fit / s).max()) if activations == "static" else None
         total += _w8a8_error(w, x[score], y[score], s.astype(np.float32), x_range, activations, weights)
     return total
@@ -220,11 +227,11 @@ def search_smoothing(
     a = _absmax(act_absmax, w.shape[1])
     if x.shape[0] < 2:
         raise OptionError(f"x_sample needs at least 2 rows to score the candidates on, got {x.shape[0]}")
-    y = x @ w.T
+    y, w_max = x @ w.T, _column_max(w)
     best_alpha: float | None = None
-    best_err = _held_out_error(w, x, y, None, activations, weights)
+    best_err = _held_out_error(w, w_max, x, y, None, activations, weights)
     for alpha in grid:
-        err = _held_out_error(w, x, y, alpha, activations, weights)
+        err = _held_out_error(w, w_max, x, y, alpha, activations, weights)
         if err < best_err:
             best_err, best_alpha = err, alpha
-    return (None, None) if best_alpha is None else (smoothquant_scales(a, w, best_alpha), best_alpha)
+    return (None, None) if best_alpha is None else (_factors(a, w_max, best_alpha), best_alpha)

@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,7 +200,7 @@ def _swap(model: Any, name: str, new: Any) -> None:
 
 def _layers_with_statistics(
     model: Any, chosen: list, plan: StatPlan, batches: Iterable[Any], progress: bool | None
-) -> Iterator[tuple[str, Any, Any]]:
+) -> Generator[tuple[str, Any, Any], None, None]:
     """Layers that need no statistic first, then the others as calibration feeds them."""
     from lowbit.model.collect import layer_statistics
 
@@ -282,8 +282,7 @@ def quantize_(
             swapped.append((name, module))
             rows.append(SummaryRow(name, type(module).__name__, scheme, before, module_nbytes(new)))
     except BaseException:  # leave the model as it was, not half quantized
-        if hasattr(items, "close"):
-            items.close()  # removes calibration hooks
+        items.close()  # a generator either way; closing removes calibration hooks
         for name, module in reversed(swapped):
             _swap(model, name, module)
         raise
