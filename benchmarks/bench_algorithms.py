@@ -44,6 +44,10 @@ HQQ_TARGET = 5.0
 ERR_ROWS = 512  # rows of the weight on which output errors are compared
 
 
+def _gran(group_size: int | None) -> str:
+    return "channel" if group_size is None else f"group:{group_size}"
+
+
 def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     """(best wall seconds of ``repeat`` calls, the last result)."""
     best, out = np.inf, None
@@ -76,8 +80,8 @@ def warm_up() -> None:
     w = rng.standard_normal((64, 256)).astype(np.float32)
     h = HessianAccumulator(256).add(rng.standard_normal((512, 256)).astype(np.float32)).hessian
     for gs, ao in ((None, False), (128, True)):
-        gptq_quantize(w, h, "int4", group_size=gs, act_order=ao)
-    hqq_quantize(w, "uint4", group_size=64)
+        gptq_quantize(w, h, "int4", granularity=_gran(gs), act_order=ao)
+    hqq_quantize(w, "uint4", granularity="group:64")
     lowbit.quantize(w, "int4", granularity=lowbit.PerGroup(128))
 
 
@@ -120,7 +124,8 @@ def main() -> int:
     head = f"{'GPTQ int4':28s} {'seconds':>8s} {'x RTN time':>11s} {'out err / RTN':>14s}"
     print(f"\n{head}  target <= {GPTQ_TARGET:.0f} s")
     for gs, ao in ((None, False), (None, True), (128, False), (128, True)):
-        t, qt = timed(lambda gs=gs, ao=ao: gptq_quantize(w, h, "int4", group_size=gs, act_order=ao), args.repeat)
+        t, qt = timed(lambda gs=gs, ao=ao: gptq_quantize(w, h, "int4", granularity=_gran(gs), act_order=ao),
+                      args.repeat)
         ratio = output_error(sub - qt.dequantize()[:ERR_ROWS], h) / rtn_err[gs]
         label = f"{'channel' if gs is None else f'group {gs}'}, act_order={ao}"
         ok = t <= GPTQ_TARGET
@@ -128,7 +133,7 @@ def main() -> int:
         print(f"{label:28s} {t:8.2f} {t / t_rtn:10.0f}x {ratio:14.3f}  {'PASS' if ok else 'FAIL'}", flush=True)
 
     # ---- HQQ
-    t, qt = timed(lambda: hqq_quantize(w, "uint4", group_size=64), args.repeat)
+    t, qt = timed(lambda: hqq_quantize(w, "uint4", granularity="group:64"), args.repeat)
     rtn = lowbit.fake_quantize(w, "uint4", granularity=lowbit.PerGroup(64), symmetric=False).astype(np.float64)
     d_h, d_r = w - qt.dequantize().astype(np.float64), w - rtn
     lp = float(np.mean(np.abs(d_h) ** 0.7) / np.mean(np.abs(d_r) ** 0.7))

@@ -30,14 +30,14 @@ NBATCHES = 16  # 1 GiB in all
 
 
 def _fit(cls, x):
-    return lambda: cls().fit([x]).range_("int8")
+    return lambda: cls().fit([x]).clip_range("int8")
 
 
 def timings(x: np.ndarray, repeat: int) -> None:
     cases = [
         ("np.percentile(x, 99.99)  [baseline]", lambda: np.percentile(x, 99.99)),
         ("np.min(x) + np.max(x)  [baseline]", lambda: (np.min(x), np.max(x))),
-        *((f"{cls.__name__}().fit([x]).range_()", _fit(cls, x)) for cls in
+        *((f"{cls.__name__}().fit([x]).clip_range()", _fit(cls, x)) for cls in
           (MinMax, Percentile, MSE, Entropy, ACIQ, MovingAverageMinMax)),
     ]
     results = dict(zip([c[0] for c in cases], measure_interleaved([c[1] for c in cases], repeat), strict=True))
@@ -53,10 +53,10 @@ def timings(x: np.ndarray, repeat: int) -> None:
         print(f"{name:46s} {t.median * 1e3:10.2f} {t.best * 1e3:9.2f} {x.nbytes / t.median / 1e9:7.2f}  {ratio}")
     print("targets:")
     for cls in (Percentile, MSE, Entropy):
-        r = pct / results[f"{cls.__name__}().fit([x]).range_()"].median
+        r = pct / results[f"{cls.__name__}().fit([x]).clip_range()"].median
         verdict = "PASS" if r >= 5 else "FAIL"
         print(f"  [{verdict}] {cls.__name__:10s} {r:6.1f}x faster than np.percentile (target >= 5x)")
-    r = results["MinMax().fit([x]).range_()"].median / mm
+    r = results["MinMax().fit([x]).clip_range()"].median / mm
     print(f"  [{'PASS' if r <= 1.5 else 'FAIL'}] MinMax takes {r:.2f}x the time of np.min+np.max (target <= 1.5x)")
 
 
@@ -84,14 +84,14 @@ def memory() -> None:
     """Run first, before anything large is allocated: ru_maxrss is a lifetime peak."""
     small = np.random.default_rng(0).standard_normal(1 << 16).astype(np.float32)
     for cls in (MinMax, Percentile, MSE, Entropy, ACIQ, MovingAverageMinMax):
-        cls().fit([small, small * 2]).range_("int8")  # compile (or load) every kernel first
+        cls().fit([small, small * 2]).clip_range("int8")  # compile (or load) every kernel first
     _feed(None)  # the batches alone set the baseline peak
     base = _peak_rss_mib()
     print(f"calibrating over {NBATCHES} batches of {BATCH * 4 >> 20} MiB ({NBATCHES * BATCH * 4 >> 30} GiB):")
     for cls in (MinMax, Percentile, MSE, Entropy, ACIQ, MovingAverageMinMax):
         est = cls()
         _feed(est)
-        est.range_("int8")
+        est.clip_range("int8")
         print(f"  {cls.__name__:20s} peak RSS above the batches alone: {_peak_rss_mib() - base:6.1f} MiB")
     added = _peak_rss_mib() - base
     print(f"  [{'PASS' if added < 64 else 'FAIL'}] largest addition {added:.1f} MiB (target < 64 MiB)")

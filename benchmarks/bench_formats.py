@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 import lowbit
 from _timing import CpuMonitor, measure
-from lowbit.kernels import pack_codes, unpack_codes
+from lowbit._kernels import pack_codes, unpack_codes
 
 N = 16 << 20
 INT_FORMATS = ["int8", "uint8", "int4", "uint4", "int3", "int2", "uint6", "int16"]

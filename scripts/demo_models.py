@@ -20,11 +20,11 @@ from lowbit.zoo import embed, evaluate_accuracy, load_minilm, load_mnist_cnn, mn
 QAT_STEPS = 300
 
 
-def _static(calibration: list[Any], observer: str = "minmax", smoothquant: float | str | None = None,
+def _static(calibration: list[Any], method: str = "minmax", smoothquant: float | str | None = None,
             **options: Any):
     def apply(model: nn.Module) -> None:
         data = {} if smoothquant is None else {"batches": calibration, "progress": False}
-        lm.quantize_(model, lm.Static(observer=observer, observer_options=options, smoothquant=smoothquant), **data)
+        lm.quantize_(model, lm.Static(method=method, method_options=options, smoothquant=smoothquant), **data)
         lm.calibrate(model.eval(), calibration, progress=False)
         lm.convert(model)
 
@@ -148,7 +148,7 @@ def minilm_ladder() -> list[lm.Rung]:
         ("W3 group:32 (int3 sym)", lambda m: lm.quantize_(m, lm.WeightOnly("int3", PerGroup(32)))),
         ("W3 group:32 (int3 GPTQ)", _with_data(lm.WeightOnly("int3", PerGroup(32), algorithm="gptq"), calibration)),
         ("W3 group:32 (int3 AWQ)", _with_data(lm.WeightOnly("int3", PerGroup(32), algorithm="awq"), calibration)),
-        ("W8A8 dynamic per-token (lowbit)", lambda m: lm.quantize_(m, lm.Dynamic(activations="token"))),
+        ("W8A8 dynamic per-token (lowbit)", lambda m: lm.quantize_(m, lm.Dynamic(act_granularity="token"))),
         ("W8A8 dynamic per-tensor (lowbit)", lambda m: lm.quantize_(m, lm.Dynamic())),
         ("W8A8 dynamic per-tensor + SmoothQuant", _with_data(lm.Dynamic(smoothquant="auto"), calibration)),
         ("W8A8 static (lowbit)", _static(calibration)),

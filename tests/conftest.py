@@ -43,7 +43,7 @@ settings.load_profile(os.environ.get("LOWBIT_HYPOTHESIS_PROFILE", "lowbit"))
 def _warm_kernels():
     """Compile (or load from cache) the Numba kernels once per test process."""
     import lowbit
-    from lowbit.kernels import pack_codes, unpack_codes
+    from lowbit._kernels import pack_codes, unpack_codes
 
     for dtype in (np.float32, np.float64):
         x = np.linspace(-1, 1, 24, dtype=dtype).reshape(4, 6)

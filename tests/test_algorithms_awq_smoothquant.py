@@ -78,7 +78,7 @@ def test_search_smoothing_picks_a_candidate_that_does_well_on_new_rows(activatio
     x, new = _outlier_rows(seed=0), _outlier_rows(seed=1)
     w = np.random.default_rng(2).standard_normal((32, 64)).astype(np.float32)
     a = np.abs(x).max(axis=0)
-    s, alpha = search_smoothing(w, x, a, activations=activations)
+    s, alpha = search_smoothing(w, x, a, act_granularity=activations, static=False)
     assert s is not None and alpha is not None and 0 < alpha <= 1
     np.testing.assert_array_equal(s, smoothquant_scales(a, w, alpha))  # applied with all rows' maxima
     one_scale = activations == "tensor"
@@ -93,10 +93,16 @@ def test_search_smoothing_leaves_a_layer_alone_when_smoothing_cannot_help():
     w = np.random.default_rng(4).standard_normal((16, 32)).astype(np.float32)
     w[:, 0] *= 200.0  # the weight, not the activation, has the outlier column
     # alpha = 0 moves all the difficulty into the activations: channel 0 would become 200x larger
-    s, alpha = search_smoothing(w, x, np.abs(x).max(axis=0), activations="token", alphas=(0.0,))
+    s, alpha = search_smoothing(w, x, np.abs(x).max(axis=0), act_granularity=lowbit.PerToken(), static=False,
+                                alphas=(0.0,))
     assert s is None and alpha is None
-    with pytest.raises(lowbit.OptionError, match="activations must be one of"):
-        search_smoothing(w, x, np.abs(x).max(axis=0), activations="channel")
+    with pytest.raises(lowbit.GranularityError, match="'channel' is not taken here; use tensor or token"):
+        search_smoothing(w, x, np.abs(x).max(axis=0), act_granularity="channel", static=False)
+    with pytest.raises(lowbit.GranularityError, match="static activation scale is one per tensor"):
+        search_smoothing(w, x, np.abs(x).max(axis=0), act_granularity="token")
+    with pytest.deprecated_call(match="act_granularity= and static="):
+        old = search_smoothing(w, x, np.abs(x).max(axis=0), activations="token", alphas=(0.0,))
+    assert old == (None, None)
     with pytest.raises(lowbit.OptionError, match="at least 2 rows"):
         search_smoothing(w, x[:1], np.abs(x).max(axis=0))
 
@@ -107,7 +113,7 @@ def test_awq_beats_round_to_nearest_on_salient_channels(group_size):
     w = np.random.default_rng(5).standard_normal((48, 64)).astype(np.float32)
     gran = lowbit.PerChannel(0) if group_size is None else lowbit.PerGroup(group_size)
     rtn = lowbit.fake_quantize(w, "int4", granularity=gran)
-    qt, s = awq_quantize(w, x, "int4", group_size=group_size)
+    qt, s = awq_quantize(w, x, "int4", granularity=gran)
     awq = qt.dequantize() / s
     err_rtn, err_awq = (float(np.sum((x @ (w - v).T) ** 2)) for v in (rtn, awq))
     print(f"int4 {group_size}: output error RTN {err_rtn:.4g} AWQ {err_awq:.4g}")
@@ -118,7 +124,7 @@ def test_awq_beats_round_to_nearest_on_salient_channels(group_size):
 def test_awq_with_alpha_zero_and_no_clip_is_round_to_nearest():
     x = _outlier_rows(64, 32)
     w = np.random.default_rng(6).standard_normal((8, 32)).astype(np.float32)
-    qt, s = awq_quantize(w, x, "int4", group_size=None, grid=1, clip=False)
+    qt, s = awq_quantize(w, x, "int4", granularity="channel", grid=1, clip=False)
     np.testing.assert_array_equal(s, np.ones(32, np.float32))
     np.testing.assert_array_equal(qt.dequantize(), lowbit.fake_quantize(w, "int4", granularity=lowbit.PerChannel(0)))
 
@@ -126,10 +132,10 @@ def test_awq_with_alpha_zero_and_no_clip_is_round_to_nearest():
 def test_awq_errors():
     w = np.ones((4, 8), np.float32)
     with pytest.raises(lowbit.OptionError):
-        awq_quantize(w, np.ones((4, 7)), "int4", group_size=None)
-    with pytest.raises(lowbit.OptionError):
-        awq_quantize(w, np.ones((4, 8)), "int4", group_size=3)
+        awq_quantize(w, np.ones((4, 7)), "int4", granularity="channel")
+    with pytest.raises(lowbit.GranularityError, match="group size 3 does not divide in_features=8"):
+        awq_quantize(w, np.ones((4, 8)), "int4", granularity="group:3")
     with pytest.raises(lowbit.EmptyInputError):
-        awq_quantize(w, np.ones((0, 8)), "int4", group_size=None)
+        awq_quantize(w, np.ones((0, 8)), "int4", granularity="channel")
     with pytest.raises(lowbit.NonFiniteError):
-        awq_quantize(w, np.full((2, 8), np.inf), "int4", group_size=None)
+        awq_quantize(w, np.full((2, 8), np.inf), "int4", granularity="channel")

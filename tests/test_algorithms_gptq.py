@@ -45,7 +45,7 @@ CASES = [
 @pytest.mark.parametrize("qtype, group_size, act_order", CASES)
 def test_beats_round_to_nearest(layer, qtype, group_size, act_order):
     w, x, h = layer
-    qt = gptq_quantize(w, h, qtype, group_size=group_size, act_order=act_order)
+    qt = gptq_quantize(w, h, qtype, granularity=_gran(group_size), act_order=act_order)
     rtn = lowbit.fake_quantize(w, qtype, granularity=_gran(group_size))
     ratio = _out_err(x, w, qt.dequantize()) / _out_err(x, w, rtn)
     print(f"GPTQ/RTN output error ratio {qtype} group={group_size} act_order={act_order}: {ratio:.3f}")
@@ -58,7 +58,7 @@ def test_beats_round_to_nearest(layer, qtype, group_size, act_order):
 @pytest.mark.parametrize("qtype, group_size", [("int4", None), ("int3", 32), ("uint4", 64)])
 def test_dequantized_is_on_the_grid(layer, qtype, group_size):
     w, _, h = layer
-    qt = gptq_quantize(w, h, qtype, group_size=group_size)
+    qt = gptq_quantize(w, h, qtype, granularity=_gran(group_size))
     deq = qt.dequantize()
     # the QTensor re-quantizes its own output to the same codes (lowbit's rounding) ...
     again = lowbit.quantize(deq, qtype, granularity=_gran(group_size), scale=qt.scale, zero_point=qt.zero_point)
@@ -102,7 +102,7 @@ def test_matches_naive_reference():
 def test_identity_hessian_is_round_to_nearest(layer):
     w, _, _ = layer
     for group_size in (None, 32):
-        got = gptq_quantize(w, np.eye(IN), "int4", group_size=group_size, act_order=True).dequantize()
+        got = gptq_quantize(w, np.eye(IN), "int4", granularity=_gran(group_size), act_order=True).dequantize()
         np.testing.assert_array_equal(got, lowbit.fake_quantize(w, "int4", granularity=_gran(group_size)))
 
 
@@ -110,7 +110,7 @@ def test_identity_hessian_float32_is_round_to_nearest(layer):
     """float32 weights are rounded in float32, as lowbit's kernel rounds them."""
     w = layer[0].astype(np.float32) * np.float32(3.7)
     for group_size, act_order in [(None, False), (32, True)]:
-        got = gptq_quantize(w, np.eye(IN), "int3", group_size=group_size, act_order=act_order).dequantize()
+        got = gptq_quantize(w, np.eye(IN), "int3", granularity=_gran(group_size), act_order=act_order).dequantize()
         np.testing.assert_array_equal(got, lowbit.fake_quantize(w, "int3", granularity=_gran(group_size)))
 
 
@@ -159,7 +159,7 @@ def test_accumulator_rejects_non_finite_batch_without_changing_state(layer):
 
 def test_float32_weight_keeps_float32(layer):
     w, _, h = layer
-    qt = gptq_quantize(w.astype(np.float32), h, "int4", group_size=64)
+    qt = gptq_quantize(w.astype(np.float32), h, "int4", granularity="group:64")
     assert qt.dequantize().dtype == np.float32 and qt.scale.dtype == np.float32
 
 
@@ -198,7 +198,7 @@ def test_rank_deficient_hessian_warns_and_finishes():
     assert np.all(np.isfinite(qt.dequantize()))
     with warnings.catch_warnings():  # the default dampening copes without a warning
         warnings.simplefilter("error")
-        qt = gptq_quantize(w, h, "int3", group_size=32, act_order=True)
+        qt = gptq_quantize(w, h, "int3", granularity="group:32", act_order=True)
     assert np.all(np.isfinite(qt.dequantize()))
 
 
@@ -207,7 +207,7 @@ def test_dead_inputs_get_zero_weight(layer):
     x = x.copy()
     x[:, [3, 100]] = 0.0
     h = 2 / N * x.T @ x
-    qt = gptq_quantize(w, h, "int4", group_size=32)
+    qt = gptq_quantize(w, h, "int4", granularity="group:32")
     deq = qt.dequantize()
     assert np.all(deq[:, [3, 100]] == 0) and np.all(np.isfinite(deq))
 
@@ -215,19 +215,32 @@ def test_dead_inputs_get_zero_weight(layer):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"group_size": 48}, r"group_size=48 does not divide in_features=256"),
-        ({"group_size": 0}, "group_size"),
+        ({"granularity": "group:48"}, r"group size 48 does not divide in_features=256"),
+        ({"granularity": "group:0"}, "PerGroup size"),
+        ({"granularity": "tensor"}, "'tensor' is not taken here"),
+        ({"granularity": "channel:1"}, r"PerChannel\(0\)"),
         ({"damp": -1.0}, "damp"),
         ({"damp": float("nan")}, "damp"),
         ({"block_size": 0}, "block_size"),
     ],
-    ids=["group-not-dividing", "group-zero", "damp-negative", "damp-nan", "block-zero"],
+    ids=["group-not-dividing", "group-zero", "tensor", "channel-axis1", "damp-negative", "damp-nan", "block-zero"],
 )
 def test_bad_arguments(layer, kwargs, match):
     w, _, h = layer
     kwargs = {"qtype": "int4", **kwargs}
-    with pytest.raises(OptionError, match=match):
+    with pytest.raises(lowbit.LowbitError, match=match) as info:
         gptq_quantize(w, h, **kwargs)
+    want = lowbit.GranularityError if "granularity" in kwargs else OptionError
+    assert isinstance(info.value, want)
+
+
+def test_group_size_is_deprecated_but_still_works(layer):
+    w, _, h = layer
+    with pytest.deprecated_call(match="granularity=PerGroup\\(32\\)"):
+        old = gptq_quantize(w, h, "int4", group_size=32)
+    assert np.array_equal(old.codes, gptq_quantize(w, h, "int4", granularity="group:32").codes)
+    with pytest.raises(OptionError, match="give granularity= only"):
+        gptq_quantize(w, h, "int4", granularity="group:32", group_size=32)
 
 
 def test_shape_mismatch_names_both_shapes(layer):

@@ -59,7 +59,7 @@ CASES = [
 def test_beats_round_to_nearest(heavy_tailed, qtype, group_size, lp_bound, mse_bound):
     w = heavy_tailed
     rtn = lowbit.fake_quantize(w, qtype, granularity=granularity(group_size), symmetric=False)
-    hqq = lowbit.dequantize(hqq_quantize(w, qtype, group_size=group_size))
+    hqq = lowbit.dequantize(hqq_quantize(w, qtype, granularity=granularity(group_size)))
     assert lp_error(w, hqq) / lp_error(w, rtn) < lp_bound
     assert mse(w, hqq) / mse(w, rtn) < mse_bound
 
@@ -67,7 +67,7 @@ def test_beats_round_to_nearest(heavy_tailed, qtype, group_size, lp_bound, mse_b
 @pytest.mark.parametrize("qtype, group_size", [("uint4", 64), ("uint3", 64), ("uint4", None), ("int4", 128)])
 def test_valid_qtensor_and_no_block_worse(heavy_tailed, qtype, group_size):
     w = heavy_tailed[:64]
-    qt = hqq_quantize(w, qtype, group_size=group_size)
+    qt = hqq_quantize(w, qtype, granularity=granularity(group_size))
     fmt = lowbit.get_qtype(qtype)
     assert isinstance(qt, lowbit.QTensor)
     assert qt.shape == w.shape and qt.qtype == fmt and qt.granularity == granularity(group_size)
@@ -131,7 +131,7 @@ def _numpy_hqq_params(w: np.ndarray, qtype: str, group_size: int, p=0.7, beta0=1
 def test_parameters_match_numpy_reference(heavy_tailed, qtype, group_size):
     """The fused kernel runs the same iterations as a plain NumPy transcription (16 rows: one chunk)."""
     w = heavy_tailed[:16]
-    qt = hqq_quantize(w, qtype, group_size=group_size)
+    qt = hqq_quantize(w, qtype, granularity=granularity(group_size))
     ref_s, ref_z = _numpy_hqq_params(w, qtype, group_size)
     got_s = np.asarray(qt.scale, np.float64).ravel()
     got_z = np.asarray(qt.zero_point, np.float64).ravel()
@@ -143,21 +143,21 @@ def test_parameters_match_numpy_reference(heavy_tailed, qtype, group_size):
 def test_torch_input_round_trips_kind():
     torch = pytest.importorskip("torch")
     w = torch.randn(16, 128, generator=torch.Generator().manual_seed(0))
-    qt = hqq_quantize(w, "uint4", group_size=32)
+    qt = hqq_quantize(w, "uint4", granularity="group:32")
     out = qt.dequantize()
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.shape == (16, 128)
 
 
 def test_zero_and_constant_weights_are_exact():
     zeros = np.zeros((4, 64), np.float32)
-    assert np.array_equal(lowbit.dequantize(hqq_quantize(zeros, "uint4", group_size=32)), zeros)
+    assert np.array_equal(lowbit.dequantize(hqq_quantize(zeros, "uint4", granularity="group:32")), zeros)
     const = np.full((3, 64), -0.25, np.float64)
-    assert np.array_equal(lowbit.dequantize(hqq_quantize(const, "uint4", group_size=None)), const)
+    assert np.array_equal(lowbit.dequantize(hqq_quantize(const, "uint4", granularity="channel")), const)
 
 
 def test_one_iteration_without_early_stop_runs():
     w = np.random.default_rng(3).standard_normal((8, 64))
-    qt = hqq_quantize(w, "uint2", group_size=16, iterations=1, early_stop=False, lp_norm=1.0)
+    qt = hqq_quantize(w, "uint2", granularity="group:16", iterations=1, early_stop=False, lp_norm=1.0)
     assert qt.codes.max() <= 3
 
 
@@ -170,9 +170,6 @@ def test_shrink_matches_scalar_formula():
 
 
 BAD = [
-    pytest.param({"group_size": 48}, id="group-not-dividing"),
-    pytest.param({"group_size": 0}, id="group-zero"),
-    pytest.param({"group_size": True}, id="group-bool"),
     pytest.param({"iterations": 0}, id="iterations-zero"),
     pytest.param({"iterations": 2.5}, id="iterations-float"),
     pytest.param({"lp_norm": 0.0}, id="lp-zero"),
@@ -188,6 +185,12 @@ def test_bad_options_raise_option_error(kwargs):
         hqq_quantize(np.ones((4, 64), np.float32), "uint4", **kwargs)
 
 
+@pytest.mark.parametrize("granularity", ["group:48", "group:0", "group:x", True, "tensor", "token"])
+def test_bad_granularity_raises_granularity_error(granularity):
+    with pytest.raises(lowbit.GranularityError):
+        hqq_quantize(np.ones((4, 64), np.float32), "uint4", granularity=granularity)
+
+
 def test_bad_inputs():
     with pytest.raises(OptionError, match="2-D"):
         hqq_quantize(np.ones((2, 4, 64), np.float32), "uint4")
@@ -197,5 +200,5 @@ def test_bad_inputs():
     w[1, 3] = np.nan
     with pytest.raises(NonFiniteError):
         hqq_quantize(w, "uint4")
-    with pytest.raises(OptionError, match="divide"):
-        hqq_quantize(np.ones((4, 100), np.float32), "uint4", group_size=64)
+    with pytest.raises(lowbit.GranularityError, match="divide"):
+        hqq_quantize(np.ones((4, 100), np.float32), "uint4", granularity="group:64")

@@ -14,14 +14,15 @@ import pytest
 import lowbit
 from lowbit.calibration import (
     ACIQ,
-    ESTIMATORS,
     MSE,
     Entropy,
     MinMax,
     MovingAverageMinMax,
     Percentile,
+    clone,
     get_estimator,
-    list_methods,
+    list_estimators,
+    register_estimator,
 )
 from lowbit.calibration.aciq import optimal_clip
 
@@ -46,46 +47,122 @@ def test_contract_before_and_after_data(cls):
     est = cls()
     assert not [k for k in vars(est) if k.endswith("_")], "constructor must store parameters only"
     with pytest.raises(lowbit.NotCalibratedError, match="partial_fit"):
-        est.range_()
+        est.clip_range()
     with pytest.raises(lowbit.NotCalibratedError):
         est.qparams("int8")
     assert est.partial_fit(np.arange(-5.0, 6.0)) is est
-    lo, hi = est.range_("int8")
+    lo, hi = est.clip_range("int8")
     assert isinstance(lo, float) and lo <= 0 <= hi
     scale, zp = est.qparams("uint8", symmetric=False)
     assert scale.dtype == np.float32 and scale > 0 and 0 <= int(zp) <= 255
     assert est.fit([np.arange(10.0, 20.0)]) is est
-    assert est.range_("uint8")[1] >= 19.0 - 1e-9 or cls is not MinMax
+    assert est.clip_range("uint8")[1] >= 19.0 - 1e-9 or cls is not MinMax
 
 
 def test_constructor_defaults_apply_when_range_is_asked_without_arguments(rng):
     x = rng.standard_normal(10_000) + 2.0
-    assert MSE(qtype="uint4", symmetric=False).fit([x]).range_() == MSE().fit([x]).range_("uint4", False)
-    lo, hi = MSE(qtype="int4").fit([x]).range_()
+    assert MSE(qtype="uint4", symmetric=False).fit([x]).clip_range() == MSE().fit([x]).clip_range("uint4", False)
+    lo, hi = MSE(qtype="int4").fit([x]).clip_range()
     assert lo == -hi
 
 
 def test_fit_forgets_earlier_data():
     est = MinMax().fit([np.array([-100.0, 100.0])])
-    assert est.fit([np.array([1.0, 2.0])]).range_() == (1.0, 2.0)
+    assert est.fit([np.array([1.0, 2.0])]).clip_range() == (1.0, 2.0)
 
 
 def test_registry_and_options():
-    assert list_methods() == list(ESTIMATORS)
+    assert list_estimators()[:6] == ["minmax", "percentile", "mse", "entropy", "aciq", "moving_average"]
     assert isinstance(get_estimator("percentile", percentile=99.0), Percentile)
-    with pytest.raises(lowbit.OptionError, match="registered methods are: minmax, percentile"):
+    with pytest.raises(lowbit.OptionError, match="registered estimators are: minmax, percentile"):
         get_estimator("kmeans")
-    with pytest.raises(lowbit.OptionError, match="does not take"):
+    with pytest.raises(lowbit.OptionError, match=r"no option\(s\) \['percentile'\]"):
         get_estimator("minmax", percentile=99.0)
-    for bad in (dict(percentile=20.0), dict(percentile=101.0)):
-        with pytest.raises(lowbit.OptionError):
-            Percentile(**bad)
-    with pytest.raises(lowbit.OptionError):
-        MovingAverageMinMax(momentum=1.0)
-    with pytest.raises(lowbit.OptionError):
-        Percentile(nan_policy="ignore")
-    with pytest.raises(lowbit.OptionError):
-        MSE(bins=4)
+    with pytest.raises(lowbit.OptionError, match="percentile must be"):
+        get_estimator("percentile", percentile=101.0)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Percentile(percentile=20.0),
+        lambda: Percentile(percentile=101.0),
+        lambda: Percentile(percentile="99"),
+        lambda: MovingAverageMinMax(momentum=1.0),
+        lambda: Percentile(nan_policy="ignore"),
+        lambda: MSE(bins=4),
+        lambda: MSE(qtype="int99"),
+        lambda: ACIQ(distribution="cauchy"),
+        lambda: MinMax(axis="0"),
+    ],
+    ids=["pct-low", "pct-high", "pct-str", "momentum", "nan-policy", "bins", "qtype", "distribution", "axis"],
+)
+def test_constructors_store_and_fit_validates(make):
+    est = make()  # scikit-learn's contract: the constructor only stores its parameters
+    with pytest.raises(lowbit.LowbitError):
+        est.fit([np.arange(10.0)])
+    with pytest.raises(lowbit.LowbitError):
+        est.partial_fit(np.arange(10.0))
+
+
+@pytest.mark.parametrize("cls", ALL, ids=ids)
+def test_params_round_trip_and_clone(cls):
+    est = cls()
+    params = est.get_params()
+    assert params == type(est)(**params).get_params()
+    assert "axis" in params and "nan_policy" in params
+    assert est.set_params(axis=0) is est and est.get_params()["axis"] == 0
+    with pytest.raises(lowbit.OptionError, match="has no parameter"):
+        est.set_params(percentil=99.0)
+    est.fit([np.arange(12.0).reshape(3, 4)])
+    copy = clone(est)
+    assert copy.get_params() == est.get_params() and copy is not est
+    assert not [k for k in vars(copy) if k.endswith("_")]
+
+
+@pytest.mark.parametrize("cls", ALL, ids=ids)
+def test_fitted_attributes_exist_only_after_fitting(cls):
+    est = cls()
+    assert not hasattr(est, "seen_") and not hasattr(est, "channels_")
+    with pytest.raises(AttributeError):  # NotCalibratedError is an AttributeError, as NotFittedError is
+        est.clip_range()
+    with pytest.raises(ValueError):
+        est.qparams()
+    est.fit([np.arange(5.0)])
+    fitted = sorted(k for k in vars(est) if k.endswith("_"))
+    assert "seen_" in fitted and est.seen_ == 1
+    est.fit([])  # fit is reset + partial_fit: no batch leaves it unfitted
+    assert not [k for k in vars(est) if k.endswith("_")]
+
+
+def test_registering_an_estimator():
+    @register_estimator
+    class MeanAbs(MinMax):
+        """Symmetric range at 3x the mean |x| (a toy, to test the registry)."""
+
+        name = "test_meanabs"
+
+        def _reset(self, channels):
+            self.total_, self.count_ = np.zeros(channels), 0
+
+        def _has_data(self):
+            return self.count_ > 0
+
+        def _update(self, rows, mins, maxs, had_nonfinite):
+            self.total_ = self.total_ + np.abs(rows).sum(axis=1)
+            self.count_ += rows.shape[1]
+
+        def _range(self, qtype, symmetric):
+            t = 3 * self.total_ / self.count_
+            return -t, t
+
+    assert "test_meanabs" in list_estimators()
+    x = np.array([1.0, -1.0, 2.0, -2.0], np.float32)
+    assert lowbit.quantize(x, "int8", method="test_meanabs").scale == np.float32(4.5 / 127)
+    with pytest.raises(lowbit.OptionError, match="already taken"):
+        register_estimator(type("Other", (MinMax,), {"name": "test_meanabs"}))
+    with pytest.raises(lowbit.OptionError, match="RangeEstimator subclass"):
+        register_estimator(dict)
 
 
 # --------------------------------------------------------------------------- streaming
@@ -110,8 +187,8 @@ def test_streaming_equals_one_batch(cls, sym, rng):
     for b in batches:
         streamed.partial_fit(b)
     whole = cls().fit([np.concatenate(batches)])
-    s_lo, s_hi = streamed.range_("int8", sym)
-    w_lo, w_hi = whole.range_("int8", sym)
+    s_lo, s_hi = streamed.clip_range("int8", sym)
+    w_lo, w_hi = whole.clip_range("int8", sym)
     if cls is MinMax:
         assert (s_lo, s_hi) == (w_lo, w_hi)
         return
@@ -140,22 +217,22 @@ def test_moving_average_is_an_ema(rng):
         est.partial_fit(b)
         if i:
             lo, hi = 0.8 * lo + 0.2 * b.min(), 0.8 * hi + 0.2 * b.max()
-    assert est.range_() == pytest.approx((lo, hi), rel=1e-12)
+    assert est.clip_range() == pytest.approx((lo, hi), rel=1e-12)
 
 
 def test_per_channel_equals_each_channel_alone(rng):
     x = rng.standard_normal((6, 3000)) * np.arange(1, 7)[:, None]
     for cls in (MinMax, Percentile, MSE):
-        lo, hi = cls(axis=0).fit([x]).range_("int4")
+        lo, hi = cls(axis=0).fit([x]).clip_range("int4")
         for c in range(6):
-            assert (lo[c], hi[c]) == pytest.approx(cls().fit([x[c]]).range_("int4"), rel=1e-12)
+            assert (lo[c], hi[c]) == pytest.approx(cls().fit([x[c]]).clip_range("int4"), rel=1e-12)
     with pytest.raises(lowbit.GranularityError, match="channels"):
         MinMax(axis=0).partial_fit(x).partial_fit(x[:3])
 
 
 def test_per_channel_on_another_axis(rng):
     x = rng.standard_normal((50, 4)) * np.array([1.0, 2.0, 3.0, 4.0])
-    lo, hi = MinMax(axis=1).fit([x]).range_()
+    lo, hi = MinMax(axis=1).fit([x]).clip_range()
     np.testing.assert_array_equal(lo, x.min(axis=0))
     np.testing.assert_array_equal(hi, x.max(axis=0))
 
@@ -175,7 +252,7 @@ def no_warnings():
 def test_constant_inputs_are_exact(cls, value, no_warnings):
     x = np.full(1000, value, np.float32)
     est = cls().fit([x, x[:1]])
-    lo, hi = est.range_("int8", symmetric=False)
+    lo, hi = est.clip_range("int8", symmetric=False)
     assert lo == min(value, 0.0) or lo == value
     assert max(lo, hi, key=abs) == value or value == 0.0
     scale, zp = est.qparams("int8")
@@ -191,11 +268,11 @@ def test_nan_and_inf(cls, no_warnings):
     bad[[5, 50]] = [np.nan, np.inf]
     with pytest.raises(lowbit.NonFiniteError, match="2 non-finite"):
         cls().partial_fit(bad)
-    omitted = cls(nan_policy="omit").fit([bad]).range_("int8")
-    clean = cls().fit([np.delete(x, [5, 50])]).range_("int8")
+    omitted = cls(nan_policy="omit").fit([bad]).clip_range("int8")
+    clean = cls().fit([np.delete(x, [5, 50])]).clip_range("int8")
     assert omitted == pytest.approx(clean, rel=1e-12)
     with pytest.raises(lowbit.NotCalibratedError):
-        cls(nan_policy="omit").fit([np.full(10, np.nan)]).range_()
+        cls(nan_policy="omit").fit([np.full(10, np.nan)]).clip_range()
 
 
 @pytest.mark.parametrize("cls", ALL, ids=ids)
@@ -203,25 +280,25 @@ def test_empty_batches_change_nothing(cls, no_warnings):
     est = cls()
     est.partial_fit(np.zeros(0, np.float32))
     with pytest.raises(lowbit.NotCalibratedError):
-        est.range_()
+        est.clip_range()
     est.partial_fit(np.array([1.0, -1.0])).partial_fit(np.zeros((0, 3)))
-    assert est.range_("int8", symmetric=False)[1] <= 1.0
+    assert est.clip_range("int8", symmetric=False)[1] <= 1.0
 
 
 def test_single_value_and_tiny_range(no_warnings):
     for cls in ALL:
-        lo, hi = cls().fit([np.array([3.0])]).range_("uint8")
+        lo, hi = cls().fit([np.array([3.0])]).clip_range("uint8")
         assert hi == 3.0 and lo in (0.0, 3.0)
     tiny = np.array([1.0, 1.0 + 2**-20, 1.0 + 2**-19])
     for cls in HIST_ESTIMATORS:
-        lo, hi = cls().fit([tiny]).range_("uint8")
+        lo, hi = cls().fit([tiny]).clip_range("uint8")
         assert lo >= 0.0 and hi <= tiny.max()
 
 
 def test_torch_tensors_are_accepted():
     torch = pytest.importorskip("torch")
     t = torch.linspace(-2, 4, 1000, dtype=torch.bfloat16)
-    assert MinMax().fit([t]).range_() == (-2.0, 4.0)
+    assert MinMax().fit([t]).clip_range() == (-2.0, 4.0)
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -238,8 +315,8 @@ def test_percentile_equals_numpy(dtype, q, rng):
     ]
     for x in (d.astype(dtype) for d in data):
         est = Percentile(percentile=q).fit([x])
-        lo, hi = est.range_("uint8", symmetric=False)
-        _, amax = est.range_("int8", symmetric=True)
+        lo, hi = est.clip_range("uint8", symmetric=False)
+        _, amax = est.clip_range("int8", symmetric=True)
         want = [*np.percentile(x, [100 - q, q]).tolist(), np.percentile(np.abs(x), q)]
         tol = 2 * np.finfo(dtype).eps
         np.testing.assert_allclose([lo, hi, amax], want, rtol=tol, atol=tol)
@@ -262,7 +339,7 @@ def _brute_force_mse(x: np.ndarray, bits: int, candidates: int = 400) -> float:
 def test_mse_clip_matches_brute_force(dist, bits):
     rng = np.random.default_rng(7)
     x = (rng.standard_normal(1_000_000) if dist == "gaussian" else rng.laplace(size=1_000_000)).astype(np.float32)
-    _, clip = MSE().fit([x]).range_(f"int{bits}")
+    _, clip = MSE().fit([x]).clip_range(f"int{bits}")
     steps = 2 ** (bits - 1) - 1
     s = np.float64(np.float32(clip / steps))
     ours = float(np.mean((x - np.clip(np.rint(x / s), -steps, steps) * s) ** 2))
@@ -288,8 +365,8 @@ def test_outlier_example_entropy_clips_the_outlier():
     is lower on a given draw is within the +-0.9 % sampling noise of that mean (std of u^2 over
     10,000 values), hence the 1 % margin."""
     x = _outlier_example()
-    lo, hi = Entropy().fit([x]).range_("uint8", symmetric=False)
-    p_lo, p_hi = Percentile(99.99).fit([x]).range_("uint8", symmetric=False)
+    lo, hi = Entropy().fit([x]).clip_range("uint8", symmetric=False)
+    p_lo, p_hi = Percentile(99.99).fit([x]).clip_range("uint8", symmetric=False)
     assert hi - lo <= p_hi - p_lo
     assert x[:-1].max() <= hi < 151 and lo == x.min()
     minmax = _mse(x, "minmax")
@@ -318,10 +395,10 @@ def test_aciq_clips_match_the_published_table():
 
 def test_aciq_fits_the_data(rng):
     x = rng.laplace(scale=2.0, size=400_000)
-    _, hi = ACIQ("laplace").fit([x]).range_("int4")
+    _, hi = ACIQ("laplace").fit([x]).clip_range("int4")
     assert hi == pytest.approx(5.03 * 2.0, rel=0.03)
     g = rng.standard_normal(400_000) * 3
-    _, hi = ACIQ("gaussian").fit([g]).range_("int3")
+    _, hi = ACIQ("gaussian").fit([g]).clip_range("int3")
     assert hi == pytest.approx(2.15 * 3, rel=0.03)
 
 
@@ -331,8 +408,12 @@ def test_aciq_fits_the_data(rng):
 def test_quantize_with_a_method_uses_its_range(rng):
     x = rng.standard_normal((8, 1000)).astype(np.float32)
     x[0, 0] = 50.0
-    q = lowbit.quantize(x, "int8", method="percentile", percentile=99.0)
+    q = lowbit.quantize(x, "int8", method="percentile", method_options={"percentile": 99.0})
     assert float(q.scale) == pytest.approx(np.percentile(np.abs(x), 99.0) / 127, rel=1e-6)
+    assert lowbit.quantize(x, "int8", method=Percentile(99.0)).scale == q.scale  # an instance carries its options
+    with pytest.deprecated_call(match="method_options=\\{'percentile': 99.0\\}"):
+        old = lowbit.quantize(x, "int8", method="percentile", percentile=99.0)
+    assert old.scale == q.scale
     qc = lowbit.quantize(x, "int8", granularity=lowbit.PerChannel(0), method="mse")
     assert qc.scale.shape == (8,) and qc.scale[0] < 50.0 / 127
     assert lowbit.metrics.mse(x, qc.dequantize()) < lowbit.metrics.mse(x, lowbit.fake_quantize(x, "int8"))
@@ -340,9 +421,15 @@ def test_quantize_with_a_method_uses_its_range(rng):
 
 def test_quantize_method_errors(rng):
     x = rng.standard_normal((4, 64)).astype(np.float32)
-    with pytest.raises(lowbit.OptionError, match=r"per-tensor or per-channel"):
+    with pytest.raises(lowbit.OptionError, match=r"per-tensor, per-channel or per-token"):
         lowbit.quantize(x, "int4", granularity=lowbit.PerGroup(32), method="mse")
     with pytest.raises(lowbit.OptionError, match="unknown method"):
         lowbit.quantize(x, "int4", method="median")
-    with pytest.raises(lowbit.OptionError, match="does not take"):
-        lowbit.quantize(x, "int4", method="mse", percentile=9.0)
+    with pytest.raises(lowbit.OptionError, match="no option"):
+        lowbit.quantize(x, "int4", method="mse", method_options={"percentile": 9.0})
+    with pytest.raises(lowbit.OptionError, match="unexpected keyword argument 'percentile'"):
+        lowbit.quantize(x, "int4", method="mse", percentile=9.0)  # not an option of mse: a mistyped keyword
+    with pytest.raises(lowbit.OptionError, match="argument 'granulrity'; did you mean 'granularity'"):
+        lowbit.quantize(x, "int4", granulrity="channel")
+    with pytest.raises(lowbit.OptionError, match="with an estimator instance"):
+        lowbit.quantize(x, "int4", method=Percentile(), method_options={"percentile": 99.0})

@@ -30,7 +30,8 @@ ENTRY_POINTS = {
         (errors.InputTypeError, TypeError),
         (errors.OptionError, ValueError),
         (errors.FileFormatError, ValueError),
-        (errors.NotCalibratedError, RuntimeError),
+        (errors.NotCalibratedError, ValueError),
+        (errors.NotCalibratedError, AttributeError),
     ],
     ids=lambda v: v.__name__,
 )
@@ -43,10 +44,20 @@ def test_error_hierarchy(cls, builtin):
 def test_every_exported_error_is_a_lowbit_error():
     for name in errors.__all__:
         cls = getattr(errors, name)
-        if cls is lowbit.LowbitError:
+        if cls is lowbit.LowbitError or not isinstance(cls, type):
             continue
         assert issubclass(cls, lowbit.LowbitError)
-        assert issubclass(cls, (ValueError, TypeError, RuntimeError))
+        assert issubclass(cls, (ValueError, TypeError))
+
+
+def test_error_context_prefixes_lowbit_errors_only():
+    with pytest.raises(lowbit.QTypeError, match=r"^layer 'fc': unknown qtype 'int99'") as info, \
+            errors.error_context("layer 'fc'"):
+        lowbit.get_qtype("int99")
+    assert info.value.__cause__ is None and info.value.__traceback__ is not None
+    with pytest.raises(KeyError) as other, errors.error_context("layer 'fc'"):  # not lowbit's: untouched
+        raise KeyError("x")
+    assert other.value.args == ("x",)
 
 
 # --------------------------------------------------------------------------- non-finite

@@ -18,7 +18,7 @@ from lowbit import PerChannel, PerGroup, PerTensor, QTensor
 from lowbit.errors import OptionError, QTypeError
 from lowbit.formats import Codebook, get_qtype
 
-GRID_NAMES = ["fp8_e4m3", "fp8_e5m2", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1", "nf4", "fp4"]
+GRID_NAMES = ["fp8_e4m3", "fp8_e5m2", "fp6_e3m2", "fp6_e2m3", "fp4_e2m1", "nf4", "fp4_bnb"]
 NF4_QLORA = [  # bitsandbytes NF4 table (QLoRA appendix), copied independently of lowbit
     -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
     -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
@@ -38,7 +38,7 @@ def _torch_finite_values(dtype: torch.dtype) -> np.ndarray:
 @pytest.mark.parametrize(
     "name,bits,size,top",
     [("fp8_e4m3", 8, 253, 448.0), ("fp8_e5m2", 8, 247, 57344.0), ("fp6_e3m2", 6, 63, 28.0),
-     ("fp6_e2m3", 6, 63, 7.5), ("fp4_e2m1", 4, 15, 6.0), ("nf4", 4, 16, 1.0), ("fp4", 4, 15, 1.0)],
+     ("fp6_e2m3", 6, 63, 7.5), ("fp4_e2m1", 4, 15, 6.0), ("nf4", 4, 16, 1.0), ("fp4_bnb", 4, 15, 1.0)],
 )
 def test_grid_shape(name, bits, size, top):
     qt = get_qtype(name)
@@ -138,14 +138,14 @@ def test_torch_input_keeps_kind_dtype_and_zero_input_is_exact():
 def test_bnb_fp4_table():
     bnb = np.float32(BNB_FP4_POSITIVE).astype(np.float64)
     want = sorted(set(bnb.tolist()) | set((-bnb).tolist()))
-    qt = get_qtype("fp4")
+    qt = get_qtype("fp4_bnb")
     assert list(qt.grid) == want and (qt.kind, qt.bits, qt.qmax) == ("codebook", 4, 14)
     # codes are indices into the sorted table (not bitsandbytes' bit patterns): 0 is -1, 7 is 0, 14 is 1
-    q = lowbit.quantize(np.array([-1.0, 0.0, 1.0, 0.3, 0.08, 0.09], np.float32), "fp4", scale=1.0)
+    q = lowbit.quantize(np.array([-1.0, 0.0, 1.0, 0.3, 0.08, 0.09], np.float32), "fp4_bnb", scale=1.0)
     assert q.codes.tolist() == [0, 7, 14, 11, 8, 9]  # 0.08 and 0.09 lie either side of 0.0859375
 
 
-QLORA_NAMES = ("nf4", "fp4_e2m1", "fp4", "int4")
+QLORA_NAMES = ("nf4", "fp4_e2m1", "fp4_bnb", "int4")
 
 
 def _ref_grid(name: str) -> np.ndarray:
@@ -192,7 +192,7 @@ def _check_qlora_ordering(mse: dict[str, float]) -> None:
     assert mse["nf4"] < mse["fp4_e2m1"] < mse["int4"]
     # bitsandbytes' own FP4 table has a gap from 0.0052 to 0.1667 near zero, where most absmax-scaled
     # values lie, so at block 64 its MSE is *above* int4's (measured: N(0,1) +28%, MiniLM +23%).
-    assert mse["nf4"] < mse["int4"] < mse["fp4"]
+    assert mse["nf4"] < mse["int4"] < mse["fp4_bnb"]
 
 
 def test_qlora_ordering_on_gaussian_blocks(rng):

@@ -240,7 +240,7 @@ def test_serialization_round_trip(fmt, dtype, rng):
     x = rng.standard_normal((6, 512)).astype(dtype)
     qt = lowbit.quantize(x, "uint4", granularity=PerGroup(8), scale_format=fmt)
     d = qt.to_dict()
-    assert d["meta"]["scale_format"] == fmt and d["meta"]["format_version"] == 2
+    assert d["meta"]["scale_format"] == fmt and d["meta"]["format_version"] == 3
     assert set(d) - {"data", "zero_point", "meta"} == set(qt.stored_scale)
     stored = {k: np.array(v) for k, v in d.items() if k != "meta"}
     stored["meta"] = json.loads(json.dumps(d["meta"]))

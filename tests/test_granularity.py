@@ -169,8 +169,8 @@ def test_axis_must_be_an_int(axis):
 
 @pytest.mark.parametrize("size", [0, -2, True, 2.0, "4", None], ids=repr)
 def test_group_size_must_be_a_positive_int(size):
-    with pytest.raises(lowbit.GranularityError, match="positive int"):
-        plan(PerGroup(size), (4, 8))  # type: ignore[arg-type]
+    with pytest.raises(lowbit.GranularityError, match=r"PerGroup size must be an int >= 1"):
+        PerGroup(size)  # type: ignore[arg-type]  # checked when the granularity is made
 
 
 @pytest.mark.parametrize(
@@ -196,9 +196,11 @@ def test_group_size_not_dividing(shape, size, axis):
 
 def test_unknown_granularity_object():
     with pytest.raises(lowbit.GranularityError, match="PerTensor"):
-        plan("channel", (3, 4))  # type: ignore[arg-type]
-    with pytest.raises(lowbit.GranularityError):
-        lowbit.quantize(np.ones((3, 4), np.float32), "int8", granularity="channel")  # type: ignore[arg-type]
+        plan(3, (3, 4))  # type: ignore[arg-type]
+    with pytest.raises(lowbit.GranularityError, match="cannot parse granularity 'chanel'"):
+        lowbit.quantize(np.ones((3, 4), np.float32), "int8", granularity="chanel")
+    with pytest.raises(lowbit.GranularityError, match="abstract"):
+        lowbit.Granularity()
 
 
 def test_granularities_are_frozen_and_hashable():

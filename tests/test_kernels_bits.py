@@ -1,4 +1,4 @@
-"""lowbit.kernels._bits: bit packing against a NumPy bit-stream reference."""
+"""lowbit._kernels._bits: bit packing against a NumPy bit-stream reference."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis.extra import numpy as hnp
 
 import lowbit
 from _reference import ref_pack, ref_unpack
-from lowbit.kernels import pack_codes, unpack_codes
+from lowbit._kernels import pack_codes, unpack_codes
 
 BITS = list(range(1, 17))
 

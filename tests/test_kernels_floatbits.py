@@ -1,4 +1,4 @@
-"""Bit-level float helpers of the kernels (lowbit.kernels._floatbits) against NumPy."""
+"""Bit-level float helpers of the kernels (lowbit._kernels._floatbits) against NumPy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from lowbit.kernels._floatbits import POW_HUGE, POW_TINY, exponent, pow2, pow_pos
+from lowbit._kernels._floatbits import POW_HUGE, POW_TINY, exponent, pow2, pow_pos
 
 
 @njit(cache=False)

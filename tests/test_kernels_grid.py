@@ -1,4 +1,4 @@
-"""Grid-format rounding kernels (lowbit.kernels.grid) against an independent NumPy reference.
+"""Grid-format rounding kernels (lowbit._kernels.grid) against an independent NumPy reference.
 
 The reference rounds with ``np.searchsorted`` over float64 midpoints of the
 format's grid (read from ``QType.grid``) plus the tie rule written out here:
@@ -20,11 +20,7 @@ from hypothesis import strategies as st
 
 import lowbit
 from lowbit import PerChannel, PerGroup
-from lowbit.errors import InputTypeError
-from lowbit.formats import Codebook, QType, get_qtype
-from lowbit.formats.floats import float_grid
-from lowbit.granularity import plan
-from lowbit.kernels.grid import (
+from lowbit._kernels.grid import (
     COUNT,
     COUNT_MAX,
     FLOAT,
@@ -36,6 +32,10 @@ from lowbit.kernels.grid import (
     rounding_plan,
     thresholds,
 )
+from lowbit.errors import InputTypeError
+from lowbit.formats import Codebook, QType, get_qtype
+from lowbit.formats.floats import float_grid
+from lowbit.granularity import plan
 
 DTYPES = [np.float32, np.float64]
 # the library's grid formats (other test modules register codebooks named test_*)

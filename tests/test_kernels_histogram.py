@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lowbit._kernels.histogram import histogram_flat, histogram_rows, kl_thresholds, values_between
 from lowbit.calibration._histogram import StreamingHistogram
-from lowbit.kernels.histogram import histogram_flat, histogram_rows, kl_thresholds, values_between
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -73,18 +73,22 @@ def test_bad_selections_name_the_module_and_fix(net):
         lm.WeightOnly("int4", algorithm="gptq-ish")
     with pytest.raises(lowbit.QTypeError):
         lm.WeightOnly("int33")
-    with pytest.raises(lowbit.OptionError, match="not int8"):
-        lm.Dynamic(weights="int4")
-    with pytest.raises(lowbit.OptionError, match="activations must be one of"):
-        lm.Dynamic(activations="channel")
-    with pytest.raises(lowbit.OptionError, match="unknown observer 'median'"):
-        lm.Static(observer="median")
+    with pytest.raises(lowbit.OptionError, match="weight_qtype='int4' is not int8"):
+        lm.Dynamic(weight_qtype="int4")
+    with pytest.raises(lowbit.GranularityError, match="act_granularity 'channel' is not taken here"):
+        lm.Dynamic(act_granularity="channel")
+    with pytest.raises(lowbit.GranularityError, match="act_granularity 'token' is not taken here; use tensor"):
+        lm.Static(act_granularity="token")
+    with pytest.raises(lowbit.OptionError, match="unknown method 'median'"):
+        lm.Static(method="median")
+    with pytest.raises(lowbit.OptionError, match="no option"):
+        lm.Static(method="percentile", method_options={"percentil": 99.0})
 
 
 def test_dynamic_and_static_compute_in_integers(net):
     ref = copy.deepcopy(net)
     dyn = copy.deepcopy(net)
-    lm.quantize_(dyn, lm.Dynamic(activations="token"), include=["encoder.*", "head"])
+    lm.quantize_(dyn, lm.Dynamic(act_granularity="token"), include=["encoder.*", "head"])
     lm.quantize_(net, lm.Static(), include=["encoder.*", "head", "conv"])
     with pytest.raises(lowbit.ModelError, match="convert before calibrate: observers of"):
         lm.convert(net)
@@ -176,8 +180,9 @@ def test_groups_that_do_not_divide_fall_back_to_channels_and_say_so(net):
     assert schemes["encoder.0"] == "W4 int4 group:16"
     assert schemes["head"] == "W4 int4 group:16 -> channel (group 16 does not divide 40)"
     assert schemes["conv"].endswith("(group 16 does not divide 3)")
-    with pytest.raises(lowbit.OptionError, match="granularity must be"):
-        lm.WeightOnly("int4", granularity="group:16")
+    assert lm.WeightOnly("int4", granularity="group:16") == lm.WeightOnly("int4", lowbit.PerGroup(16))
+    with pytest.raises(lowbit.GranularityError, match="granularity 'token' is not taken here"):
+        lm.WeightOnly("int4", granularity="token")
 
 
 def test_hqq_algorithm_beats_round_to_nearest_on_outlier_weights():

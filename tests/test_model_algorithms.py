@@ -9,6 +9,7 @@ Known answers come from plain float computations on the same inputs.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 
 import numpy as np
@@ -20,7 +21,7 @@ from torch import nn  # noqa: E402
 import lowbit  # noqa: E402
 import lowbit.model as lm  # noqa: E402
 from lowbit.algorithms import ActivationStatistics, HessianAccumulator  # noqa: E402
-from lowbit.model.collect import layer_statistics  # noqa: E402
+from lowbit.model._collect import layer_statistics  # noqa: E402
 
 D = 64
 
@@ -160,7 +161,7 @@ def test_parallel_module_list_falls_back_to_one_float_pass():
         np.testing.assert_allclose(stat.absmax_, x.abs().amax(0).double().numpy())
 
 
-@pytest.mark.parametrize("config", [lm.Static(), lm.Dynamic(), lm.Dynamic(activations="token")],
+@pytest.mark.parametrize("config", [lm.Static(), lm.Dynamic(), lm.Dynamic(act_granularity="token")],
                          ids=["static", "dynamic-tensor", "dynamic-token"])
 def test_smoothquant_beats_plain_w8a8_on_outlier_channels(stack, config):
     """Scored on held-out batches: with the calibration rows themselves, a flattening alpha looks
@@ -169,7 +170,7 @@ def test_smoothquant_beats_plain_w8a8_on_outlier_channels(stack, config):
     errors, summaries = {}, {}
     for alpha in (None, 0.5, "auto"):
         model = copy.deepcopy(stack)
-        cfg = type(config)(activations=config.activations, smoothquant=alpha)
+        cfg = dataclasses.replace(config, smoothquant=alpha)
         kw = {} if alpha is None else {"batches": calib, "progress": False}
         summaries[alpha] = lm.quantize_(model, cfg, **kw)
         if isinstance(cfg, lm.Static):

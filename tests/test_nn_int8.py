@@ -187,13 +187,13 @@ def test_bad_settings_raise_option_errors():
         lnn.Int8Conv2d.from_float(torch.nn.Conv2d(4, 4, 3, groups=2))
     with pytest.raises(OptionError, match="padding_mode='reflect'"):
         lnn.Int8Conv2d(4, 4, 3, padding_mode="reflect")
-    with pytest.raises(OptionError, match="act_granularity='tensor'"):
+    with pytest.raises(lowbit.GranularityError, match="act_granularity='tensor'"):
         lnn.Int8Linear(4, 2, act_scale=0.1, act_granularity="token")
-    with pytest.raises(OptionError, match="act_granularity"):
+    with pytest.raises(lowbit.GranularityError, match="act_granularity 'channel' is not taken here; use tensor or"):
         lnn.Int8Linear(4, 2, act_granularity="channel")
     with pytest.raises(OptionError, match="act_scale"):
         lnn.Int8Linear(4, 2, act_scale=0.0)
-    with pytest.raises(OptionError, match="weight_granularity"):
+    with pytest.raises(lowbit.GranularityError, match="weight_granularity"):
         lnn.Int8Linear(4, 2, weight_granularity="group:2")
     with pytest.raises(InputTypeError, match="floating-point"):
         lnn.Int8Linear(4, 2)(torch.ones(1, 4, dtype=torch.int32))

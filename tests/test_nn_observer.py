@@ -18,11 +18,11 @@ pytestmark = pytest.mark.torch
 def test_returns_input_and_matches_the_estimator_fed_directly():
     torch.manual_seed(0)
     batches = [torch.randn(4, 8, requires_grad=True) for _ in range(3)]
-    obs = lnn.Observer("percentile", percentile=99.0)
+    obs = lnn.Observer("percentile", method_options={"percentile": 99.0})
     for b in batches:
         assert obs(b) is b
     ref = Percentile(percentile=99.0).fit([b.detach().numpy() for b in batches])
-    assert obs.range_() == ref.range_()
+    assert obs.clip_range() == ref.clip_range()
     s, z = obs.qparams("uint8")
     rs, rz = ref.qparams("uint8")
     assert np.array_equal(s, rs) and np.array_equal(z, rz)
@@ -31,7 +31,7 @@ def test_returns_input_and_matches_the_estimator_fed_directly():
 def test_per_channel_instance_and_known_answer():
     obs = lnn.Observer(MinMax(axis=1))
     obs(torch.tensor([[1.0, -2.0], [3.0, 0.5]]))
-    lo, hi = obs.range_()
+    lo, hi = obs.clip_range()
     assert lo.tolist() == [1.0, -2.0] and hi.tolist() == [3.0, 0.5]
     s, z = obs.qparams("int8")
     assert s.tolist() == pytest.approx([3 / 127, 2 / 127]) and z.tolist() == [0, 0]
@@ -44,17 +44,27 @@ def test_not_calibrated_and_disabled():
     off = lnn.Observer(enabled=False)
     off(torch.ones(3))
     with pytest.raises(NotCalibratedError):
-        off.range_()
+        off.clip_range()
 
 
 def test_bad_estimators():
-    with pytest.raises(OptionError, match="registered methods"):
+    with pytest.raises(OptionError, match="registered estimators"):
         lnn.Observer("nope")
-    with pytest.raises(OptionError, match="does not take"):
-        lnn.Observer("minmax", percentile=3)
+    with pytest.raises(OptionError, match="no option"):
+        lnn.Observer("minmax", {"percentile": 3})
     with pytest.raises(OptionError, match="instance"):
-        lnn.Observer(MinMax(), axis=0)
+        lnn.Observer(MinMax(), {"axis": 0})
     with pytest.raises(OptionError, match="name or a RangeEstimator"):
         lnn.Observer(42)
     with pytest.raises(lowbit.InputTypeError):
         lnn.Observer()(torch.ones(3, dtype=torch.int32))
+
+
+def test_deprecated_spellings_still_work():
+    with pytest.deprecated_call(match="Observer\\(method, method_options"):
+        obs = lnn.Observer("percentile", percentile=90.0)
+    with pytest.deprecated_call(match="Observer\\(method=...\\)"):
+        assert isinstance(lnn.Observer(estimator="mse").estimator, lowbit.calibration.MSE)
+    obs(torch.arange(101.0))
+    with pytest.deprecated_call(match="clip_range"):
+        assert obs.range_("uint8") == (10.0, 90.0)

@@ -95,7 +95,7 @@ def test_init_rules():
     fq = lnn.FakeQuantize("int4", axis=0, channels=3).initialize_(x)
     want = 2 * np.abs(x.numpy()).mean(axis=1) / math.sqrt(7)
     np.testing.assert_allclose(fq.scale.detach().numpy(), want, rtol=1e-6)
-    mm = lnn.FakeQuantize("int8", init="minmax").initialize_(x)
+    mm = lnn.FakeQuantize("int8", method="minmax").initialize_(x)
     assert mm.scale.item() == pytest.approx(float(x.abs().max()) / 127, rel=1e-6)
     zero = lnn.FakeQuantize("int4", axis=0, channels=2).initialize_(torch.zeros(2, 5))
     assert zero.scale.tolist() == [1.0, 1.0]
@@ -226,8 +226,12 @@ def test_errors():
             lnn.FakeQuantize(bad)
     with pytest.raises(OptionError, match="axis and channels"):
         lnn.FakeQuantize("int4", axis=0)
-    with pytest.raises(OptionError, match="init"):
-        lnn.FakeQuantize("int4", init="magic")
+    with pytest.raises(OptionError, match="method must be 'lsq' or one of"):
+        lnn.FakeQuantize("int4", method="magic")
+    with pytest.raises(OptionError, match="no option"):
+        lnn.FakeQuantize("int4", method="percentile", method_options={"percentil": 99.0})
+    with pytest.deprecated_call(match="FakeQuantize\\(method=...\\)"):
+        assert lnn.FakeQuantize("int4", init="mse").method == "mse"
     with pytest.raises(GranularityError, match=r"channels=x\.shape"):
         lnn.FakeQuantize("int4", axis=0, channels=3)(torch.randn(4, 2))
     with pytest.raises(InputTypeError, match="floating-point"):

@@ -70,9 +70,9 @@ def test_linear_equals_fake_quantized_weights(qtype, gran, sym):
 
 def test_linear_method_option_and_3d_input():
     lin = torch.nn.Linear(16, 4, bias=False)
-    q = lnn.WeightOnlyLinear.from_float(lin, "int4", method="percentile", percentile=99.0)
+    q = lnn.WeightOnlyLinear.from_float(lin, "int4", method="percentile", method_options={"percentile": 99.0})
     x = torch.randn(2, 3, 16)
-    want = F.linear(x, fq_weight(lin, "int4", None, None, method="percentile", percentile=99.0))
+    want = F.linear(x, fq_weight(lin, "int4", None, None, method="percentile", method_options={"percentile": 99.0}))
     assert torch.equal(q(x), want)
 
 
@@ -212,8 +212,10 @@ def test_bad_inputs_raise_typed_errors():
         lnn.WeightOnlyLinear(6, 2, qtype="int99")
     with pytest.raises(OptionError, match="groups"):
         lnn.WeightOnlyConv2d(3, 4, 3, groups=2)
-    with pytest.raises(OptionError, match="granularity"):
+    with pytest.raises(GranularityError, match="granularity"):
         lnn.WeightOnlyLinear(6, 2, granularity=3)
+    with pytest.raises(GranularityError, match="'token' is not taken here"):
+        lnn.WeightOnlyLinear(6, 2, granularity="token")
 
 
 def test_nonfinite_weight_names_the_layer():

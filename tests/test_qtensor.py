@@ -134,7 +134,7 @@ def test_to_dict_from_dict_round_trip(name, gran, dtype, shape, rng):
     assert meta["dtype"] == dtype
     assert meta["kind"] == "numpy"
     assert meta["symmetric"] is qt.symmetric
-    assert meta["format_version"] == 2
+    assert meta["format_version"] == 3
     assert meta["scale_format"] == "float32"
     # simulate a file: copies of the arrays, metadata through JSON
     stored = {k: np.array(v, copy=True) for k, v in d.items() if k != "meta"}
@@ -177,7 +177,7 @@ def _good_dict(rng):
         pytest.param(lambda d: d.pop("meta"), id="missing-meta"),
         pytest.param(lambda d: d["meta"].pop("shape"), id="missing-shape"),
         pytest.param(lambda d: d["meta"].pop("qtype"), id="missing-qtype"),
-        pytest.param(lambda d: d["meta"].update(format_version=3), id="newer-version"),
+        pytest.param(lambda d: d["meta"].update(format_version=4), id="newer-version"),
         pytest.param(lambda d: d["meta"].pop("scale_format"), id="missing-scale-format"),
         pytest.param(lambda d: d["meta"].update(scale_format="float64"), id="unknown-scale-format"),
         pytest.param(lambda d: d.update(scale=d["scale"].astype(np.float16)), id="scale-dtype"),
@@ -207,7 +207,21 @@ def test_version_1_dicts_are_still_read(name, gran, dtype, shape, rng):
     back = QTensor.from_dict(v1)
     assert back.scale_format == "float32" and back.nbytes == qt.nbytes
     np.testing.assert_array_equal(back.dequantize(), qt.dequantize())
-    assert back.to_dict()["meta"]["format_version"] == 2
+    assert back.to_dict()["meta"]["format_version"] == 3
+
+
+def test_version_2_fp4_means_the_bitsandbytes_table(rng):
+    """Before version 3, "fp4" named bitsandbytes' table; it is now the OCP E2M1 float and the table is fp4_bnb."""
+    x = rng.standard_normal((4, 64)).astype(np.float32)
+    bnb = lowbit.quantize(x, "fp4_bnb", granularity=lowbit.PerGroup(64))
+    v2 = bnb.to_dict()
+    v2["meta"].update(format_version=2, qtype="fp4")
+    back = QTensor.from_dict(v2)
+    assert back.qtype.name == "fp4_bnb"
+    np.testing.assert_array_equal(back.dequantize(), bnb.dequantize())
+    e2m1 = lowbit.quantize(x, "fp4", granularity=lowbit.PerGroup(64))
+    assert e2m1.to_dict()["meta"]["qtype"] == "fp4_e2m1"  # canonical names only
+    assert QTensor.from_dict(e2m1.to_dict()).qtype.name == "fp4_e2m1"
 
 
 def test_file_format_error_is_a_value_error(rng):

@@ -23,14 +23,14 @@ from lowbit.errors import (
     QTypeError,
 )
 from lowbit.formats import QType, get_qtype, int_qtype, list_qtypes
-from lowbit.granularity import PerChannel, PerGroup, PerTensor
+from lowbit.granularity import Granularity, PerChannel, PerGroup, PerTensor, PerToken, as_granularity
 from lowbit.metrics import Scheme, compare
 from lowbit.qparams import choose_qparams
 from lowbit.qtensor import QTensor
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-_LAZY_SUBMODULES = ("calibration", "io", "report", "kernels", "nn", "model", "zoo")
+_LAZY_SUBMODULES = ("calibration", "algorithms", "io", "report", "nn", "model", "zoo")
 
 
 def __getattr__(name: str):
@@ -53,9 +53,12 @@ __all__ = [
     "get_qtype",
     "int_qtype",
     "list_qtypes",
+    "Granularity",
     "PerTensor",
     "PerChannel",
     "PerGroup",
+    "PerToken",
+    "as_granularity",
     "metrics",
     "compare",
     "Scheme",

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.errors import EmptyInputError, InputTypeError, NonFiniteError
+from lowbit.errors import EmptyInputError, InputTypeError, NonFiniteError, OptionError
 
-__all__ = ["Source", "as_float_array", "restore", "is_torch_tensor", "check_finite"]
+__all__ = ["Source", "as_float_array", "restore", "is_torch_tensor", "check_finite", "scale_dtype", "check_out"]
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
 
@@ -127,3 +127,28 @@ def check_finite(flat: np.ndarray, nonfinite: int, shape: tuple[int, ...]) -> No
         f"input of shape {shape} has {nonfinite} non-finite value(s) ({nans} NaN, {nonfinite - nans} Inf), "
         f"first at index {', '.join(map(str, where))}; replace them (e.g. np.nan_to_num) before quantizing"
     )
+
+
+def scale_dtype(source: Source) -> np.dtype:
+    """The dtype scales are computed and kept in for a source: float64 for float64 input, else float32.
+
+    Example:
+        >>> scale_dtype(Source("numpy", "float16", (2,))).name
+        'float32'
+    """
+    return np.dtype(np.float64 if source.dtype == "float64" else np.float32)
+
+
+def check_out(out: Any, dtype: np.dtype, size: int, what: str) -> np.ndarray:
+    """``out`` flattened, after checking it is a C-contiguous NumPy array of ``dtype`` with ``size`` elements.
+
+    Raises:
+        OptionError: any other buffer.
+
+    Example:
+        >>> check_out(np.zeros((2, 2), np.float32), np.dtype(np.float32), 4, "x").shape
+        (4,)
+    """
+    if not isinstance(out, np.ndarray) or out.dtype != dtype or out.size != size or not out.flags.c_contiguous:
+        raise OptionError(f"out= must be a C-contiguous {dtype} NumPy array with {size} elements for {what}")
+    return out.reshape(-1)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from lowbit.errors import LowbitError
+from lowbit.errors import LowbitError, error_context
 
 __all__ = ["main", "build_parser"]
 
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         >>> build_parser().parse_args(["compare", "w.npy"]).qtype
         ['int8', 'uint8', 'int4']
     """
-    from lowbit.calibration import list_methods
+    from lowbit.calibration import list_estimators
     from lowbit.formats import list_qtypes, list_scale_formats, qtype_aliases
 
     parser = argparse.ArgumentParser(
@@ -60,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument(
         "--granularity", nargs="+", default=["tensor"], metavar="G",
-        help="tensor, channel[:AXIS] or group:SIZE[:AXIS] (default: tensor); MX formats always use their "
-        "blocks of 32 along the last axis",
+        help="tensor, channel[:AXIS], group:SIZE[:AXIS] or token (default: tensor), as everywhere in lowbit; "
+        "MX formats always use their blocks of 32 along the last axis",
     )
     cmp.add_argument(
         "--scale-format", nargs="+", default=None, choices=list_scale_formats(), metavar="FORMAT",
@@ -69,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
         "MX formats always use e8m0",
     )
     cmp.add_argument(
-        "--method", nargs="+", default=["minmax"], choices=list_methods(), metavar="METHOD",
-        help=f"how the clipping range is estimated, several to compare ({', '.join(list_methods())}); "
-        "methods other than minmax need tensor or channel granularity; float, codebook and MX formats use minmax",
+        "--method", nargs="+", default=["minmax"], choices=list_estimators(), metavar="METHOD",
+        help=f"how the clipping range is estimated, several to compare ({', '.join(list_estimators())}); "
+        "methods other than minmax need tensor, channel or token granularity; float, codebook and MX formats "
+        "use minmax",
     )
     cmp.add_argument(
         "--symmetry", choices=list(_SYMMETRY), default="default",
@@ -89,10 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _schemes(args: argparse.Namespace) -> list[Any]:
     """Every combination of the options, each format taking only the choices it has (deduplicated by name)."""
     from lowbit.formats import get_qtype
-    from lowbit.granularity import parse_granularity
+    from lowbit.granularity import as_granularity
     from lowbit.metrics import Scheme
 
-    grans = [parse_granularity(g) for g in args.granularity]
+    grans = [as_granularity(g) for g in args.granularity]
     schemes: dict[str, Any] = {}
     for qt in (get_qtype(q) for q in args.qtype):
         fixed = qt.is_grid or qt.is_mx
@@ -117,10 +118,8 @@ def _compare(args: argparse.Namespace) -> str:
     tensors = load_tensors(args.file, args.tensor, args.exclude, args.min_ndim)
     rows = []
     for name, array in tensors.items():
-        try:
+        with error_context(f"tensor {name!r} (shape {array.shape})"):
             rows.extend(compare(array, schemes, name=name).rows)
-        except LowbitError as err:
-            raise type(err)(f"tensor {name!r} (shape {array.shape}): {err}") from None
     fmt = "json" if args.json else "markdown" if args.markdown else "text"
     return render_compare(CompareTable(rows), fmt, long=args.long)
 

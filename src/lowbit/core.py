@@ -15,15 +15,16 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from lowbit._arrays import Source, as_float_array, check_finite, restore
+from lowbit._arrays import Source, as_float_array, check_finite, check_out, restore, scale_dtype
 from lowbit.errors import GranularityError, InputTypeError, OptionError
 from lowbit.formats import QType, get_qtype
 from lowbit.formats.scales import DEFAULT_SCALE_FORMAT, ScaleFormat, scale_format_for, store_scales
-from lowbit.granularity import BlockLayout, Granularity, PerChannel, PerGroup, PerTensor, plan
+from lowbit.granularity import BlockLayout, Granularity, PerChannel, PerGroup, PerTensor, PerToken, as_granularity, plan
 from lowbit.qparams import affine_zero_points, choose_qparams, symmetric_divisor
 from lowbit.qtensor import QTensor
 
@@ -32,13 +33,9 @@ __all__ = ["quantize", "dequantize", "fake_quantize", "ROUNDING_MODES"]
 ROUNDING_MODES = ("nearest", "stochastic")
 
 
-def _scale_dtype(source: Source) -> np.dtype:
-    return np.dtype(np.float64 if source.dtype == "float64" else np.float32)
-
-
 def _mode(rounding: str, granularity: Granularity) -> int:
     """Kernel rounding mode: torch's per-tensor (fused) or per-channel (unfused) formula, or stochastic."""
-    from lowbit.kernels.quant import FUSED, STOCHASTIC, UNFUSED
+    from lowbit._kernels.quant import FUSED, STOCHASTIC, UNFUSED
 
     if rounding == "stochastic":
         return STOCHASTIC
@@ -81,17 +78,17 @@ def _explicit_qparams(
     return s, z.astype(np.int64)
 
 
-def _grid_options(qt: QType, symmetric: bool | None, zero_point: Any, method: str, options: Any) -> None:
+def _grid_options(qt: QType, symmetric: bool | None, zero_point: Any, est: Any) -> None:
     """Reject the options that grid formats (float, codebook) do not have."""
     if symmetric is not None and not symmetric:
         raise OptionError(f"{qt.name} ({qt.kind}) is scale-only; drop symmetric=False or use an integer format")
     if zero_point is not None and np.any(np.asarray(zero_point) != 0):
         raise OptionError(f"{qt.name} ({qt.kind}) has no zero point; drop zero_point=")
-    if method != "minmax" or options:
-        raise OptionError(f"{qt.name} ({qt.kind}) supports method='minmax' only (absmax scaling), got {method!r}")
+    if est is not None:
+        raise OptionError(f"{qt.name} ({qt.kind}) supports method='minmax' only (absmax scaling), got {est!r}")
 
 
-def _mx_options(qt: QType, symmetric: bool | None, scale: Any, zero_point: Any, method: str, options: Any) -> None:
+def _mx_options(qt: QType, symmetric: bool | None, scale: Any, zero_point: Any, est: Any) -> None:
     """Reject the options that MX formats (spec-chosen power-of-two block scales) do not have."""
     if symmetric is not None and not symmetric:
         raise OptionError(f"{qt.name} (MX) is scale-only; drop symmetric=False")
@@ -100,21 +97,20 @@ def _mx_options(qt: QType, symmetric: bool | None, scale: Any, zero_point: Any, 
             f"{qt.name} (MX) chooses each block's E8M0 scale by the OCP MX rule; drop scale=/zero_point= "
             "or use a non-MX format"
         )
-    if method != "minmax" or options:
-        raise OptionError(f"{qt.name} (MX) supports method='minmax' only (the spec's amax rule), got {method!r}")
+    if est is not None:
+        raise OptionError(f"{qt.name} (MX) supports method='minmax' only (the spec's amax rule), got {est!r}")
 
 
-def _granularity(qt: QType, granularity: Granularity | None) -> Granularity:
+def _granularity(qt: QType, granularity: Granularity | str | None) -> Granularity:
     """The granularity to use: PerTensor() by default, blocks of ``block_size`` for MX formats."""
     if not qt.is_mx:
-        return PerTensor() if granularity is None else granularity
-    if granularity is None:
-        return PerGroup(qt.block_size)
-    if isinstance(granularity, PerGroup) and granularity.size == qt.block_size:
-        return granularity
-    raise OptionError(
+        return as_granularity(granularity, PerTensor())
+    gran = as_granularity(granularity, PerGroup(qt.block_size))
+    if isinstance(gran, PerGroup) and gran.size == qt.block_size:
+        return gran
+    raise GranularityError(
         f"{qt.name} shares one E8M0 scale per block of {qt.block_size} consecutive elements, got granularity="
-        f"{granularity}; use granularity=None (blocks along the last axis) or PerGroup({qt.block_size}, axis=...)"
+        f"{gran}; use granularity=None (blocks along the last axis) or PerGroup({qt.block_size}, axis=...)"
     )
 
 
@@ -158,61 +154,75 @@ def _grid_rounding(qt: QType, rounding: str) -> None:
         raise OptionError(f"{qt.name} ({qt.kind}) supports rounding='nearest' only, got {rounding!r}")
 
 
-def _check_out(out: np.ndarray, dtype: np.dtype, size: int, what: str) -> np.ndarray:
-    if not isinstance(out, np.ndarray) or out.dtype != dtype or out.size != size or not out.flags.c_contiguous:
-        raise OptionError(f"out= must be a C-contiguous {dtype} NumPy array with {size} elements for {what}")
-    return out.reshape(-1)
+def range_estimator(method: Any, method_options: Any, legacy: dict[str, Any], where: str) -> Any:
+    """The estimator asked for, or None for plain min-max (the fused fast path).
+
+    ``legacy`` holds extra keyword arguments: estimator options passed the old way
+    (deprecated) or a mistyped keyword (OptionError).
+    """
+    if isinstance(method, str) and method.strip().lower() == "minmax" and not method_options and not legacy:
+        return None
+    from lowbit.calibration.base import estimator_for
+    from lowbit.calibration.minmax import MinMax
+
+    est = estimator_for(method, method_options, legacy, where=where)
+    if type(est) is MinMax and est.get_params() == MinMax().get_params():
+        return None
+    return est
 
 
-def _estimated_range(
-    x: Any, qt: QType, sym: bool, gran: Granularity, method: str, options: dict[str, Any]
-) -> tuple[np.ndarray, np.ndarray]:
+def _estimated_range(x: np.ndarray, qt: QType, sym: bool, gran: Granularity, est: Any) -> tuple[Any, Any]:
     """Clipping range from a calibration estimator fitted on ``x`` alone."""
     if isinstance(gran, PerGroup):
         raise OptionError(
-            f"method={method!r} estimates per-tensor or per-channel ranges; with {gran} use method='minmax'"
+            f"method={est.name!r} estimates per-tensor, per-channel or per-token ranges; with {gran} use "
+            "method='minmax'"
         )
-    from lowbit.calibration import get_estimator
-
-    axis = gran.axis if isinstance(gran, PerChannel) else None
-    return get_estimator(method, axis=axis, **options).partial_fit(x).range_(qt, sym)
+    axis: int | None = 0
+    if isinstance(gran, PerToken):
+        x = x.reshape(-1, x.shape[-1])
+    else:
+        axis = gran.axis if isinstance(gran, PerChannel) else None
+    return est.set_params(axis=axis).partial_fit(x).clip_range(qt, sym)
 
 
 def _prepare(
     x: Any,
     qtype: str | QType,
-    granularity: Granularity | None,
+    granularity: Granularity | str | None,
     symmetric: bool | None,
     scale: Any,
     zero_point: Any,
-    method: str = "minmax",
-    method_options: dict[str, Any] | None = None,
+    est: Any = None,
     scale_format: str | None = None,
 ) -> tuple[np.ndarray, Source, QType, Granularity, bool, BlockLayout, np.ndarray, np.ndarray, tuple[str, Any]]:
-    """Validate inputs once and compute per-block scale and zero point, as stored in the scale format."""
+    """Validate inputs once and compute per-block scale and zero point, as stored in the scale format.
+
+    ``est`` is the range estimator (None: min-max).
+    """
     qt = get_qtype(qtype)
     fmt = scale_format_for(qt, scale_format)
     gran = _granularity(qt, granularity)
     sym = qt.signed if symmetric is None else bool(symmetric)
     if qt.is_mx:
-        _mx_options(qt, symmetric, scale, zero_point, method, method_options)
+        _mx_options(qt, symmetric, scale, zero_point, est)
     if qt.is_grid:
-        _grid_options(qt, symmetric, zero_point, method, method_options)
+        _grid_options(qt, symmetric, zero_point, est)
         sym, zero_point = True, 0
     flat, source = as_float_array(x)
     layout = _layout(qt, gran, source.shape)
-    from lowbit.kernels import block_minmax
+    from lowbit._kernels import block_minmax
 
     mins, maxs, nonfinite = block_minmax(flat, layout)
     check_finite(flat, nonfinite, source.shape)
-    sdt = _scale_dtype(source)
+    sdt = scale_dtype(source)
     lo = mins
     if scale is not None:
         s, z = _explicit_qparams(scale, zero_point, qt, sym, layout, sdt)
-    elif method == "minmax" and not method_options:
+    elif est is None:
         s, z = choose_qparams(mins, maxs, qt, symmetric=sym, scale_dtype=sdt)
     else:
-        lo, hi = _estimated_range(flat.reshape(source.shape), qt, sym, gran, method, method_options or {})
+        lo, hi = _estimated_range(flat.reshape(source.shape), qt, sym, gran, est)
         s, z = choose_qparams(lo, hi, qt, symmetric=sym, scale_dtype=sdt)
     s, z, enc = _encoded(
         s.reshape(layout.param_shape), z.reshape(layout.param_shape), lo, qt, sym, fmt, scale is None
@@ -224,16 +234,17 @@ def quantize(
     x: Any,
     qtype: str | QType = "int8",
     *,
-    granularity: Granularity | None = None,
+    granularity: Granularity | str | None = None,
     symmetric: bool | None = None,
     rounding: str = "nearest",
     rng: Any = None,
     scale: Any = None,
     zero_point: Any = None,
     out: np.ndarray | None = None,
-    method: str = "minmax",
+    method: str | Any = "minmax",
+    method_options: Mapping[str, Any] | None = None,
     scale_format: str | None = None,
-    **method_options: Any,
+    **deprecated: Any,
 ) -> QTensor:
     """Quantize a float tensor to integer codes.
 
@@ -241,7 +252,8 @@ def quantize(
         x: NumPy array or CPU torch tensor (float16/bfloat16/float32/float64).
         qtype: format name (``"int8"``, ``"uint4"``, ``"int8_full"`` ...) or QType.
         granularity: ``PerTensor()`` (default; MX formats: ``PerGroup(32)``),
-            ``PerChannel(axis)``, ``PerGroup(size, axis)``.
+            ``PerChannel(axis)``, ``PerGroup(size, axis)``, ``PerToken()``, or the
+            string form (``"tensor"``, ``"channel"``, ``"group:64"``, ``"token"``).
         symmetric: scale-only (True) or affine with zero point (False). Default:
             symmetric for signed formats, affine for unsigned ones.
         rounding: ``"nearest"`` (round half to even) or ``"stochastic"``.
@@ -251,12 +263,15 @@ def quantize(
         out: optional buffer for the codes (storage dtype, or uint8 packed bytes).
         method: how the clipping range is estimated: ``"minmax"`` (default),
             ``"percentile"``, ``"mse"``, ``"entropy"``, ``"aciq"`` (see
-            :mod:`lowbit.calibration`); per-tensor or per-channel granularity.
+            :mod:`lowbit.calibration`) or an estimator instance; per-tensor,
+            per-channel or per-token granularity.
+        method_options: options of that estimator, e.g. ``{"percentile": 99.9}``.
         scale_format: how the scales are stored (:func:`lowbit.formats.list_scale_formats`):
             ``"float32"`` (default), ``"float16"``, ``"bfloat16"``, ``"e8m0"`` (the MX
             formats' default and only one), ``"double8"``, ``"kquant6"``. The codes are
             computed with the scales as stored.
-        **method_options: options of that estimator, e.g. ``percentile=99.9``.
+        **deprecated: estimator options as keywords (``percentile=99.9``), the old
+            spelling of ``method_options=`` (DeprecationWarning).
 
     Returns:
         A QTensor holding packed codes, scales (decoded, and as stored) and zero points.
@@ -264,33 +279,37 @@ def quantize(
     Raises:
         InputTypeError: not a float array/tensor. EmptyInputError: no elements.
         NonFiniteError: NaN/Inf in the input (the message counts and locates them).
-        QTypeError, GranularityError, OptionError: bad format, granularity or option.
+        QTypeError, GranularityError, OptionError: bad format, granularity or option
+            (a mistyped keyword is an OptionError that suggests the right one).
 
     Example:
         >>> import numpy as np, lowbit
         >>> qt = lowbit.quantize(np.array([-1.0, 0.0, 2.0], np.float32), "uint8")
         >>> qt.codes.tolist(), int(qt.zero_point)
         ([0, 85, 255], 85)
+        >>> lowbit.quantize(np.arange(8.0).reshape(2, 4), "int4", granularity="token").scale.tolist()
+        [0.42857142857142855, 1.0]
     """
     seed = _seed(rounding, rng, qtype)
+    est = range_estimator(method, method_options, deprecated, "quantize()")
     flat, source, qt, gran, sym, layout, s, z, enc = _prepare(
-        x, qtype, granularity, symmetric, scale, zero_point, method, method_options, scale_format
+        x, qtype, granularity, symmetric, scale, zero_point, est, scale_format
     )
     n = flat.size
     if qt.packed:
         size, dtype = qt.packed_nbytes(n), np.dtype(np.uint8)
     else:
         size, dtype = n, qt.storage_dtype
-    data = np.empty(size, dtype) if out is None else _check_out(out, dtype, size, qt.name)
+    data = np.empty(size, dtype) if out is None else check_out(out, dtype, size, qt.name)
     inv = (flat.dtype.type(1) / s.astype(flat.dtype)).reshape(-1)
     zpf = z.astype(flat.dtype).reshape(-1)
     if qt.is_grid:
-        from lowbit.kernels.grid import grid_tables, quantize_grid_kernel
+        from lowbit._kernels.grid import grid_tables, quantize_grid_kernel
 
         _, mids, tie = grid_tables(qt)
         quantize_grid_kernel(flat, data, inv, mids, tie, layout.Q, layout.R, layout.T, qt.bits)
         return QTensor(data, s, z.astype(qt.storage_dtype), qt, gran, sym, source, *enc)
-    from lowbit.kernels import quantize_kernel
+    from lowbit._kernels import quantize_kernel
 
     quantize_kernel(
         flat, data, inv, zpf, layout.Q, layout.R, layout.T, qt.qmin, qt.qmax, qt.bits, _mode(rounding, gran), seed
@@ -299,7 +318,7 @@ def quantize(
 
 
 def dequantize(qtensor: QTensor, *, out: np.ndarray | None = None) -> Any:
-    """Turn a QTensor back into floats: ``(code - zero_point) * scale``.
+    """Turn a QTensor back into floats: ``(code - zero_point) * scale`` (see :meth:`QTensor.dequantize`).
 
     Args:
         qtensor: the result of :func:`quantize`.
@@ -320,43 +339,23 @@ def dequantize(qtensor: QTensor, *, out: np.ndarray | None = None) -> Any:
     """
     if not isinstance(qtensor, QTensor):
         raise InputTypeError(f"dequantize expects a QTensor, got {type(qtensor).__name__}")
-    src, qt = qtensor.source, qtensor.qtype
-    layout = plan(qtensor.granularity, src.shape)
-    sdt = _scale_dtype(src)
-    n = qtensor.numel
-    if out is not None and (src.kind != "numpy" or src.dtype not in ("float32", "float64")):
-        raise OptionError(
-            f"out= holds the result only when it is a NumPy float32/float64 array; this QTensor "
-            f"restores a {src.kind} {src.dtype} tensor, so call dequantize() without out="
-        )
-    result = np.empty(n, sdt) if out is None else _check_out(out, sdt, n, "dequantize")
-    scale = qtensor.scale.astype(sdt).reshape(-1)
-    if qt.is_grid:
-        from lowbit.kernels.grid import dequantize_grid_kernel, grid_tables
-
-        grid = grid_tables(qt)[0].astype(sdt)
-        dequantize_grid_kernel(qtensor.data, n, result, scale, grid, layout.Q, layout.R, layout.T, qt.bits)
-        return restore(result, src)
-    zp = qtensor.zero_point.astype(np.int32).reshape(-1)
-    from lowbit.kernels import dequantize_kernel
-
-    dequantize_kernel(qtensor.data, n, result, scale, zp, layout.Q, layout.R, layout.T, qt.bits, qt.signed)
-    return restore(result, src)
+    return qtensor.dequantize(out=out)
 
 
 def fake_quantize(
     x: Any,
     qtype: str | QType = "int8",
     *,
-    granularity: Granularity | None = None,
+    granularity: Granularity | str | None = None,
     symmetric: bool | None = None,
     rounding: str = "nearest",
     rng: Any = None,
     scale: Any = None,
     zero_point: Any = None,
-    method: str = "minmax",
+    method: str | Any = "minmax",
+    method_options: Mapping[str, Any] | None = None,
     scale_format: str | None = None,
-    **method_options: Any,
+    **deprecated: Any,
 ) -> Any:
     """Quantize and dequantize in one fused pass (no code array is kept).
 
@@ -372,21 +371,22 @@ def fake_quantize(
         [0.0, -1.0]
     """
     seed = _seed(rounding, rng, qtype)
+    est = range_estimator(method, method_options, deprecated, "fake_quantize()")
     flat, source, qt, gran, _, layout, s, z, _ = _prepare(
-        x, qtype, granularity, symmetric, scale, zero_point, method, method_options, scale_format
+        x, qtype, granularity, symmetric, scale, zero_point, est, scale_format
     )
     sf = s.astype(flat.dtype).reshape(-1)
     inv = flat.dtype.type(1) / sf
     result = np.empty_like(flat)
     if qt.is_grid:
-        from lowbit.kernels.grid import fake_quantize_grid_kernel, grid_tables
+        from lowbit._kernels.grid import fake_quantize_grid_kernel, grid_tables
 
         grid, mids, tie = grid_tables(qt)
         fake_quantize_grid_kernel(
             flat, result, inv, mids, tie, sf, grid.astype(flat.dtype), layout.Q, layout.R, layout.T
         )
         return restore(result, source)
-    from lowbit.kernels import fake_quantize_kernel
+    from lowbit._kernels import fake_quantize_kernel
 
     fake_quantize_kernel(
         flat, result, inv, z.astype(flat.dtype).reshape(-1), sf, z.astype(np.int32).reshape(-1),

@@ -15,6 +15,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 __all__ = [
     "LowbitError",
     "QTypeError",
@@ -26,11 +29,23 @@ __all__ = [
     "NotCalibratedError",
     "OptionError",
     "ModelError",
+    "error_context",
 ]
 
 
 class LowbitError(Exception):
     """Base class of every error lowbit raises on purpose."""
+
+    def with_context(self, context: str) -> LowbitError:
+        """A new error of the same type whose message starts with ``context`` (a layer, tensor or file).
+
+        Example:
+            >>> QTypeError("unknown qtype 'int99'").with_context("layer 'fc1'")
+            QTypeError("layer 'fc1': unknown qtype 'int99'")
+        """
+        new = type(self)(f"{context}: {self}")
+        new.__traceback__ = self.__traceback__
+        return new
 
 
 class QTypeError(LowbitError, ValueError):
@@ -57,8 +72,11 @@ class FileFormatError(LowbitError, ValueError):
     """A file lowbit was asked to read is missing, unreadable or of an unknown format."""
 
 
-class NotCalibratedError(LowbitError, RuntimeError):
-    """An estimator was asked for a result before it saw any data."""
+class NotCalibratedError(LowbitError, ValueError, AttributeError):
+    """An estimator (or statistic) was asked for a result before it saw any data.
+
+    Like scikit-learn's ``NotFittedError`` it is also a ValueError and an
+    AttributeError: a fitted attribute does not exist before fitting."""
 
 
 class OptionError(LowbitError, ValueError):
@@ -68,3 +86,24 @@ class OptionError(LowbitError, ValueError):
 class ModelError(LowbitError, ValueError):
     """A model-level request that cannot be carried out as asked (no matching module,
     unsupported layer, steps out of order, wrong train/eval mode)."""
+
+
+@contextlib.contextmanager
+def error_context(context: str) -> Iterator[None]:
+    """Re-raise a :class:`LowbitError` raised inside the block with ``context`` prefixed, same type.
+
+    The one way lowbit adds context (the layer, tensor or file at fault) to an
+    error, at its public boundaries; other exceptions pass through untouched.
+
+    Example:
+        >>> import lowbit
+        >>> with error_context("tensor 'w'"):
+        ...     lowbit.get_qtype("int99")
+        Traceback (most recent call last):
+        ...
+        lowbit.errors.QTypeError: tensor 'w': unknown qtype 'int99'; ...
+    """
+    try:
+        yield
+    except LowbitError as err:
+        raise err.with_context(context) from None

@@ -1,13 +1,29 @@
 """Granularity: which elements share one scale (and zero point).
 
-A granularity is data (a frozen dataclass).  ``plan`` validates it against a
-shape once and normalises it to a :class:`BlockLayout`, the single internal
-description every kernel understands: the C-ordered tensor is viewed as
-``(P, Q, R, T)`` and there is one parameter per ``(q, t)``, shared over
-``p`` and ``r``.
+A granularity is data: a frozen dataclass, or its one string form, accepted the
+same way by every entry point (``lowbit.quantize``, the model configs, the
+``lowbit.nn`` layers, the algorithms and the CLI):
+
+=====================  ==========================  ===========================================
+object                 string                      one scale per ...
+=====================  ==========================  ===========================================
+``PerTensor()``        ``"tensor"``                tensor
+``PerChannel(axis)``   ``"channel"``, ``"channel:1"``  index along ``axis`` (weights: output channel)
+``PerGroup(size, axis)``  ``"group:64"``, ``"group:64:0"``  run of ``size`` elements along ``axis``
+``PerToken()``         ``"token"``                 row (every index of all axes but the last; activations)
+=====================  ==========================  ===========================================
+
+:func:`as_granularity` turns either spelling into the object and raises
+:class:`~lowbit.errors.GranularityError` for anything else, everywhere.
+``plan`` validates a granularity against a shape once and normalises it to a
+:class:`BlockLayout`, the single internal description every kernel
+understands: the C-ordered tensor is viewed as ``(P, Q, R, T)`` and there is
+one parameter per ``(q, t)``, shared over ``p`` and ``r``.
 
 Example:
-    >>> from lowbit.granularity import PerGroup, plan
+    >>> from lowbit.granularity import PerGroup, as_granularity, plan
+    >>> as_granularity("group:4") == PerGroup(4)
+    True
     >>> plan(PerGroup(size=4), (2, 8))
     BlockLayout(P=1, Q=4, R=4, T=1, param_shape=(2, 2))
 """
@@ -15,20 +31,45 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
+from typing import Any
 
 from lowbit.errors import GranularityError
 
-__all__ = ["Granularity", "PerTensor", "PerChannel", "PerGroup", "BlockLayout", "plan", "parse_granularity"]
+__all__ = ["Granularity", "PerTensor", "PerChannel", "PerGroup", "PerToken", "as_granularity", "parse_granularity"]
+
+SPELLINGS = "tensor, channel[:AXIS], group:SIZE[:AXIS] or token"
+
+
+def _int(value: Any, what: str, low: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or (low is not None and value < low):
+        need = "an int" if low is None else f"an int >= {low}"
+        raise GranularityError(f"{what} must be {need}, got {value!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)
-class PerTensor:
+class Granularity:
+    """Base class of the granularities (which elements share one scale).
+
+    Example:
+        >>> isinstance(PerToken(), Granularity), str(PerChannel(1))
+        (True, 'channel:1')
+    """
+
+    def __post_init__(self) -> None:
+        if type(self) is Granularity:
+            raise GranularityError(f"Granularity is abstract; use one of {SPELLINGS}")
+
+
+@dataclass(frozen=True)
+class PerTensor(Granularity):
     """One scale for the whole tensor.
 
     Example:
-        >>> PerTensor()
-        PerTensor()
+        >>> PerTensor(), str(PerTensor())
+        (PerTensor(), 'tensor')
     """
 
     def __str__(self) -> str:
@@ -36,7 +77,7 @@ class PerTensor:
 
 
 @dataclass(frozen=True)
-class PerChannel:
+class PerChannel(Granularity):
     """One scale per index along ``axis`` (output channels of a weight are axis 0).
 
     Example:
@@ -46,12 +87,15 @@ class PerChannel:
 
     axis: int = 0
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "axis", _int(self.axis, "PerChannel axis"))
+
     def __str__(self) -> str:
         return "channel" if self.axis == 0 else f"channel:{self.axis}"
 
 
 @dataclass(frozen=True)
-class PerGroup:
+class PerGroup(Granularity):
     """One scale per run of ``size`` consecutive elements along ``axis``.
 
     The group size must divide the length of that axis (no padding).
@@ -64,11 +108,28 @@ class PerGroup:
     size: int = 128
     axis: int = -1
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", _int(self.size, "PerGroup size", low=1))
+        object.__setattr__(self, "axis", _int(self.axis, "PerGroup axis"))
+
     def __str__(self) -> str:
         return f"group:{self.size}" if self.axis == -1 else f"group:{self.size}:{self.axis}"
 
 
-Granularity = PerTensor | PerChannel | PerGroup
+@dataclass(frozen=True)
+class PerToken(Granularity):
+    """One scale per token: per index of every axis but the last (the features).
+
+    The activation granularity of dynamic W8A8 (one scale per row of a
+    ``(tokens, features)`` input); on a 2-d tensor it equals ``PerChannel(0)``.
+
+    Example:
+        >>> str(PerToken())
+        'token'
+    """
+
+    def __str__(self) -> str:
+        return "token"
 
 
 @dataclass(frozen=True)
@@ -90,9 +151,87 @@ class BlockLayout:
         return self.Q * self.T
 
 
+def parse_granularity(text: str) -> Granularity:
+    """Parse the string form: ``tensor``, ``channel[:AXIS]``, ``group:SIZE[:AXIS]`` or ``token``.
+
+    Raises:
+        GranularityError: the text is not one of those spellings.
+
+    Example:
+        >>> parse_granularity("group:64")
+        PerGroup(size=64, axis=-1)
+    """
+    if not isinstance(text, str):
+        raise GranularityError(f"a granularity string must be a str, got {type(text).__name__}")
+    kind, *args = text.strip().lower().split(":")
+    try:
+        numbers_ = [int(a) for a in args]
+    except ValueError:
+        numbers_ = None
+    if numbers_ is not None:
+        if kind == "tensor" and not numbers_:
+            return PerTensor()
+        if kind == "token" and not numbers_:
+            return PerToken()
+        if kind == "channel" and len(numbers_) <= 1:
+            return PerChannel(*numbers_)
+        if kind == "group" and len(numbers_) in (1, 2):
+            return PerGroup(*numbers_)
+    raise GranularityError(f"cannot parse granularity {text!r}; use {SPELLINGS}")
+
+
+def as_granularity(
+    granularity: Granularity | str | None,
+    default: Granularity | None = None,
+    *,
+    allowed: tuple[type[Granularity], ...] | None = None,
+    what: str = "granularity",
+) -> Granularity:
+    """The granularity object for an object, its string form, or None (``default``).
+
+    Args:
+        granularity: a Granularity, its string (``"group:64"``), or None.
+        default: returned for None (None itself is an error when there is no default).
+        allowed: the granularity classes this entry point takes (all when None).
+        what: the argument's name, for messages (``"act_granularity"``).
+
+    Raises:
+        GranularityError: not a granularity or string of one, or a kind this entry
+            point does not take (the message lists the spellings it does).
+
+    Example:
+        >>> as_granularity("channel"), as_granularity(None, PerTensor())
+        (PerChannel(axis=0), PerTensor())
+        >>> as_granularity("token", allowed=(PerTensor, PerChannel, PerGroup))
+        Traceback (most recent call last):
+        ...
+        lowbit.errors.GranularityError: granularity 'token' is not taken here; use tensor, channel[:AXIS] or ...
+    """
+    if granularity is None and default is not None:
+        return default
+    if isinstance(granularity, str):
+        gran = parse_granularity(granularity)
+    elif isinstance(granularity, Granularity) and type(granularity) is not Granularity:
+        gran = granularity
+    else:
+        raise GranularityError(
+            f"{what} must be a granularity ({SPELLINGS}, or PerTensor(), PerChannel(axis), PerGroup(size, axis), "
+            f"PerToken()), got {granularity!r}"
+        )
+    if allowed is not None and not isinstance(gran, allowed):
+        raise GranularityError(f"{what} {str(gran)!r} is not taken here; use {_spellings(allowed)}")
+    return gran
+
+
+_SPELLING = {PerTensor: "tensor", PerChannel: "channel[:AXIS]", PerGroup: "group:SIZE[:AXIS]", PerToken: "token"}
+
+
+def _spellings(allowed: tuple[type[Granularity], ...]) -> str:
+    names = [_SPELLING.get(cls, cls.__name__) for cls in allowed]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 def _normalise_axis(axis: int, shape: tuple[int, ...], what: str) -> int:
-    if isinstance(axis, bool) or not isinstance(axis, int):
-        raise GranularityError(f"{what} axis must be an int, got {axis!r}")
     ndim = len(shape)
     if not -ndim <= axis < ndim:
         raise GranularityError(
@@ -107,75 +246,58 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def plan(granularity: Granularity, shape: tuple[int, ...]) -> BlockLayout:
+def _channel_layout(axis: int, shape: tuple[int, ...]) -> BlockLayout:
+    outer, chans, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
+    if inner == 1:
+        return BlockLayout(1, 1, outer, chans, (chans,))
+    return BlockLayout(outer, chans, inner, 1, (chans,))
+
+
+def _group_layout(gran: PerGroup, shape: tuple[int, ...]) -> BlockLayout:
+    size = gran.size
+    axis = _normalise_axis(gran.axis, shape, "PerGroup")
+    length = shape[axis]
+    if length % size:
+        sizes = [d for d in _divisors(length) if d > 1][-6:]
+        raise GranularityError(
+            f"group size {size} does not divide axis {axis} of length {length} "
+            f"(shape {shape}); use a size that divides {length}, e.g. {sizes}, "
+            "or PerChannel()"
+        )
+    outer, inner, ngroups = math.prod(shape[:axis]), math.prod(shape[axis + 1 :]), length // size
+    param_shape = (*shape[:axis], ngroups, *shape[axis + 1 :])
+    return BlockLayout(1, outer * ngroups, size, inner, param_shape)
+
+
+def plan(granularity: Granularity | str, shape: tuple[int, ...]) -> BlockLayout:
     """Validate ``granularity`` against ``shape`` and return its block layout.
 
     Args:
-        granularity: PerTensor(), PerChannel(axis) or PerGroup(size, axis).
+        granularity: a granularity or its string form.
         shape: the tensor's shape.
 
     Returns:
         The normalised BlockLayout.
 
     Raises:
-        GranularityError: axis out of range, group size not positive or not
-            dividing the axis (the message lists sizes that would).
+        GranularityError: axis out of range, group size not dividing the axis
+            (the message lists sizes that would), per-token on a 0-d tensor.
 
     Example:
-        >>> plan(PerChannel(0), (3, 5)).param_shape
-        (3,)
+        >>> plan(PerChannel(0), (3, 5)).param_shape, plan("token", (2, 3, 4)).param_shape
+        ((3,), (2, 3))
     """
+    gran = as_granularity(granularity)
     shape = tuple(int(s) for s in shape)
     numel = math.prod(shape)
-    if isinstance(granularity, PerTensor):
+    if isinstance(gran, PerTensor):
         return BlockLayout(1, 1, numel, 1, ())
-    if isinstance(granularity, PerChannel):
-        axis = _normalise_axis(granularity.axis, shape, "PerChannel")
-        outer, chans, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
-        if inner == 1:
-            return BlockLayout(1, 1, outer, chans, (chans,))
-        return BlockLayout(outer, chans, inner, 1, (chans,))
-    if isinstance(granularity, PerGroup):
-        size = granularity.size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise GranularityError(f"PerGroup size must be a positive int, got {size!r}")
-        axis = _normalise_axis(granularity.axis, shape, "PerGroup")
-        length = shape[axis]
-        if length % size:
-            sizes = [d for d in _divisors(length) if d > 1][-6:]
-            raise GranularityError(
-                f"group size {size} does not divide axis {axis} of length {length} "
-                f"(shape {shape}); use a size that divides {length}, e.g. {sizes}, "
-                "or PerChannel()"
-            )
-        outer, inner, ngroups = math.prod(shape[:axis]), math.prod(shape[axis + 1 :]), length // size
-        param_shape = (*shape[:axis], ngroups, *shape[axis + 1 :])
-        return BlockLayout(1, outer * ngroups, size, inner, param_shape)
-    raise GranularityError(
-        f"granularity must be PerTensor(), PerChannel(axis) or PerGroup(size, axis), got {granularity!r}"
-    )
-
-
-def parse_granularity(text: str) -> Granularity:
-    """Parse the CLI spelling: ``tensor``, ``channel[:AXIS]``, ``group:SIZE[:AXIS]``.
-
-    Raises:
-        GranularityError: the text is not one of those spellings.
-
-    Example:
-        >>> parse_granularity("group:64")
-        PerGroup(size=64, axis=-1)
-    """
-    parts = text.strip().lower().split(":")
-    try:
-        if parts[0] == "tensor" and len(parts) == 1:
-            return PerTensor()
-        if parts[0] == "channel" and len(parts) <= 2:
-            return PerChannel(int(parts[1]) if len(parts) == 2 else 0)
-        if parts[0] == "group" and len(parts) in (2, 3):
-            return PerGroup(int(parts[1]), int(parts[2]) if len(parts) == 3 else -1)
-    except ValueError:
-        pass
-    raise GranularityError(
-        f"cannot parse granularity {text!r}; use tensor, channel[:AXIS] or group:SIZE[:AXIS]"
-    )
+    if isinstance(gran, PerChannel):
+        return _channel_layout(_normalise_axis(gran.axis, shape, "PerChannel"), shape)
+    if isinstance(gran, PerToken):
+        if not shape:
+            raise GranularityError("PerToken needs a tensor of at least one dimension (tokens, ..., features)")
+        return BlockLayout(1, math.prod(shape[:-1]), shape[-1], 1, shape[:-1])
+    if isinstance(gran, PerGroup):
+        return _group_layout(gran, shape)
+    raise GranularityError(f"granularity {gran!r} has no block layout; use {SPELLINGS}")

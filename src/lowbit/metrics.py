@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from lowbit._arrays import as_float_array
 from lowbit._text import format_table, jsonable
 from lowbit.errors import EmptyInputError, InputTypeError
 from lowbit.formats import QType, get_qtype
-from lowbit.granularity import Granularity, PerGroup, PerTensor
+from lowbit.granularity import Granularity, PerGroup, PerTensor, as_granularity
 
 __all__ = [
     "sse",
@@ -96,7 +96,7 @@ def error_stats(reference: Any, approx: Any) -> ErrorStats:
         raise InputTypeError(f"cannot compare tensors of shapes {xs.shape} and {ys.shape}")
     if x.size == 0:
         return ErrorStats(0, 0.0, 0.0, 0.0, 1.0)
-    from lowbit.kernels import error_stats as kernel
+    from lowbit._kernels import error_stats as kernel
 
     sse_, sxx, syy, sxy, mad = kernel(x, y)
     degenerate = sxx == 0.0 or syy == 0.0
@@ -163,12 +163,14 @@ def cosine_similarity(reference: Any, approx: Any) -> float:
 class Scheme:
     """One way to quantize: format, granularity, symmetry, range estimator and scale format.
 
-    ``granularity=None`` is the format's default (``PerTensor()``; blocks of 32 for MX
-    formats); ``scale_format=None`` likewise (float32; e8m0 for MX formats).
+    The arguments are those of :func:`lowbit.quantize`. ``granularity=None`` is the
+    format's default (``PerTensor()``; blocks of 32 for MX formats), and a string
+    (``"group:64"``) is turned into its object; ``scale_format=None`` likewise
+    (float32; e8m0 for MX formats).
 
     Example:
         >>> from lowbit import PerGroup, PerChannel
-        >>> Scheme("int4", PerGroup(128), symmetric=False).name
+        >>> Scheme("int4", "group:128", symmetric=False).name
         'int4 group:128 asym'
         >>> Scheme("int8", PerChannel(0), method="mse").name
         'int8 channel sym mse'
@@ -177,16 +179,21 @@ class Scheme:
     """
 
     qtype: str | QType
-    granularity: Granularity | None = None
+    granularity: Granularity | str | None = None
     symmetric: bool | None = None
     method: str = "minmax"
     scale_format: str | None = None
+    method_options: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.granularity is not None:
+            object.__setattr__(self, "granularity", as_granularity(self.granularity))
 
     @property
     def resolved_granularity(self) -> Granularity:
         """The granularity actually used (None: blocks of ``block_size`` for MX formats, else per tensor)."""
         if self.granularity is not None:
-            return self.granularity
+            return as_granularity(self.granularity)
         qt = get_qtype(self.qtype)
         return PerGroup(qt.block_size) if qt.is_mx else PerTensor()
 
@@ -202,7 +209,9 @@ class Scheme:
     def name(self) -> str:
         """Readable label, e.g. ``int8 channel sym`` (the scale format is named unless float32)."""
         sym = "sym" if self.resolved_symmetric else "asym"
-        method = "" if self.method == "minmax" else f" {self.method}"
+        method = "" if self.method == "minmax" else f" {getattr(self.method, 'name', self.method)}"
+        if self.method_options:
+            method += "(" + ", ".join(f"{k}={v}" for k, v in self.method_options.items()) + ")"
         qt = get_qtype(self.qtype)
         fmt = self.scale_format or qt.scale_format
         scales = "" if not fmt or fmt == "float32" else f" {fmt}"
@@ -316,14 +325,15 @@ def compare(x: Any, schemes: Iterable[Scheme | str | QType], *, name: str = "x")
     rows = []
     for s in map(_as_scheme, schemes):
         qt = quantize(x, s.qtype, granularity=s.granularity, symmetric=s.symmetric, method=s.method,
-                      scale_format=s.scale_format)
+                      method_options=s.method_options, scale_format=s.scale_format)
         st = error_stats(x, qt.dequantize())
         original = qt.numel * np.dtype(np.float32 if qt.dtype == "bfloat16" else qt.dtype).itemsize
         if qt.dtype == "bfloat16":
             original //= 2
         rows.append(
             CompareRow(
-                name, s.name, s.method, qt.qtype.name, qt.qtype.bits, str(qt.granularity), qt.symmetric, qt.numel,
+                name, s.name, str(getattr(s.method, "name", s.method)), qt.qtype.name, qt.qtype.bits,
+                str(qt.granularity), qt.symmetric, qt.numel,
                 st.signal, st.sse, st.mse, st.sqnr_db, st.max_abs_error, st.cosine, qt.nbytes, original,
                 qt.scale_format,
             )

@@ -115,7 +115,7 @@ def choose_qparams(
         >>> bool(s[0] == np.float32(2 / 127)), int(z[0])
         (True, 0)
     """
-    from lowbit.kernels.qparams import qparams_kernel
+    from lowbit._kernels.qparams import qparams_kernel
 
     qt = get_qtype(qtype)
     sdt = np.dtype(scale_dtype)

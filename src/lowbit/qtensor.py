@@ -1,10 +1,12 @@
 """QTensor: the result of :func:`lowbit.quantize`.
 
-Serialized layout (``to_dict``), format version 2: ``data`` (codes or packed
+Serialized layout (``to_dict``), format version 3: ``data`` (codes or packed
 bytes), ``zero_point``, the stored scale arrays of the scale format (``scale``
 for float32; ``scale_e8m0``, ``scale_codes`` ... for the others, see
-:mod:`lowbit.formats.scales`) and ``meta`` (plain JSON, with ``scale_format``).
-Version 1 (float32 ``scale``, no ``scale_format``) is still read.
+:mod:`lowbit.formats.scales`) and ``meta`` (plain JSON, with ``scale_format``;
+``qtype`` is the format's canonical name, never an alias).  Versions 1 (float32
+``scale``, no ``scale_format``) and 2 are still read; in them ``"fp4"`` meant
+bitsandbytes' table, now ``fp4_bnb`` (``fp4`` is the OCP E2M1 float since version 3).
 
 Example:
     >>> import numpy as np, lowbit
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lowbit._arrays import Source
+from lowbit._arrays import Source, check_out, restore, scale_dtype
 from lowbit.errors import FileFormatError, LowbitError, OptionError
 from lowbit.formats import QType, get_qtype
 from lowbit.formats.scales import DEFAULT_SCALE_FORMAT, decode_scales, scale_format_for
@@ -29,7 +31,8 @@ from lowbit.granularity import Granularity, plan
 
 __all__ = ["QTensor"]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+_OLD_NAMES = {"fp4": "fp4_bnb"}  # qtype names of format versions 1-2 that now mean another format
 _DICT_KEYS = ("data", "zero_point", "meta")
 
 
@@ -89,7 +92,7 @@ class QTensor:
         """Unpacked integer codes with the original shape (storage dtype of the format)."""
         if not self.qtype.packed:
             return self.data.reshape(self.shape)
-        from lowbit.kernels import unpack_codes
+        from lowbit._kernels import unpack_codes
 
         return unpack_codes(self.data, self.numel, self.qtype.bits, self.qtype.signed).reshape(self.shape)
 
@@ -126,20 +129,46 @@ class QTensor:
         return 8.0 * self.nbytes / self.numel
 
     def dequantize(self, out: np.ndarray | None = None) -> Any:
-        """Reconstruct the tensor (same kind, dtype and shape as the input).
+        """Reconstruct the tensor, ``(code - zero_point) * scale``, in one fused pass.
 
         Args:
-            out: optional float32/float64 NumPy buffer with ``numel`` elements
-                (only used when the original was a NumPy float32/float64 array).
+            out: optional C-contiguous float32 (float64 for float64 sources) NumPy
+                buffer with ``numel`` elements (NumPy float32/float64 sources only).
+
+        Returns:
+            The same kind (NumPy/torch), dtype and shape as the quantized input.
+
+        Raises:
+            OptionError: ``out`` of the wrong dtype/size, or given for a torch or
+                float16/bfloat16 source.
 
         Example:
             >>> import lowbit, numpy as np
             >>> lowbit.quantize(np.array([1.0, -2.0]), "int8").dequantize().round(3).tolist()
             [1.008, -2.0]
         """
-        from lowbit.core import dequantize
+        src, qt = self.source, self.qtype
+        layout = plan(self.granularity, src.shape)
+        sdt = scale_dtype(src)
+        n = self.numel
+        if out is not None and (src.kind != "numpy" or src.dtype not in ("float32", "float64")):
+            raise OptionError(
+                f"out= holds the result only when it is a NumPy float32/float64 array; this QTensor "
+                f"restores a {src.kind} {src.dtype} tensor, so call dequantize() without out="
+            )
+        result = np.empty(n, sdt) if out is None else check_out(out, sdt, n, "dequantize")
+        scale = self.scale.astype(sdt).reshape(-1)
+        if qt.is_grid:
+            from lowbit._kernels.grid import dequantize_grid_kernel, grid_tables
 
-        return dequantize(self, out=out)
+            grid = grid_tables(qt)[0].astype(sdt)
+            dequantize_grid_kernel(self.data, n, result, scale, grid, layout.Q, layout.R, layout.T, qt.bits)
+            return restore(result, src)
+        from lowbit._kernels import dequantize_kernel
+
+        zp = self.zero_point.astype(np.int32).reshape(-1)
+        dequantize_kernel(self.data, n, result, scale, zp, layout.Q, layout.R, layout.T, qt.bits, qt.signed)
+        return restore(result, src)
 
     def to_dict(self) -> dict[str, Any]:
         """Arrays and plain metadata for serialization (e.g. with safetensors).
@@ -170,7 +199,7 @@ class QTensor:
     def from_dict(cls, d: dict[str, Any]) -> QTensor:
         """Rebuild a QTensor written by :meth:`to_dict`, validating every field.
 
-        Reads format versions 1 and 2; the scales are decoded from the stored arrays.
+        Reads format versions 1 to 3; the scales are decoded from the stored arrays.
 
         Raises:
             FileFormatError: a field is missing, of the wrong size, dtype or scale format,
@@ -189,7 +218,8 @@ class QTensor:
             version = int(meta["format_version"])
             if version > FORMAT_VERSION:
                 raise FileFormatError(f"QTensor format version {meta['format_version']} is newer than this lowbit")
-            qtype = get_qtype(meta["qtype"])
+            name = str(meta["qtype"])
+            qtype = get_qtype(_OLD_NAMES.get(name, name) if version < 3 else name)
             gran = parse_granularity(meta["granularity"])
             shape = tuple(int(s) for s in meta["shape"])
             source = Source(str(meta["kind"]), str(meta["dtype"]), shape)
@@ -214,7 +244,7 @@ class QTensor:
         """(decoded scales, format name, stored arrays) of a version-2 dict, each array checked."""
         fmt = scale_format_for(qtype, str(meta["scale_format"]))
         param_shape = plan(gran, shape).param_shape
-        sdt = np.dtype(np.float64 if source.dtype == "float64" else np.float32)
+        sdt = scale_dtype(source)
         specs = fmt.specs(param_shape, sdt)
         arrays = {key: np.asarray(d[key]) for key in specs}
         bad = [f"{k} is {a.dtype}{a.shape} (want {specs[k][0]}{specs[k][1]})" for k, a in arrays.items()

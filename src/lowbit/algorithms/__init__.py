@@ -14,11 +14,11 @@ Example:
     (2, 64)
 """
 
+from lowbit.algorithms._statistics import ActivationStatistics
 from lowbit.algorithms.awq import awq_quantize, awq_scales
 from lowbit.algorithms.gptq import HessianAccumulator, gptq_quantize
 from lowbit.algorithms.hqq import hqq_quantize
 from lowbit.algorithms.smoothquant import search_smoothing, smoothquant_scales
-from lowbit.algorithms.statistics import ActivationStatistics
 
 __all__ = [
     "HessianAccumulator",

@@ -35,7 +35,7 @@ Example:
     >>> x = rng.standard_normal((512, 64)) * np.where(np.arange(64) < 4, 20.0, 1.0)  # 4 outlier channels
     >>> w = rng.standard_normal((32, 64))
     >>> stats = ActivationStatistics(64).add(x)
-    >>> qt, s = awq_quantize(w, stats.sample_, "int4", group_size=32, x_mean_abs=stats.mean_abs_)
+    >>> qt, s = awq_quantize(w, stats.sample_, "int4", granularity="group:32", x_mean_abs=stats.mean_abs_)
     >>> rtn = lowbit.fake_quantize(w, "int4", granularity=lowbit.PerGroup(32))
     >>> err = lambda wq: float(np.sum((x @ (w - wq).T) ** 2))
     >>> bool(err(qt.dequantize() / s) < err(rtn))
@@ -50,11 +50,11 @@ from typing import Any
 import numpy as np
 
 from lowbit._arrays import as_float_array, check_finite
-from lowbit.algorithms.statistics import as_rows, positive_int
+from lowbit.algorithms._checks import _UNSET, as_rows, positive_int, weight_granularity
 from lowbit.core import fake_quantize, quantize
 from lowbit.errors import OptionError
 from lowbit.formats import QType, get_qtype
-from lowbit.granularity import PerChannel, PerGroup
+from lowbit.granularity import Granularity, PerChannel, PerGroup
 from lowbit.qparams import choose_qparams
 from lowbit.qtensor import QTensor
 
@@ -88,28 +88,22 @@ def awq_scales(x_mean_abs: Any, alpha: float) -> np.ndarray:
     return np.clip(s, *_S_RANGE)
 
 
-def _check(weight: Any, x_sample: Any, qtype: str | QType, group_size: Any, grid: Any, max_shrink: Any,
-           clip_steps: Any) -> tuple[np.ndarray, np.ndarray, QType]:
+def _check(weight: Any, x_sample: Any, qtype: str | QType, granularity: Any, group_size: Any, grid: Any,
+           max_shrink: Any, clip_steps: Any) -> tuple[np.ndarray, np.ndarray, QType, Granularity, int]:
     w_flat, w_src = as_float_array(weight)
-    if len(w_src.shape) != 2:
-        raise OptionError(f"weight must be 2-d (out_features, in_features), got shape {w_src.shape}")
+    gran, size = weight_granularity(granularity, group_size, w_src.shape, "awq_quantize", PerGroup(128))
     check_finite(w_flat, int(w_flat.size - np.count_nonzero(np.isfinite(w_flat))), w_src.shape)
     n_in = w_src.shape[1]
     qt = get_qtype(qtype)
     if qt.kind != "int":
         raise OptionError(f"AWQ rounds to integer formats; got {qt.name} ({qt.kind}); use e.g. 'int4' or 'uint4'")
-    if group_size is not None and n_in % positive_int(group_size, "group_size"):
-        raise OptionError(
-            f"group_size={group_size} does not divide in_features={n_in} (weight shape {w_src.shape}); "
-            f"pick a divisor of {n_in} or group_size=None for per-channel scales"
-        )
     positive_int(grid, "grid")
     positive_int(clip_steps, "clip_steps")
     if isinstance(max_shrink, bool) or not isinstance(max_shrink, numbers.Real) or not 0 < float(max_shrink) <= 1:
         raise OptionError(f"max_shrink must be in (0, 1] (the smallest clip factor tried), got {max_shrink!r}")
     x = as_rows(x_sample, n_in, "x_sample")
     w = w_flat.reshape(w_src.shape).astype(np.float32)
-    return w, x.astype(np.float32), qt
+    return w, x.astype(np.float32), qt, gran, size
 
 
 _CLIP_ROWS = 512  # calibration rows that score clipping candidates
@@ -175,13 +169,14 @@ def awq_quantize(
     x_sample: Any,
     qtype: str | QType = "int4",
     *,
-    group_size: int | None = 128,
+    granularity: Granularity | str | None = None,
     symmetric: bool | None = None,
     x_mean_abs: Any = None,
     grid: int = 20,
     clip: bool = True,
     max_shrink: float = 0.5,
     clip_steps: int = 10,
+    group_size: Any = _UNSET,
 ) -> tuple[QTensor, np.ndarray]:
     """Quantize a linear layer's weight with activation-aware scaling and clipping.
 
@@ -190,8 +185,9 @@ def awq_quantize(
         x_sample: ``(rows, in_features)`` calibration inputs of this layer (e.g.
             ``ActivationStatistics.sample_``), used to score candidates.
         qtype: integer format (``"int4"``, ``"uint4"``, ``"int3"`` ...).
-        group_size: input columns per scale group (must divide ``in_features``),
-            or None for one scale per output channel.
+        granularity: ``PerGroup(size)`` / ``"group:128"`` (the default, None; input columns
+            per scale group, the size must divide ``in_features``) or ``PerChannel(0)``
+            / ``"channel"`` (one scale per output channel).
         symmetric: default symmetric for signed formats, affine for unsigned ones.
         x_mean_abs: ``(in_features,)`` per-channel mean ``|x|`` over all calibration
             rows (``ActivationStatistics.mean_abs_``); default: taken from ``x_sample``.
@@ -199,6 +195,7 @@ def awq_quantize(
         clip: also search a per-block clipping range.
         max_shrink: smallest clip factor tried (the range times ``max_shrink``).
         clip_steps: clip factors tried, evenly from 1 down to ``max_shrink``.
+        group_size: deprecated spelling of ``granularity`` (None: per channel).
 
     Returns:
         ``(qtensor, s)``: the QTensor of ``weight * s`` (columns scaled;
@@ -206,20 +203,20 @@ def awq_quantize(
         ``(in_features,)``.  ``qtensor.dequantize() / s`` is the effective weight.
 
     Raises:
-        OptionError: shapes, group size, format or search options that do not fit.
+        OptionError: shapes, format or search options that do not fit.
+        GranularityError: not per channel or per group, or a group size that does
+            not divide ``in_features``.
         NonFiniteError: NaN/Inf in the weight or the sample. EmptyInputError: no rows.
 
     Example:
         >>> import numpy as np
         >>> w = np.random.default_rng(0).standard_normal((4, 8))
-        >>> qt, s = awq_quantize(w, np.ones((16, 8)), "int8", group_size=None)
+        >>> qt, s = awq_quantize(w, np.ones((16, 8)), "int8", granularity="channel")
         >>> qt.shape, s.shape, s.dtype.name
         ((4, 8), (8,), 'float32')
     """
-    w, x, qt = _check(weight, x_sample, qtype, group_size, grid, max_shrink, clip_steps)
+    w, x, qt, gran, size = _check(weight, x_sample, qtype, granularity, group_size, grid, max_shrink, clip_steps)
     sym = qt.signed if symmetric is None else bool(symmetric)
-    size = w.shape[1] if group_size is None else int(group_size)
-    gran = PerChannel(0) if group_size is None else PerGroup(size)
     mean_abs = np.abs(x).mean(axis=0) if x_mean_abs is None else np.asarray(x_mean_abs, np.float64).reshape(-1)
     if mean_abs.shape != (w.shape[1],) or not np.all(np.isfinite(mean_abs)) or np.any(mean_abs < 0):
         raise OptionError(f"x_mean_abs must hold {w.shape[1]} finite values >= 0 (one per input channel)")

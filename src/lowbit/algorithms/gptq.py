@@ -20,13 +20,13 @@ Steps (all in float64; rounding itself follows lowbit's kernels exactly):
    column is rounded and its error ``e = (w - q) / U_jj`` is subtracted from the
    later columns of the block at once; the later blocks receive the block's
    accumulated error in one matrix product (lazy batch update);
-5. with ``group_size`` the scale and zero point of a group (``group_size``
+5. with ``PerGroup(size)`` the scale and zero point of a group (``size``
    consecutive input columns in the original order) are chosen by min-max
    (:func:`lowbit.choose_qparams`) from the group's *updated* weights when the
    first of its columns is reached.
 
 The result is an ordinary :class:`lowbit.QTensor` (``PerChannel(0)`` or
-``PerGroup(group_size)``) whose dequantized weight is exactly the weight GPTQ
+``PerGroup(size)``) whose dequantized weight is exactly the weight GPTQ
 produced.
 
 Example:
@@ -50,10 +50,11 @@ from typing import Any
 import numpy as np
 
 from lowbit._arrays import as_float_array, check_finite
+from lowbit.algorithms._checks import _UNSET, weight_granularity
 from lowbit.core import quantize
 from lowbit.errors import EmptyInputError, NotCalibratedError, OptionError
 from lowbit.formats import QType, get_qtype
-from lowbit.granularity import PerChannel, PerGroup
+from lowbit.granularity import Granularity, PerChannel
 from lowbit.qparams import choose_qparams
 from lowbit.qtensor import QTensor
 
@@ -157,11 +158,7 @@ class HessianAccumulator:
         return f"HessianAccumulator(in_features={self.in_features}, n_samples_={self.n_samples_})"
 
 
-def _check_args(
-    w_shape: tuple[int, ...], h: np.ndarray, qt: QType, group_size: Any, damp: Any, block_size: Any
-) -> None:
-    if len(w_shape) != 2:
-        raise OptionError(f"weight must be 2-d (out_features, in_features), got shape {w_shape}")
+def _check_args(w_shape: tuple[int, ...], h: np.ndarray, qt: QType, damp: Any, block_size: Any) -> None:
     n = w_shape[1]
     if h.shape != (n, n):
         raise OptionError(
@@ -170,14 +167,6 @@ def _check_args(
         )
     if qt.kind != "int":
         raise OptionError(f"GPTQ rounds to integer formats; got {qt.name} ({qt.kind}); use e.g. 'int4'")
-    if group_size is not None:
-        if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
-            raise OptionError(f"group_size must be None or a positive int, got {group_size!r}")
-        if n % group_size:
-            raise OptionError(
-                f"group_size={group_size} does not divide in_features={n} (weight shape {w_shape}); "
-                f"pick a divisor of {n} or group_size=None for per-channel scales"
-            )
     if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
         raise OptionError(f"block_size must be a positive int, got {block_size!r}")
     if isinstance(damp, bool) or not isinstance(damp, (int, float, np.floating, np.integer)) or not (
@@ -193,7 +182,7 @@ def _lower_inverse(lower: np.ndarray) -> np.ndarray:
     """
     n = lower.shape[0]
     if n <= _INVERSE_LEAF:
-        from lowbit.kernels.gptq import lower_inverse
+        from lowbit._kernels.gptq import lower_inverse
 
         out = np.empty_like(lower)
         lower_inverse(np.ascontiguousarray(lower), out)
@@ -279,7 +268,7 @@ def _gptq_core(
     w: np.ndarray, upper: np.ndarray, rounder: _Rounder, group_of: np.ndarray, members: list, block: int
 ) -> np.ndarray:
     """Quantize the (permuted) columns of ``w`` in place order (``w`` is overwritten); returns the quantized weight."""
-    from lowbit.kernels.gptq import gptq_columns
+    from lowbit._kernels.gptq import gptq_columns
 
     n = w.shape[1]
     q = np.zeros_like(w)
@@ -320,11 +309,12 @@ def gptq_quantize(
     hessian: Any,
     qtype: str | QType = "int4",
     *,
-    group_size: int | None = None,
+    granularity: Granularity | str | None = None,
     symmetric: bool | None = None,
     damp: float = 0.01,
     act_order: bool = False,
     block_size: int = 128,
+    group_size: Any = _UNSET,
 ) -> QTensor:
     """Quantize a linear layer's weight with GPTQ.
 
@@ -332,29 +322,31 @@ def gptq_quantize(
         weight: ``(out_features, in_features)`` float array (or CPU tensor).
         hessian: ``(in_features, in_features)``, e.g. ``HessianAccumulator.hessian``.
         qtype: integer format name or QType (``"int4"``, ``"uint4"``, ``"int3"`` ...).
-        group_size: ``None`` for one scale per output channel (``PerChannel(0)``),
-            or the size of input-column groups (``PerGroup(group_size)``); must divide
-            ``in_features``.
+        granularity: ``PerChannel(0)`` / ``"channel"`` (one scale per output channel;
+            the default, None) or ``PerGroup(size)`` / ``"group:128"`` (groups of input
+            columns; the size must divide ``in_features``).
         symmetric: default symmetric for signed formats, affine for unsigned ones.
         damp: fraction of ``mean(diag H)`` added to the diagonal (``0`` allowed;
             raised tenfold, with a warning, while the Cholesky fails).
         act_order: visit columns by decreasing ``H_ii`` (groups stay contiguous in
             the original order; a group's scale is chosen when it is first reached).
         block_size: columns per lazy batch update (speed only; the result is the same).
+        group_size: deprecated spelling of ``granularity`` (None: per channel).
 
     Returns:
         A QTensor of float32 (float64 for float64 weights) NumPy source whose
         ``dequantize()`` is the GPTQ weight; weights of dead inputs are 0.
 
     Raises:
-        OptionError: shapes that do not match, a group size that does not divide
-            ``in_features``, a non-integer format, bad ``damp``/``block_size``.
+        OptionError: shapes that do not match, a non-integer format, bad ``damp``/``block_size``.
+        GranularityError: not per channel or per group, or a group size that does
+            not divide ``in_features``.
         NonFiniteError: NaN/Inf in the weight or Hessian. InputTypeError: not float.
 
     Example:
         >>> import numpy as np
         >>> w = np.array([[0.5, -1.0, 0.25, 2.0]])
-        >>> qt = gptq_quantize(w, np.eye(4), "int8", group_size=2)
+        >>> qt = gptq_quantize(w, np.eye(4), "int8", granularity="group:2")
         >>> qt.codes.tolist()
         [[64, -127, 16, 127]]
     """
@@ -362,7 +354,8 @@ def gptq_quantize(
     check_finite(w_flat, int(w_flat.size - np.isfinite(w_flat).sum()), w_src.shape)
     h = _finite_float64(hessian)
     qt = get_qtype(qtype)
-    _check_args(w_src.shape, h, qt, group_size, damp, block_size)
+    gran, gs = weight_granularity(granularity, group_size, w_src.shape, "gptq_quantize")
+    _check_args(w_src.shape, h, qt, damp, block_size)
     sdt = np.dtype(w_flat.dtype)  # float32, or float64 for float64 weights
     w = w_flat.reshape(w_src.shape).astype(np.float64)
     out, n = w.shape
@@ -377,15 +370,14 @@ def gptq_quantize(
     inv_perm = np.argsort(perm)
     upper = _inverse_cholesky(h[np.ix_(perm, perm)] if act_order else h, float(damp))
 
-    gs = n if group_size is None else int(group_size)
+    per_channel = isinstance(gran, PerChannel)
     group_of = perm // gs  # group (original order) of each permuted column
     members = [np.sort(inv_perm[g * gs : (g + 1) * gs]) for g in range(n // gs)]
     rounder = _Rounder(qt, sym, sdt, out, n // gs)
-    if group_size is None:  # per-channel: scales from the whole (dead-zeroed) row, as RTN
+    if per_channel:  # per-channel: scales from the whole (dead-zeroed) row, as RTN
         rounder.choose(0, w)
     q = _gptq_core(w[:, perm], upper, rounder, group_of, members, int(block_size))[:, inv_perm]
 
-    gran = PerChannel(0) if group_size is None else PerGroup(gs)
-    scale = rounder.scale if group_size is not None else rounder.scale[:, 0]
-    zero = rounder.zero if group_size is not None else rounder.zero[:, 0]
+    scale = rounder.scale[:, 0] if per_channel else rounder.scale
+    zero = rounder.zero[:, 0] if per_channel else rounder.zero
     return quantize(q.astype(sdt), qt, granularity=gran, symmetric=sym, scale=scale, zero_point=zero)

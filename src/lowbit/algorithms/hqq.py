@@ -38,7 +38,7 @@ Example:
     >>> import numpy as np, lowbit
     >>> from lowbit.algorithms import hqq_quantize
     >>> w = np.random.default_rng(0).standard_normal((8, 128)).astype(np.float32)
-    >>> qt = hqq_quantize(w, "uint4", group_size=64)
+    >>> qt = hqq_quantize(w, "uint4", granularity="group:64")
     >>> qt.shape, qt.scale.shape
     ((8, 128), (8, 2))
 """
@@ -51,10 +51,11 @@ from typing import Any
 import numpy as np
 
 from lowbit._arrays import as_float_array, check_finite
+from lowbit.algorithms._checks import _UNSET, weight_granularity
 from lowbit.core import quantize
 from lowbit.errors import OptionError
 from lowbit.formats import QType, get_qtype
-from lowbit.granularity import Granularity, PerChannel, PerGroup, plan
+from lowbit.granularity import Granularity, PerGroup, plan
 from lowbit.qparams import choose_qparams
 from lowbit.qtensor import QTensor
 
@@ -91,7 +92,8 @@ def shrink_lp(x: np.ndarray, beta: float, p: float) -> np.ndarray:
 def _check_options(
     qtype: str | QType,
     shape: tuple[int, ...],
-    group_size: int | None,
+    granularity: Any,
+    group_size: Any,
     iterations: int,
     lp_norm: float,
     beta: float,
@@ -106,17 +108,7 @@ def _check_options(
             f"hqq_quantize expects a 2-D weight (out_features, in_features), got shape {shape}; "
             "reshape it, e.g. w.reshape(w.shape[0], -1) for a conv kernel"
         )
-    if group_size is None:
-        gran, size = PerChannel(axis=0), shape[1]
-    elif isinstance(group_size, bool) or not isinstance(group_size, numbers.Integral) or group_size < 1:
-        raise OptionError(f"group_size must be a positive int or None (per output channel), got {group_size!r}")
-    elif shape[1] % int(group_size):
-        raise OptionError(
-            f"group_size={group_size} does not divide in_features={shape[1]} of weight shape {shape}; "
-            f"use a divisor of {shape[1]} or group_size=None"
-        )
-    else:
-        gran, size = PerGroup(int(group_size), axis=-1), int(group_size)
+    gran, size = weight_granularity(granularity, group_size, shape, "hqq_quantize", PerGroup(64))
     if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 1:
         raise OptionError(f"iterations must be an int >= 1, got {iterations!r}")
     if not (isinstance(lp_norm, numbers.Real) and 0.0 < float(lp_norm) <= 1.0):
@@ -132,12 +124,13 @@ def hqq_quantize(
     weight: Any,
     qtype: str | QType = "uint4",
     *,
-    group_size: int | None = 64,
+    granularity: Granularity | str | None = None,
     iterations: int = 20,
     lp_norm: float = 0.7,
     beta: float = 10.0,
     kappa: float = 1.01,
     early_stop: bool = True,
+    group_size: Any = _UNSET,
 ) -> QTensor:
     """Quantize a weight matrix with half-quadratic quantization (no calibration data).
 
@@ -145,36 +138,39 @@ def hqq_quantize(
         weight: 2-D float NumPy array or CPU torch tensor ``(out_features, in_features)``.
         qtype: integer format, used affine (zero point in ``[qmin, qmax]``): ``"uint4"``,
             ``"uint3"``, ... (signed formats such as ``"int4"`` work too).
-        group_size: elements per group along ``in_features`` (must divide it), or
-            ``None`` for one scale and zero point per output channel.
+        granularity: ``PerGroup(size)`` / ``"group:64"`` (the default, None; groups along
+            ``in_features``, the size must divide it) or ``PerChannel(0)`` / ``"channel"``
+            (one scale and zero point per output channel).
         iterations: maximum half-quadratic iterations per phase, >= 1.
         lp_norm: exponent ``p`` of the error norm minimised, in (0, 1].
         beta: initial penalty of the splitting, > 0.
         kappa: factor by which ``beta`` grows each iteration, >= 1.
         early_stop: stop a phase as soon as the total ``l_p`` error stops decreasing (judged
             per chunk of about 65k elements, which are processed together to stay in cache).
+        group_size: deprecated spelling of ``granularity`` (None: per channel).
 
     Returns:
-        A QTensor with ``PerGroup(group_size)`` or ``PerChannel(0)`` granularity,
+        A QTensor with ``PerGroup(size)`` or ``PerChannel(0)`` granularity,
         ``symmetric=False``; ``lowbit.dequantize`` of it is the HQQ reconstruction.
 
     Raises:
-        OptionError: non-integer format, weight not 2-D, group size not dividing
-            ``in_features``, ``iterations < 1``, ``lp_norm`` outside (0, 1], ``beta <= 0``
-            or ``kappa < 1``. QTypeError: unknown format. InputTypeError,
+        OptionError: non-integer format, weight not 2-D, ``iterations < 1``, ``lp_norm``
+            outside (0, 1], ``beta <= 0`` or ``kappa < 1``. GranularityError: not per
+            channel or per group, or a group size not dividing ``in_features``. QTypeError: unknown
+            format. InputTypeError,
             EmptyInputError, NonFiniteError: as for :func:`lowbit.quantize`.
 
     Example:
         >>> import numpy as np, lowbit
         >>> from lowbit.algorithms import hqq_quantize
         >>> w = np.random.default_rng(1).standard_normal((4, 64))
-        >>> qt = hqq_quantize(w, "uint4", group_size=32)
+        >>> qt = hqq_quantize(w, "uint4", granularity="group:32")
         >>> codes = qt.codes
         >>> bool(codes.min() >= 0 and codes.max() <= 15), qt.zero_point.shape
         (True, (4, 2))
     """
     flat, source = as_float_array(weight)
-    qt, gran, size = _check_options(qtype, source.shape, group_size, iterations, lp_norm, beta, kappa)
+    qt, gran, size = _check_options(qtype, source.shape, granularity, group_size, iterations, lp_norm, beta, kappa)
     check_finite(flat, int(flat.size - np.count_nonzero(np.isfinite(flat))), source.shape)
     layout = plan(gran, source.shape)
     g = flat.astype(np.float64).reshape(-1, size)  # one row per block, in parameter order
@@ -183,7 +179,7 @@ def hqq_quantize(
     s0 = s0.astype(np.float64)
     z0 = z0.astype(np.float64)
     scale, zero = np.empty_like(s0), np.empty_like(z0)
-    from lowbit.kernels.hqq import hqq_blocks
+    from lowbit._kernels.hqq import hqq_blocks
 
     hqq_blocks(
         g, s0, z0, qt.qmin, qt.qmax, float(lp_norm), float(beta), float(kappa), int(iterations), bool(early_stop),

@@ -44,10 +44,12 @@ from typing import Any
 import numpy as np
 
 from lowbit._arrays import as_float_array, check_finite
-from lowbit.algorithms.statistics import as_rows
-from lowbit.errors import OptionError
+from lowbit._deprecation import warn_renamed
+from lowbit.algorithms._checks import _UNSET, as_rows
+from lowbit.errors import GranularityError, OptionError
+from lowbit.granularity import Granularity, PerChannel, PerTensor, PerToken, as_granularity
 
-__all__ = ["smoothquant_scales", "search_smoothing", "S_MIN", "S_MAX", "ALPHA_GRID", "ACTIVATIONS"]
+__all__ = ["smoothquant_scales", "search_smoothing", "S_MIN", "S_MAX", "ALPHA_GRID"]
 
 S_MIN = 1e-5
 S_MAX = 1e5
@@ -122,7 +124,27 @@ def _int8(values: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(values / scale), -127, 127) * scale
 
 
-ACTIVATIONS = ("static", "tensor", "token")
+_ACT_MODES = ("static", "tensor", "token")  # how the scored layer quantizes its activations
+
+
+def _modes(act_granularity: Any, static: bool, weight_granularity: Any, activations: Any, weights: Any
+           ) -> tuple[str, str]:
+    """(activation mode, weight mode) from the arguments, the deprecated spellings mapped with a warning."""
+    if activations is not _UNSET:
+        warn_renamed("search_smoothing(activations=...)", "act_granularity= and static=")
+        if activations not in _ACT_MODES:
+            raise OptionError(f"activations must be one of {_ACT_MODES}, got {activations!r}")
+        static, act_granularity = activations == "static", "tensor" if activations == "static" else activations
+    if weights is not _UNSET:
+        warn_renamed("search_smoothing(weights=...)", "weight_granularity=")
+        weight_granularity = weights
+    act = as_granularity(act_granularity, allowed=(PerTensor, PerToken), what="act_granularity")
+    if static and isinstance(act, PerToken):
+        raise GranularityError("a static activation scale is one per tensor; use act_granularity='tensor'")
+    wgran = as_granularity(weight_granularity, allowed=(PerTensor, PerChannel), what="weight_granularity")
+    if isinstance(wgran, PerChannel) and wgran.axis != 0:
+        raise GranularityError(f"weight_granularity must be PerChannel(0) or PerTensor(), got {wgran!r}")
+    return ("static" if static else str(act)), str(wgran)
 
 
 def _w8a8_error(w: np.ndarray, x: np.ndarray, y: np.ndarray, s: np.ndarray, x_range: float | None,
@@ -169,18 +191,21 @@ def search_smoothing(
     x_sample: Any,
     act_absmax: Any,
     *,
-    activations: str = "static",
-    weights: str = "channel",
+    act_granularity: Granularity | str = "tensor",
+    static: bool = True,
+    weight_granularity: Granularity | str = "channel",
     alphas: tuple[float, ...] = ALPHA_GRID,
+    activations: Any = _UNSET,
+    weights: Any = _UNSET,
 ) -> tuple[np.ndarray | None, float | None]:
     """The SmoothQuant factors (or none) that give this layer the least W8A8 output error.
 
     Candidates are "no smoothing" and :func:`smoothquant_scales` for each ``alpha``;
     each is scored by ``|| x W^T - Q(x / s) Q(W s)^T ||^2`` with int8 weights (one
     scale per output channel, or per tensor) and int8 activations as the layer will
-    quantize them: ``"static"`` with a range fixed beforehand (``max_j max|x_j| / s_j``),
-    ``"tensor"`` with the rows' own range (dynamic, one scale per call), ``"token"``
-    with one scale per row.
+    quantize them: static, with a range fixed beforehand (``max_j max|x_j| / s_j``), or
+    dynamic with the rows' own range (per tensor: one scale per call; per token: one
+    scale per row).
 
     The score is two-fold cross-validated: ``s`` (and the static range) come from
     the per-channel maxima of one half of the sampled rows and the error is measured
@@ -195,9 +220,14 @@ def search_smoothing(
         x_sample: ``(rows >= 2, in_features)`` calibration inputs of the layer, in the
             order seen (e.g. ``ActivationStatistics.sample_``); the halves are the folds.
         act_absmax: per-channel ``max|x_j|`` over all calibration rows.
-        activations: ``"static"``, ``"tensor"`` or ``"token"`` (see above).
-        weights: ``"channel"`` or ``"tensor"``: how the layer scales its int8 weights.
+        act_granularity: ``PerTensor()`` / ``"tensor"`` or ``PerToken()`` / ``"token"``
+            (dynamic only): how the layer scales its int8 activations.
+        static: the activation range is fixed beforehand (True) or taken from each call.
+        weight_granularity: ``PerChannel(0)`` / ``"channel"`` or ``PerTensor()`` /
+            ``"tensor"``: how the layer scales its int8 weights.
         alphas: migration strengths to try.
+        activations, weights: deprecated spellings (``"static"``/``"tensor"``/``"token"``
+            and ``"channel"``/``"tensor"``).
 
     Returns:
         ``(s, alpha)``: the float64 factors and their ``alpha``, or ``(None, None)``
@@ -205,7 +235,8 @@ def search_smoothing(
 
     Raises:
         OptionError: shapes that do not match, an ``alpha`` outside [0, 1], an unknown
-            ``activations``, fewer than 2 rows.
+            ``activations``, fewer than 2 rows. GranularityError: a granularity the
+            layers do not take (per-token with ``static=True``).
         NonFiniteError: NaN/Inf in the inputs. EmptyInputError: no rows.
 
     Example:
@@ -218,10 +249,7 @@ def search_smoothing(
         True
     """
     grid = tuple(_check_alpha(a) for a in alphas)
-    if activations not in ACTIVATIONS:
-        raise OptionError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
-    if weights not in ("channel", "tensor"):
-        raise OptionError(f"weights must be 'channel' or 'tensor', got {weights!r}")
+    activations, weights = _modes(act_granularity, static, weight_granularity, activations, weights)
     w = _weight(weight).astype(np.float32)
     x = as_rows(x_sample, w.shape[1], "x_sample").astype(np.float32)
     a = _absmax(act_absmax, w.shape[1])

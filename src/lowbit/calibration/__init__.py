@@ -1,29 +1,49 @@
 """Range estimators (calibration): how the clipping range is chosen.
 
 Every estimator streams over batches with bounded memory and follows one
-contract (see :class:`RangeEstimator`).  ``get_estimator(name, **options)``
-builds one from the registry; ``lowbit.quantize(x, method=name)`` uses them.
+contract (see :class:`RangeEstimator`).  They are registered by name like
+formats: ``get_estimator(name, **options)`` builds one, ``list_estimators()``
+names them, ``register_estimator`` adds one; ``lowbit.quantize(x, method=name,
+method_options={...})`` and every other ``method=`` use them.
 
 Example:
     >>> import numpy as np
     >>> from lowbit.calibration import get_estimator
     >>> est = get_estimator("percentile", percentile=99.0).fit([np.arange(1000.0)])
-    >>> [round(float(v), 2) for v in est.range_("uint8")]
+    >>> [round(float(v), 2) for v in est.clip_range("uint8")]
     [9.99, 989.01]
 """
 
 from __future__ import annotations
 
-from typing import Any
+from lowbit._deprecation import renamed_attributes
+from lowbit.calibration.base import (
+    HistogramEstimator,
+    RangeEstimator,
+    clone,
+    get_estimator,
+    list_estimators,
+    register_estimator,
+)
 
-from lowbit.calibration.aciq import ACIQ
-from lowbit.calibration.base import HistogramEstimator, RangeEstimator
-from lowbit.calibration.entropy import Entropy
+# isort: split
+# Registration order is import order (the order list_estimators() and the CLI show).
 from lowbit.calibration.minmax import MinMax
-from lowbit.calibration.moving_average import MovingAverageMinMax
-from lowbit.calibration.mse import MSE
+
+# isort: split
 from lowbit.calibration.percentile import Percentile
-from lowbit.errors import OptionError
+
+# isort: split
+from lowbit.calibration.mse import MSE
+
+# isort: split
+from lowbit.calibration.entropy import Entropy
+
+# isort: split
+from lowbit.calibration.aciq import ACIQ
+
+# isort: split
+from lowbit.calibration.moving_average import MovingAverageMinMax
 
 __all__ = [
     "RangeEstimator",
@@ -34,41 +54,23 @@ __all__ = [
     "Entropy",
     "ACIQ",
     "MovingAverageMinMax",
-    "ESTIMATORS",
+    "register_estimator",
     "get_estimator",
-    "list_methods",
+    "list_estimators",
+    "clone",
 ]
 
-ESTIMATORS: dict[str, type[RangeEstimator]] = {
-    cls.name: cls for cls in (MinMax, Percentile, MSE, Entropy, ACIQ, MovingAverageMinMax)
-}
+
+def _estimators() -> dict[str, type[RangeEstimator]]:
+    from lowbit.calibration.base import _REGISTRY
+
+    return dict(_REGISTRY)
 
 
-def list_methods() -> list[str]:
-    """Registered estimator names.
-
-    Example:
-        >>> list_methods()[:3]
-        ['minmax', 'percentile', 'mse']
-    """
-    return list(ESTIMATORS)
-
-
-def get_estimator(name: str, **options: Any) -> RangeEstimator:
-    """Build the estimator registered as ``name`` with ``options``.
-
-    Raises:
-        OptionError: unknown name (the message lists the registered ones) or an
-            option the estimator does not take.
-
-    Example:
-        >>> get_estimator("mse", qtype="int4")
-        MSE(axis=None, nan_policy='raise', bins=4096, qtype='int4', symmetric=None)
-    """
-    cls = ESTIMATORS.get(str(name).lower())
-    if cls is None:
-        raise OptionError(f"unknown method {name!r}; registered methods are: {', '.join(ESTIMATORS)}")
-    try:
-        return cls(**options)
-    except TypeError as err:
-        raise OptionError(f"method {name!r} does not take these options {sorted(options)}: {err}") from None
+__getattr__ = renamed_attributes(
+    "lowbit.calibration",
+    {
+        "list_methods": ("lowbit.calibration.list_estimators", lambda: list_estimators),
+        "ESTIMATORS": ("lowbit.calibration.list_estimators() and get_estimator(name)", _estimators),
+    },
+)

@@ -83,7 +83,7 @@ class StreamingHistogram:
 
         Channels with no finite value in this batch must have ``mins > maxs``.
         """
-        from lowbit.kernels.histogram import histogram_flat, histogram_rows
+        from lowbit._kernels.histogram import histogram_flat, histogram_rows
 
         has = mins <= maxs
         new_lo = np.where(has, np.minimum(self.lo, mins), self.lo)

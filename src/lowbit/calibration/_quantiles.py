@@ -117,7 +117,7 @@ def exact_quantiles(values: np.ndarray, queries: list[Query]) -> list[float]:
         >>> exact_quantiles(np.array([-3.0, 1.0]), [(centers, counts, 1.0, True, 100.0)])
         [3.0]
     """
-    from lowbit.kernels.histogram import values_between
+    from lowbit._kernels.histogram import values_between
 
     result: list[float | None] = [None] * len(queries)
     where, intervals = [], []

@@ -11,7 +11,7 @@ it is ``2[(sigma^2 + alpha^2) Q(alpha/sigma) - alpha sigma phi(alpha/sigma)]``).
 Example:
     >>> import numpy as np
     >>> x = np.random.default_rng(0).laplace(size=200_000)
-    >>> lo, hi = ACIQ(distribution="laplace").fit([x]).range_("int4")
+    >>> lo, hi = ACIQ(distribution="laplace").fit([x]).clip_range("int4")
     >>> bool(4.0 < hi < 6.5)
     True
 """
@@ -22,9 +22,9 @@ import math
 
 import numpy as np
 
-from lowbit.calibration.base import HistogramEstimator
+from lowbit.calibration.base import HistogramEstimator, register_estimator
 from lowbit.errors import OptionError
-from lowbit.formats import QType
+from lowbit.formats import QType, get_qtype
 
 __all__ = ["ACIQ", "optimal_clip"]
 
@@ -58,6 +58,7 @@ def optimal_clip(spread: float, bits: int, distribution: str = "laplace") -> flo
     return float(fine[np.argmin(_expected_mse(fine, spread, bits, distribution))])
 
 
+@register_estimator
 class ACIQ(HistogramEstimator):
     """Analytical clip ``mu +- alpha*`` from a Laplace or Gaussian fit of the data."""
 
@@ -68,10 +69,14 @@ class ACIQ(HistogramEstimator):
         axis: int | None = None, nan_policy: str = "raise",
     ) -> None:
         super().__init__(bins=bins, axis=axis, nan_policy=nan_policy)
-        if distribution not in DISTRIBUTIONS:
-            raise OptionError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
         self.distribution = distribution
         self.qtype = qtype
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        if self.distribution not in DISTRIBUTIONS:
+            raise OptionError(f"distribution must be one of {DISTRIBUTIONS}, got {self.distribution!r}")
+        get_qtype(self.qtype)
 
     def _channel_range(self, c: int, qtype: QType, symmetric: bool) -> tuple[float, float]:
         centers, counts, _ = self.hist_.channel(c)

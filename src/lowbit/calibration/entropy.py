@@ -14,7 +14,7 @@ intersected with the data range.
 Example:
     >>> import numpy as np
     >>> x = np.concatenate([np.random.default_rng(0).standard_normal(100_000), [40.0]])
-    >>> lo, hi = Entropy().fit([x]).range_("int8")
+    >>> lo, hi = Entropy().fit([x]).clip_range("int8")
     >>> bool(hi < 10)
     True
 """
@@ -24,12 +24,13 @@ from __future__ import annotations
 import numpy as np
 
 from lowbit.calibration._quantiles import fold
-from lowbit.calibration.base import HistogramEstimator
-from lowbit.formats import QType
+from lowbit.calibration.base import HistogramEstimator, register_estimator
+from lowbit.formats import QType, get_qtype
 
 __all__ = ["Entropy"]
 
 
+@register_estimator
 class Entropy(HistogramEstimator):
     """KL-divergence threshold for ``qtype`` (default int8) on a streaming histogram."""
 
@@ -41,8 +42,12 @@ class Entropy(HistogramEstimator):
         super().__init__(bins=bins, axis=axis, nan_policy=nan_policy)
         self.qtype = qtype
 
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        get_qtype(self.qtype)
+
     def _channel_range(self, c: int, qtype: QType, symmetric: bool) -> tuple[float, float]:
-        from lowbit.kernels.histogram import kl_thresholds
+        from lowbit._kernels.histogram import kl_thresholds
 
         centers, counts, w = self.hist_.channel(c)
         lo, hi = float(self.hist_.lo[c]), float(self.hist_.hi[c])

@@ -2,7 +2,7 @@
 
 Example:
     >>> import numpy as np
-    >>> MinMax(axis=0).fit([np.array([[1.0, -1.0], [0.0, 2.0]])]).range_()
+    >>> MinMax(axis=0).fit([np.array([[1.0, -1.0], [0.0, 2.0]])]).clip_range()
     (array([-1.,  0.]), array([1., 2.]))
 """
 
@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from lowbit.calibration.base import RangeEstimator
+from lowbit.calibration.base import RangeEstimator, register_estimator
 from lowbit.formats import QType
 
 __all__ = ["MinMax"]
 
 
+@register_estimator
 class MinMax(RangeEstimator):
     """Running minimum and maximum (exact under any batching)."""
 

@@ -7,7 +7,7 @@ is ``momentum = 1 - c``.
 Example:
     >>> import numpy as np
     >>> est = MovingAverageMinMax(momentum=0.5).fit([np.array([0.0, 4.0]), np.array([0.0, 2.0])])
-    >>> est.range_()
+    >>> est.clip_range()
     (0.0, 3.0)
 """
 
@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from lowbit.calibration.base import RangeEstimator
+from lowbit.calibration.base import RangeEstimator, register_estimator
 from lowbit.errors import OptionError
 from lowbit.formats import QType
 
 __all__ = ["MovingAverageMinMax"]
 
 
+@register_estimator
 class MovingAverageMinMax(RangeEstimator):
     """EMA of per-batch min/max; ``momentum`` in [0, 1) is the weight of the past."""
 
@@ -29,9 +30,13 @@ class MovingAverageMinMax(RangeEstimator):
 
     def __init__(self, momentum: float = 0.9, *, axis: int | None = None, nan_policy: str = "raise") -> None:
         super().__init__(axis=axis, nan_policy=nan_policy)
-        if not 0.0 <= momentum < 1.0:
-            raise OptionError(f"momentum must be in [0, 1), got {momentum!r}")
         self.momentum = momentum
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        m = self.momentum
+        if isinstance(m, bool) or not isinstance(m, (int, float, np.integer, np.floating)) or not 0.0 <= m < 1.0:
+            raise OptionError(f"momentum must be a number in [0, 1), got {m!r}")
 
     def _reset(self, channels: int) -> None:
         self.min_ = np.full(channels, np.nan)
@@ -43,7 +48,7 @@ class MovingAverageMinMax(RangeEstimator):
     def _update(self, rows: np.ndarray, mins: np.ndarray, maxs: np.ndarray, had_nonfinite: bool) -> None:
         has = mins <= maxs
         first = np.isnan(self.min_) & has
-        m = self.momentum
+        m = float(self.momentum)
         self.min_ = np.where(first, mins, np.where(has, m * self.min_ + (1 - m) * mins, self.min_))
         self.max_ = np.where(first, maxs, np.where(has, m * self.max_ + (1 - m) * maxs, self.max_))
 

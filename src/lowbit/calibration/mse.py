@@ -10,7 +10,7 @@ lower end, starting from min-max.
 Example:
     >>> import numpy as np
     >>> x = np.random.default_rng(0).standard_normal(100_000)
-    >>> lo, hi = MSE().fit([x]).range_("int4")
+    >>> lo, hi = MSE().fit([x]).clip_range("int4")
     >>> bool(hi < np.abs(x).max())
     True
 """
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lowbit.calibration.base import HistogramEstimator
-from lowbit.formats import QType
+from lowbit.calibration.base import HistogramEstimator, register_estimator
+from lowbit.formats import QType, get_qtype
 from lowbit.qparams import choose_qparams
 
 __all__ = ["MSE"]
@@ -30,6 +30,7 @@ _FINE = 128
 _ROUNDS = 3
 
 
+@register_estimator
 class MSE(HistogramEstimator):
     """Minimum-MSE clipping for ``qtype`` (default int8) searched on a streaming histogram."""
 
@@ -43,9 +44,13 @@ class MSE(HistogramEstimator):
         self.qtype = qtype
         self.symmetric = symmetric
 
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        get_qtype(self.qtype)
+
     @staticmethod
     def _errors(centers, counts, los, his, qtype: QType, symmetric: bool) -> np.ndarray:
-        from lowbit.kernels.histogram import histogram_errors
+        from lowbit._kernels.histogram import histogram_errors
 
         scale, zp = choose_qparams(los, his, qtype, symmetric=symmetric, scale_dtype=np.float64)
         return histogram_errors(centers, counts, scale, zp.astype(np.float64), qtype.qmin, qtype.qmax)

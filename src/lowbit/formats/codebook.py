@@ -8,7 +8,7 @@ bitsandbytes NF4 table (``bitsandbytes.functional``, the same 16 numbers that
 its CUDA ``dDequantizeNF4`` returns for codes 0..15), so lowbit's nf4 codes
 mean the same thing as bitsandbytes' codes.
 
-``fp4`` is bitsandbytes' FP4 (the other 4-bit type of QLoRA): the 15 values
+``fp4_bnb`` is bitsandbytes' FP4 (the other 4-bit type of QLoRA): the 15 values
 its CUDA dequantizer ``dDequantizeFP4Tree`` returns, ±{0, 0.005208333333,
 0.16666667, 0.25, 0.33333333, 0.5, 0.66666667, 1.0} (float32 literals there,
 the same float32 numbers here).  It is an E2M1 float normalised to a maximum
@@ -17,7 +17,9 @@ numbers the codes in sorted order (code 0 is -1.0, code 7 is 0.0, code 14 is
 1.0), *not* by bitsandbytes' sign/exponent/mantissa bit patterns, and rounds
 a value exactly between two neighbours to the even code (bitsandbytes'
 quantizer sends it to the smaller magnitude); otherwise the nearest value,
-as bitsandbytes' ``dQuantizeFP4`` thresholds (the midpoints) choose.
+as bitsandbytes' ``dQuantizeFP4`` thresholds (the midpoints) choose.  Plain
+``fp4`` names the OCP E2M1 float (``fp4_e2m1``), the meaning torch
+(``float4_e2m1fn_x2``), MX and NVFP4 give it.
 
 Example:
     >>> from lowbit.formats import Codebook
@@ -89,4 +91,4 @@ def Codebook(name: str, values: Sequence[float]) -> QType:
 
 
 Codebook("nf4", NF4_VALUES)
-Codebook("fp4", FP4_BNB_VALUES)
+Codebook("fp4_bnb", FP4_BNB_VALUES)

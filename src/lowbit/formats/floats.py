@@ -14,12 +14,14 @@ Which bit patterns are not finite numbers (facts of the specifications):
 * ``"none"`` — every pattern is finite (OCP MX fp6 E3M2 / E2M3 and fp4 E2M1).
 
 Rounding to the nearest grid value with ties to the even *mantissa* (IEEE
-round-to-nearest-even) is done by :mod:`lowbit.kernels.grid`.
+round-to-nearest-even) is done by :mod:`lowbit._kernels.grid`.
 
 Example:
     >>> from lowbit.formats import get_qtype
     >>> get_qtype("fp4_e2m1").grid[7:]
     (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+    >>> get_qtype("fp4").name
+    'fp4_e2m1'
     >>> get_qtype("fp8_e4m3").grid[-1], get_qtype("fp8_e5m2").grid[-1]
     (448.0, 57344.0)
 """
@@ -27,7 +29,7 @@ Example:
 from __future__ import annotations
 
 from lowbit.errors import QTypeError
-from lowbit.formats.base import QType, register_qtype
+from lowbit.formats.base import QType, register_alias, register_qtype
 
 __all__ = ["float_grid", "float_qtype", "SPECIALS"]
 
@@ -93,6 +95,7 @@ def _register_defaults() -> None:
     float_qtype("fp6_e3m2", 3, 2)
     float_qtype("fp6_e2m3", 2, 3)
     float_qtype("fp4_e2m1", 2, 1)
+    register_alias("fp4", "fp4_e2m1")  # torch's float4_e2m1fn_x2, MX and NVFP4 elements; bitsandbytes' is fp4_bnb
 
 
 _register_defaults()

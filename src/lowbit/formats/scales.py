@@ -249,7 +249,7 @@ class _KQuant6(ScaleFormat):
         }
 
     def encode(self, scales: np.ndarray, sdt: np.dtype) -> dict[str, np.ndarray]:
-        from lowbit.kernels import pack_codes
+        from lowbit._kernels import pack_codes
 
         flat = np.asarray(scales, np.float64).reshape(-1)
         nsuper = -(-flat.size // KQUANT_SUPER)
@@ -264,7 +264,7 @@ class _KQuant6(ScaleFormat):
         return {"scale_codes": pack_codes(codes, KQUANT_BITS), "scale_super": sup.astype(np.float16)}
 
     def decode(self, arrays: Mapping[str, np.ndarray], param_shape: tuple[int, ...], sdt: np.dtype) -> np.ndarray:
-        from lowbit.kernels import unpack_codes
+        from lowbit._kernels import unpack_codes
 
         n = _size(param_shape)
         codes = unpack_codes(np.asarray(arrays["scale_codes"], np.uint8), n, KQUANT_BITS, False)

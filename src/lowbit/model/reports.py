@@ -18,12 +18,51 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from lowbit._deprecation import renamed_attributes
 from lowbit._text import format_table
 from lowbit.errors import ModelError
-from lowbit.model.calibrate import run_batch
-from lowbit.model.quantize import tensor_nbytes
+from lowbit.model._calibrate import run_batch
 
-__all__ = ["size_report", "error_report", "SizeReport", "ErrorReport", "LayerError"]
+__all__ = ["size_report", "error_report", "SizeReport", "ErrorReport", "LayerErrorRow"]
+
+
+def tensor_nbytes(value: Any) -> int:
+    """Bytes a state-dict entry stores: plain and quantized tensors (with their per-channel
+    parameters), and tuples of them (torch.ao's packed parameters); anything else counts 0.
+
+    Example:
+        >>> import torch
+        >>> tensor_nbytes((torch.zeros(3), torch.zeros(2, dtype=torch.int8)))
+        14
+    """
+    if isinstance(value, (tuple, list)):
+        return sum(tensor_nbytes(v) for v in value)
+    if not hasattr(value, "element_size"):
+        return 0
+    total = value.numel() * value.element_size()
+    if getattr(value, "is_quantized", False) and _is_per_channel(value):
+        scales, zeros = value.q_per_channel_scales(), value.q_per_channel_zero_points()
+        total += scales.numel() * scales.element_size() + zeros.numel() * zeros.element_size()
+    return int(total)
+
+
+def _is_per_channel(qtensor: Any) -> bool:
+    import torch
+
+    return qtensor.qscheme() in (
+        torch.per_channel_affine, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams
+    )
+
+
+def module_nbytes(module: Any) -> int:
+    """Real bytes of everything a module's state dict holds (packed codes count as stored).
+
+    Example:
+        >>> import torch
+        >>> module_nbytes(torch.nn.Linear(4, 2))
+        40
+    """
+    return sum(tensor_nbytes(v) for v in module.state_dict().values())
 
 
 @dataclass(frozen=True)
@@ -63,8 +102,8 @@ def size_report(model: Any) -> SizeReport:
 
 
 @dataclass(frozen=True)
-class LayerError:
-    """Output error of one layer against the same layer of the float model."""
+class LayerErrorRow:
+    """Output error of one layer against the same layer of the float model (a row of :class:`ErrorReport`)."""
 
     name: str
     sqnr_db: float
@@ -75,11 +114,11 @@ class LayerError:
 class ErrorReport:
     """Per-layer output SQNR and cosine, plus the model output's."""
 
-    rows: list[LayerError]
-    output: LayerError
+    rows: list[LayerErrorRow]
+    output: LayerErrorRow
 
     @property
-    def worst(self) -> LayerError:
+    def worst(self) -> LayerErrorRow:
         """The layer with the lowest SQNR."""
         return min(self.rows, key=lambda r: r.sqnr_db)
 
@@ -100,11 +139,11 @@ class _Sums:
         self.syy += float((b * b).sum())
         self.sxy += float((a * b).sum())
 
-    def result(self, name: str) -> LayerError:
+    def result(self, name: str) -> LayerErrorRow:
         sqnr = math.inf if self.sse == 0 else (-math.inf if self.sxx == 0 else 10 * math.log10(self.sxx / self.sse))
         denom = math.sqrt(self.sxx * self.syy)
         cos = float(self.sxx == self.syy) if denom == 0 else self.sxy / denom
-        return LayerError(name, sqnr, cos)
+        return LayerErrorRow(name, sqnr, cos)
 
 
 def _first_tensor(out: Any) -> Any:
@@ -154,3 +193,8 @@ def error_report(model: Any, reference: Any, batches: Iterable[Any]) -> ErrorRep
         for h in hooks:
             h.remove()
     return ErrorReport([sums[n].result(n) for n in names], final.result("(output)"))
+
+
+__getattr__ = renamed_attributes(
+    "lowbit.model.reports", {"LayerError": ("lowbit.model.LayerErrorRow", lambda: LayerErrorRow)}
+)

@@ -29,11 +29,11 @@ import torch
 
 from lowbit._arrays import Source
 from lowbit.core import dequantize, quantize
-from lowbit.errors import OptionError
+from lowbit.errors import OptionError, error_context
 from lowbit.formats import QType, get_qtype
 from lowbit.formats.scales import DEFAULT_SCALE_FORMAT, decode_scales, scale_format_for
-from lowbit.granularity import Granularity, PerChannel, PerGroup, plan
-from lowbit.nn._util import TORCH_STORAGE, DtypeCheckedLoad, as_granularity, from_buffer, layer_context, to_buffer
+from lowbit.granularity import Granularity, PerChannel, PerGroup, PerTensor, as_granularity, plan
+from lowbit.nn._util import TORCH_STORAGE, DtypeCheckedLoad, from_buffer, to_buffer
 from lowbit.qparams import symmetric_divisor
 from lowbit.qtensor import QTensor
 
@@ -51,10 +51,11 @@ class PackedWeightModule(DtypeCheckedLoad):
     def _init_weight(self, shape: tuple[int, ...], qtype: str | QType, granularity: Granularity | str | None,
                      symmetric: bool | None, scale_format: str | None = None) -> None:
         name = type(self).__name__
-        with layer_context(f"{name} weight {shape}"):
+        with error_context(f"{name} weight {shape}"):
             qt = get_qtype(qtype)
             fmt = scale_format_for(qt, scale_format)
-            gran = as_granularity(granularity, PerGroup(qt.block_size) if qt.is_mx else PerChannel(0))
+            gran = as_granularity(granularity, PerGroup(qt.block_size) if qt.is_mx else PerChannel(0),
+                                  allowed=(PerTensor, PerChannel, PerGroup))
             sym = (qt.signed or qt.is_grid) if symmetric is None else bool(symmetric)
             layout = plan(gran, shape)
             zero = _fixed_zero_point(qt) if sym else 0
@@ -77,12 +78,16 @@ class PackedWeightModule(DtypeCheckedLoad):
     def _init_bias(self, size: int, bias: bool) -> None:
         self.bias = torch.nn.Parameter(torch.zeros(size)) if bias else None
 
-    def _quantize_from(self, module: Any, method: str, method_options: dict[str, Any]) -> None:
-        """Quantize ``module.weight`` (as float32) into the buffers and copy its bias."""
+    def _quantize_from(self, module: Any, method: Any, method_options: Any, deprecated: dict[str, Any]) -> None:
+        """Quantize ``module.weight`` (as float32) into the buffers and copy its bias.
+
+        ``deprecated`` holds estimator options passed as keywords (the old spelling of ``method_options``).
+        """
         weight = module.weight.detach().float()
-        with layer_context(f"{type(self).__name__}.from_float({type(module).__name__}) weight {tuple(weight.shape)}"):
+        with error_context(f"{type(self).__name__}.from_float({type(module).__name__}) weight {tuple(weight.shape)}"):
             qt = quantize(weight, self.qtype, granularity=self.granularity, symmetric=self.symmetric,
-                          method=method, scale_format=self.scale_format, **method_options)
+                          method=method, method_options=method_options, scale_format=self.scale_format,
+                          **deprecated)
         self._store(qt)
         if self.bias is not None:
             self.bias.data.copy_(module.bias.detach())

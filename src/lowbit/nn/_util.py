@@ -2,32 +2,26 @@
 
 * NumPy <-> torch buffers for quantized storage (uint16 codes travel as an int16
   bit view, so every buffer is a dtype ``torch.save``/``load`` handle everywhere);
-* typed input checks and re-raising core errors with the layer's name;
-* granularity spelled as an object or a string;
+* typed input checks;
 * a load-time dtype check so a state dict of another configuration is refused
   instead of being silently cast.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from lowbit.errors import InputTypeError, LowbitError, OptionError
-from lowbit.granularity import Granularity, PerChannel, PerGroup, PerTensor, parse_granularity
+from lowbit.errors import InputTypeError
 
 __all__ = [
     "TORCH_STORAGE",
     "to_buffer",
     "from_buffer",
     "check_float_input",
-    "as_granularity",
-    "layer_context",
     "tensor_bytes",
     "DtypeCheckedLoad",
 ]
@@ -62,29 +56,6 @@ def check_float_input(x: Any, layer: str) -> None:
         raise InputTypeError(f"{layer} expects a torch.Tensor, got {type(x).__name__}; wrap it with torch.as_tensor")
     if not x.is_floating_point():
         raise InputTypeError(f"{layer} expects a floating-point tensor, got {x.dtype}; cast it with .float()")
-
-
-def as_granularity(granularity: Granularity | str | None, default: Granularity) -> Granularity:
-    """A granularity object from an object, its string spelling (``"group:64"``) or None (default)."""
-    if granularity is None:
-        return default
-    if isinstance(granularity, str):
-        return parse_granularity(granularity)
-    if isinstance(granularity, (PerTensor, PerChannel, PerGroup)):
-        return granularity
-    raise OptionError(
-        f"granularity must be PerTensor(), PerChannel(axis), PerGroup(size, axis) or a string such as "
-        f"'channel' or 'group:64', got {granularity!r}"
-    )
-
-
-@contextlib.contextmanager
-def layer_context(context: str) -> Iterator[None]:
-    """Re-raise a LowbitError of the same type with ``context`` (layer, tensor, shape) prefixed."""
-    try:
-        yield
-    except LowbitError as err:
-        raise type(err)(f"{context}: {err}") from None
 
 
 def tensor_bytes(*tensors: torch.Tensor | None) -> int:

@@ -73,8 +73,8 @@ class WeightOnlyEmbedding(PackedWeightModule):
 
     @classmethod
     def from_float(cls, module: nn.Module, qtype: str | QType = "int8", granularity: Granularity | str | None = None,
-                   symmetric: bool | None = None, method: str = "minmax", *, scale_format: str | None = None,
-                   **method_options: Any) -> WeightOnlyEmbedding:
+                   symmetric: bool | None = None, method: Any = "minmax", *, scale_format: str | None = None,
+                   method_options: dict[str, Any] | None = None, **deprecated: Any) -> WeightOnlyEmbedding:
         """Quantize a ``torch.nn.Embedding``'s table (arguments as :meth:`WeightOnlyLinear.from_float`).
 
         Example:
@@ -87,7 +87,7 @@ class WeightOnlyEmbedding(PackedWeightModule):
         new = cls(module.num_embeddings, module.embedding_dim, module.padding_idx, module.max_norm,
                   module.norm_type, module.scale_grad_by_freq, module.sparse, qtype=qtype, granularity=granularity,
                   symmetric=symmetric, scale_format=scale_format)
-        new._quantize_from(module, method, method_options)
+        new._quantize_from(module, method, method_options, deprecated)
         return new
 
     def _row_wise(self) -> bool:

@@ -36,11 +36,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from lowbit._deprecation import warn_renamed
 from lowbit.errors import GranularityError, NonFiniteError, OptionError, QTypeError
 from lowbit.formats import QType, get_qtype
 from lowbit.nn._util import check_float_input
 
-__all__ = ["FakeQuantize", "lsq_fake_quantize", "lsq_init_scale", "MIN_SCALE"]
+__all__ = ["FakeQuantize", "lsq_fake_quantize", "lsq_init_scale"]
 
 MIN_SCALE = 1e-12
 
@@ -132,6 +133,22 @@ def lsq_init_scale(x: torch.Tensor, qtype: str | QType, axis: int | None = None)
     return torch.where(s > 0, s, torch.ones_like(s))
 
 
+def _check_method(method: Any, options: Any) -> str:
+    """``"lsq"`` or a registered estimator name (validated with its options)."""
+    from lowbit.calibration import get_estimator, list_estimators
+
+    if method == "lsq":
+        if options:
+            raise OptionError(f"method='lsq' takes no method_options, got {sorted(options)}")
+        return method
+    if not isinstance(method, str) or method not in list_estimators():
+        raise OptionError(f"FakeQuantize method must be 'lsq' or one of {list_estimators()}, got {method!r}")
+    if options is not None and not isinstance(options, dict):
+        raise OptionError(f"method_options must be a dict, got {type(options).__name__}")
+    get_estimator(method, **(options or {}))
+    return method
+
+
 def _check_qtype(qtype: str | QType) -> QType:
     qt = get_qtype(qtype)
     if qt.kind != "int" or not qt.signed or not 2 <= qt.bits <= 8:
@@ -150,10 +167,12 @@ class FakeQuantize(nn.Module):
         axis: channel axis for per-channel scales (then ``channels`` is required),
             None for one scale.
         channels: number of channels along ``axis``.
-        init: how the scale is initialised from the first tensor seen: ``"lsq"``
+        method: how the scale is initialised from the first tensor seen: ``"lsq"``
             (``2 * mean|x| / sqrt(qmax)``, as the paper) or a lowbit range
             estimator name (``"minmax"``, ``"mse"``, ``"percentile"``, ...).
+        method_options: options of that estimator (``{"percentile": 99.9}``).
         enabled: when False, forward returns the input unchanged.
+        init: deprecated spelling of ``method``.
 
     Attributes:
         scale: the learnable scale (Parameter), ``()`` or ``(channels,)``.
@@ -170,18 +189,19 @@ class FakeQuantize(nn.Module):
     initialized: torch.Tensor
 
     def __init__(self, qtype: str | QType = "int8", *, axis: int | None = None, channels: int | None = None,
-                 init: str = "lsq", enabled: bool = True) -> None:
+                 method: str = "lsq", method_options: dict[str, Any] | None = None, enabled: bool = True,
+                 init: str | None = None) -> None:
         super().__init__()
         self.qtype = _check_qtype(qtype)
         if (axis is None) != (channels is None):
             raise OptionError("FakeQuantize needs both axis and channels for per-channel scales, or neither")
         if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
             raise OptionError(f"FakeQuantize channels must be a positive int, got {channels!r}")
-        from lowbit.calibration import list_methods
-
-        if init != "lsq" and init not in list_methods():
-            raise OptionError(f"FakeQuantize init must be 'lsq' or one of {list_methods()}, got {init!r}")
-        self.axis, self.channels, self.init, self.enabled = axis, channels, init, bool(enabled)
+        if init is not None:
+            warn_renamed("FakeQuantize(init=...)", "FakeQuantize(method=...)")
+            method = init
+        self.method, self.method_options = _check_method(method, method_options), dict(method_options or {})
+        self.axis, self.channels, self.enabled = axis, channels, bool(enabled)
         self.scale = nn.Parameter(torch.ones(() if channels is None else (channels,)))
         self.register_buffer("initialized", torch.tensor(False))
 
@@ -198,20 +218,20 @@ class FakeQuantize(nn.Module):
 
     @torch.no_grad()
     def initialize_(self, x: torch.Tensor) -> FakeQuantize:
-        """Set the scale from ``x`` with the ``init`` rule; returns self.
+        """Set the scale from ``x`` with the ``method`` rule; returns self.
 
         Example:
             >>> import torch, lowbit.nn as lnn
-            >>> lnn.FakeQuantize("int8", init="minmax").initialize_(torch.tensor([-2.54, 1.0])).scale.item()
+            >>> lnn.FakeQuantize("int8", method="minmax").initialize_(torch.tensor([-2.54, 1.0])).scale.item()
             0.019999999552965164
         """
         axis = self._check(x)
-        if self.init == "lsq":
+        if self.method == "lsq":
             s = lsq_init_scale(x, self.qtype, axis)
         else:
             from lowbit.calibration import get_estimator
 
-            est = get_estimator(self.init, axis=axis).partial_fit(x.detach().float())
+            est = get_estimator(self.method, **{**self.method_options, "axis": axis}).partial_fit(x.detach().float())
             s = torch.as_tensor(est.qparams(self.qtype, symmetric=True)[0], dtype=torch.float32)
         self.scale.copy_(s.reshape(self.scale.shape))
         self.initialized.fill_(True)
@@ -233,4 +253,4 @@ class FakeQuantize(nn.Module):
     def extra_repr(self) -> str:
         """Format, layout and state."""
         where = "tensor" if self.axis is None else f"axis={self.axis}, channels={self.channels}"
-        return f"{self.qtype.name}, {where}, init={self.init}, enabled={self.enabled}"
+        return f"{self.qtype.name}, {where}, method={self.method}, enabled={self.enabled}"

@@ -6,7 +6,7 @@ For an input flattened to ``(M, K)`` and a weight of ``N`` outputs:
   channel (or per tensor), stored transposed and contiguous as ``(K, N)``;
 * activations: ``x_q = clamp(round_half_even(x * (1 / s_x)), -127, 127)`` with
   ``s_x`` static (a calibrated float) or dynamic: ``absmax / 127`` of the whole
-  input (``"tensor"``) or of each row (``"token"``); an all-zero input or row
+  input (``PerTensor()``, ``"tensor"``) or of each row (``PerToken()``, ``"token"``); an all-zero input or row
   gets ``s_x = 1``; NaN/Inf inputs raise NonFiniteError;
 * ``acc = x_q @ w_q_t`` exactly in int32 (computed as a float64 GEMM of the codes, which is
   exact and here 15-25x faster than ``torch._int_mm``), ``y = acc.float() * (s_x * s_w) + bias``.
@@ -30,33 +30,47 @@ import torch.nn.functional as F
 from torch import nn
 
 from lowbit.core import quantize
-from lowbit.errors import InputTypeError, NonFiniteError, OptionError
-from lowbit.granularity import Granularity, PerChannel, PerTensor
+from lowbit.errors import GranularityError, InputTypeError, NonFiniteError, OptionError, error_context
+from lowbit.granularity import Granularity, PerChannel, PerTensor, PerToken, as_granularity
 from lowbit.nn._conv import ConvSettings
 from lowbit.nn._smooth import SmoothedInput
-from lowbit.nn._util import DtypeCheckedLoad, as_granularity, check_float_input, layer_context, tensor_bytes
+from lowbit.nn._util import DtypeCheckedLoad, check_float_input, tensor_bytes
 
-__all__ = ["Int8Linear", "Int8Conv2d", "quantize_activations", "int8_matmul", "ACT_GRANULARITIES"]
+__all__ = ["Int8Linear", "Int8Conv2d", "quantize_activations", "int8_matmul"]
 
-ACT_GRANULARITIES = ("tensor", "token")
 QMAX = 127
 
 
+def _act_granularity(value: Granularity | str | None, what: str = "act_granularity") -> Granularity:
+    """``PerTensor()`` (also for None) or ``PerToken()`` from an object or its string; GranularityError otherwise."""
+    return as_granularity(value, PerTensor(), allowed=(PerTensor, PerToken), what=what)
+
+
+def _weight_granularity(value: Granularity | str | None, layer: str) -> Granularity:
+    """``PerChannel(0)`` (also for None) or ``PerTensor()`` for int8 weights; GranularityError otherwise."""
+    gran = as_granularity(value, PerChannel(0), allowed=(PerTensor, PerChannel), what=f"{layer} weight_granularity")
+    if isinstance(gran, PerChannel) and gran.axis != 0:
+        raise GranularityError(f"{layer} weight_granularity must be PerChannel(0) or PerTensor(), got {gran}")
+    return gran
+
+
 def quantize_activations(x: torch.Tensor, scale: float | torch.Tensor | None = None,
-                         granularity: str = "tensor") -> tuple[torch.Tensor, torch.Tensor]:
+                         granularity: Granularity | str = "tensor") -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 codes of a 2-d float input, with a static or dynamic scale.
 
     Args:
         x: float tensor ``(M, K)``.
         scale: a static positive scale, or None for a dynamic one (absmax / 127).
-        granularity: ``"tensor"`` (one scale) or ``"token"`` (one per row; dynamic only).
+        granularity: ``PerTensor()`` / ``"tensor"`` (one scale) or ``PerToken()`` /
+            ``"token"`` (one per row; dynamic only).
 
     Returns:
         ``(codes, scale)``: int8 codes ``(M, K)`` in -127..127 and the float32
         scale, shaped ``()`` or ``(M, 1)``.
 
     Raises:
-        NonFiniteError: NaN or Inf in ``x``. OptionError: bad granularity or scale.
+        NonFiniteError: NaN or Inf in ``x``. GranularityError: bad granularity.
+        OptionError: bad scale.
 
     Example:
         >>> import torch
@@ -64,20 +78,19 @@ def quantize_activations(x: torch.Tensor, scale: float | torch.Tensor | None = N
         >>> q.tolist(), s.flatten().tolist()
         ([[64, -127], [127, 0]], [0.007874015718698502, 0.0019685039296746254])
     """
-    if granularity not in ACT_GRANULARITIES:
-        raise OptionError(f"act_granularity must be one of {ACT_GRANULARITIES}, got {granularity!r}")
+    per_token = isinstance(_act_granularity(granularity, "granularity"), PerToken)
     xf = x.float()
     if xf.numel() == 0:
-        amax = torch.zeros((xf.shape[0], 1) if granularity == "token" else ())
+        amax = torch.zeros((xf.shape[0], 1) if per_token else ())
     else:
-        amax = xf.abs().amax(dim=1, keepdim=True) if granularity == "token" else xf.abs().amax()
+        amax = xf.abs().amax(dim=1, keepdim=True) if per_token else xf.abs().amax()
     if not bool(torch.isfinite(amax).all()):
         raise NonFiniteError(f"the int8 activation input {tuple(x.shape)} holds NaN or Inf values")
     if scale is None:
         s = amax / QMAX
         s = torch.where(s > 0, s, torch.ones_like(s))
-    elif granularity != "tensor":
-        raise OptionError("a static act_scale is one scale per tensor; use act_granularity='tensor'")
+    elif per_token:
+        raise GranularityError("a static act_scale is one scale per tensor; use act_granularity='tensor'")
     else:
         s = torch.as_tensor(scale, dtype=torch.float32).reshape(())
     codes = torch.clamp(torch.round(xf * (1.0 / s)), -QMAX, QMAX).to(torch.int8)
@@ -120,18 +133,15 @@ class _Int8Base(DtypeCheckedLoad):
     weight_scale: torch.Tensor
     act_scale: torch.Tensor | None
 
-    def _init_int8(self, n_out: int, k: int, bias: bool, act_scale: Any, act_granularity: str,
-                   weight_granularity: Granularity | str | None) -> None:
+    def _init_int8(self, n_out: int, k: int, bias: bool, act_scale: Any, act_gran: Granularity | str | None,
+                   weight_gran: Granularity | str | None) -> None:
         layer = type(self).__name__
-        if act_granularity not in ACT_GRANULARITIES:
-            raise OptionError(f"{layer} act_granularity must be one of {ACT_GRANULARITIES}, got {act_granularity!r}")
+        act = _act_granularity(act_gran, f"{layer} act_granularity")
         static = _static_scale(act_scale, layer)
-        if static is not None and act_granularity != "tensor":
-            raise OptionError(f"{layer}: a static act_scale is one scale per tensor; use act_granularity='tensor'")
-        gran = as_granularity(weight_granularity, PerChannel(0))
-        if not (isinstance(gran, PerTensor) or (isinstance(gran, PerChannel) and gran.axis == 0)):
-            raise OptionError(f"{layer} weight_granularity must be PerChannel(0) or PerTensor(), got {gran}")
-        self.act_granularity, self.weight_granularity = act_granularity, gran
+        if static is not None and isinstance(act, PerToken):
+            raise GranularityError(f"{layer}: a static act_scale is one scale per tensor; use act_granularity='tensor'")
+        gran = _weight_granularity(weight_gran, layer)
+        self.act_granularity, self.weight_granularity = act, gran
         self.register_buffer("weight_t", torch.zeros((k, n_out), dtype=torch.int8))
         self.register_buffer("weight_scale", torch.ones((n_out,) if isinstance(gran, PerChannel) else ()))
         self.register_buffer("act_scale", None if static is None else torch.tensor(static, dtype=torch.float32))
@@ -141,7 +151,7 @@ class _Int8Base(DtypeCheckedLoad):
         weight = module.weight.detach().float()
         if column_scale is not None:  # SmoothQuant: W diag(s)
             weight = weight * column_scale
-        with layer_context(f"{type(self).__name__}.from_float({type(module).__name__}) weight {tuple(weight.shape)}"):
+        with error_context(f"{type(self).__name__}.from_float({type(module).__name__}) weight {tuple(weight.shape)}"):
             qt = quantize(weight, "int8", granularity=self.weight_granularity, symmetric=True)
         self.set_weight(torch.from_numpy(qt.codes.reshape(weight.shape[0], -1)), torch.from_numpy(qt.scale))
         if self.bias is not None:
@@ -184,7 +194,8 @@ class Int8Linear(SmoothedInput, _Int8Base):
     Args:
         in_features, out_features, bias: as ``torch.nn.Linear``.
         act_scale: static activation scale (from calibration), or None for dynamic.
-        act_granularity: ``"tensor"`` or ``"token"`` (per row, dynamic only).
+        act_granularity: ``PerTensor()`` / ``"tensor"`` or ``PerToken()`` / ``"token"`` (one
+            scale per row, dynamic only).
         weight_granularity: ``PerChannel(0)`` (default) or ``PerTensor()`` (or "channel"/"tensor").
         smooth: keep a per-input-channel divisor ``smooth_scale`` (SmoothQuant): the
             input is divided by it before its int8 quantization.
@@ -200,7 +211,7 @@ class Int8Linear(SmoothedInput, _Int8Base):
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, act_scale: Any = None,
-                 act_granularity: str = "tensor", weight_granularity: Granularity | str | None = None,
+                 act_granularity: Granularity | str = "tensor", weight_granularity: Granularity | str | None = None,
                  smooth: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
@@ -208,7 +219,7 @@ class Int8Linear(SmoothedInput, _Int8Base):
         self._init_smooth(self.in_features, smooth)
 
     @classmethod
-    def from_float(cls, module: nn.Module, act_scale: Any = None, act_granularity: str = "tensor",
+    def from_float(cls, module: nn.Module, act_scale: Any = None, act_granularity: Granularity | str = "tensor",
                    weight_granularity: Granularity | str | None = None, smooth_scale: Any = None) -> Int8Linear:
         """Quantize a ``torch.nn.Linear``'s weight to int8 (symmetric, narrow range).
 
@@ -221,7 +232,8 @@ class Int8Linear(SmoothedInput, _Int8Base):
                 the scale of ``x / s``.
 
         Raises:
-            InputTypeError: not a Linear. OptionError: bad act_scale, granularity or smooth_scale.
+            InputTypeError: not a Linear. OptionError: bad act_scale or smooth_scale.
+            GranularityError: a granularity the layer does not take.
 
         Example:
             >>> import torch, lowbit.nn as lnn
@@ -268,7 +280,7 @@ class Int8Conv2d(_Int8Base):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
                  dilation: Any = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
-                 act_scale: Any = None, act_granularity: str = "tensor",
+                 act_scale: Any = None, act_granularity: Granularity | str = "tensor",
                  weight_granularity: Granularity | str | None = None) -> None:
         super().__init__()
         self.conv = ConvSettings.build(type(self).__name__, in_channels, out_channels, kernel_size, stride, padding,
@@ -282,7 +294,7 @@ class Int8Conv2d(_Int8Base):
         self._init_int8(out_channels, k, bias, act_scale, act_granularity, weight_granularity)
 
     @classmethod
-    def from_float(cls, module: nn.Module, act_scale: Any = None, act_granularity: str = "tensor",
+    def from_float(cls, module: nn.Module, act_scale: Any = None, act_granularity: Granularity | str = "tensor",
                    weight_granularity: Granularity | str | None = None) -> Int8Conv2d:
         """Quantize a ``torch.nn.Conv2d``'s weight to int8 per output channel.
 

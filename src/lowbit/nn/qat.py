@@ -27,12 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lowbit._deprecation import warn_renamed
 from lowbit.core import quantize
-from lowbit.errors import InputTypeError, NotCalibratedError, OptionError
+from lowbit.errors import InputTypeError, NotCalibratedError, OptionError, error_context
 from lowbit.formats import QType
 from lowbit.granularity import PerChannel
 from lowbit.nn._conv import ConvSettings
-from lowbit.nn._util import check_float_input, layer_context
+from lowbit.nn._util import check_float_input
 from lowbit.nn.fake_quant import FakeQuantize
 from lowbit.nn.int8 import Int8Conv2d, Int8Linear
 from lowbit.nn.weight_only import WeightOnlyConv2d, WeightOnlyLinear
@@ -50,7 +51,7 @@ class _QATBase(nn.Module):
     act_fake_quant: FakeQuantize | None
 
     def _init_params(self, weight_shape: tuple[int, ...], bias: bool, weight_qtype: str | QType,
-                     act_qtype: str | QType | None, init: str) -> None:
+                     act_qtype: str | QType | None, method: str, init: str | None) -> None:
         self.weight = nn.Parameter(torch.empty(weight_shape))
         self.bias = nn.Parameter(torch.empty(weight_shape[0])) if bias else None
         fan_in = math.prod(weight_shape[1:])
@@ -58,8 +59,11 @@ class _QATBase(nn.Module):
         if self.bias is not None:
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
             nn.init.uniform_(self.bias, -bound, bound)
-        self.weight_fake_quant = FakeQuantize(weight_qtype, axis=0, channels=weight_shape[0], init=init)
-        self.act_fake_quant = None if act_qtype is None else FakeQuantize(act_qtype, init=init)
+        if init is not None:
+            warn_renamed(f"{type(self).__name__}(init=...)", f"{type(self).__name__}(method=...)")
+            method = init
+        self.weight_fake_quant = FakeQuantize(weight_qtype, axis=0, channels=weight_shape[0], method=method)
+        self.act_fake_quant = None if act_qtype is None else FakeQuantize(act_qtype, method=method)
 
     def _copy_from(self, module: Any) -> None:
         with torch.no_grad():
@@ -79,7 +83,7 @@ class _QATBase(nn.Module):
         if not bool(fq.initialized):
             fq.initialize_(self.weight.detach())
         scale = fq.effective_scale()
-        with layer_context(f"{type(self).__name__}.to_quantized weight {tuple(self.weight.shape)}"):
+        with error_context(f"{type(self).__name__}.to_quantized weight {tuple(self.weight.shape)}"):
             qt = quantize(self.weight.detach().float(), fq.qtype, granularity=PerChannel(0), symmetric=True,
                           scale=scale.numpy())
         return qt, scale
@@ -126,7 +130,9 @@ class QATLinear(_QATBase):
         in_features, out_features, bias: as ``torch.nn.Linear`` (same default init).
         weight_qtype: signed 2..8-bit format of the weight (per output channel).
         act_qtype: format of the input activations (per tensor), or None.
-        init: scale initialisation of the fake quantizers (see :class:`FakeQuantize`).
+        method: scale initialisation of the fake quantizers: ``"lsq"`` or a range
+            estimator name (see :class:`FakeQuantize`).
+        init: deprecated spelling of ``method``.
 
     Example:
         >>> import torch, lowbit.nn as lnn
@@ -136,14 +142,14 @@ class QATLinear(_QATBase):
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, weight_qtype: str | QType = "int4",
-                 act_qtype: str | QType | None = None, init: str = "lsq") -> None:
+                 act_qtype: str | QType | None = None, method: str = "lsq", init: str | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self._init_params((self.out_features, self.in_features), bias, weight_qtype, act_qtype, init)
+        self._init_params((self.out_features, self.in_features), bias, weight_qtype, act_qtype, method, init)
 
     @classmethod
     def from_float(cls, module: nn.Module, weight_qtype: str | QType = "int4", act_qtype: str | QType | None = None,
-                   init: str = "lsq") -> QATLinear:
+                   method: str = "lsq", init: str | None = None) -> QATLinear:
         """Copy a ``torch.nn.Linear`` and initialise the weight scales from its weight.
 
         Example:
@@ -154,7 +160,7 @@ class QATLinear(_QATBase):
         if not isinstance(module, nn.Linear):
             raise InputTypeError(f"{cls.__name__}.from_float expects a torch.nn.Linear, got {type(module).__name__}")
         new = cls(module.in_features, module.out_features, module.bias is not None, weight_qtype=weight_qtype,
-                  act_qtype=act_qtype, init=init)
+                  act_qtype=act_qtype, method=method, init=init)
         new._copy_from(module)
         return new
 
@@ -196,7 +202,7 @@ class QATConv2d(_QATBase):
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
             bias, padding_mode: as ``torch.nn.Conv2d`` (``padding_mode="zeros"`` only).
-        weight_qtype, act_qtype, init: as :class:`QATLinear`.
+        weight_qtype, act_qtype, method, init: as :class:`QATLinear`.
 
     Example:
         >>> import torch, lowbit.nn as lnn
@@ -207,15 +213,16 @@ class QATConv2d(_QATBase):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
                  dilation: Any = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
-                 weight_qtype: str | QType = "int4", act_qtype: str | QType | None = None, init: str = "lsq") -> None:
+                 weight_qtype: str | QType = "int4", act_qtype: str | QType | None = None, method: str = "lsq",
+                 init: str | None = None) -> None:
         super().__init__()
         self.conv = ConvSettings.build(type(self).__name__, in_channels, out_channels, kernel_size, stride, padding,
                                        dilation, groups, padding_mode)
-        self._init_params(self.conv.weight_shape, bias, weight_qtype, act_qtype, init)
+        self._init_params(self.conv.weight_shape, bias, weight_qtype, act_qtype, method, init)
 
     @classmethod
     def from_float(cls, module: nn.Module, weight_qtype: str | QType = "int4", act_qtype: str | QType | None = None,
-                   init: str = "lsq") -> QATConv2d:
+                   method: str = "lsq", init: str | None = None) -> QATConv2d:
         """Copy a ``torch.nn.Conv2d`` and initialise the weight scales from its weight.
 
         Example:
@@ -224,7 +231,7 @@ class QATConv2d(_QATBase):
             6
         """
         new = cls(**ConvSettings.kwargs_of(module, cls.__name__), weight_qtype=weight_qtype, act_qtype=act_qtype,
-                  init=init)
+                  method=method, init=init)
         new._copy_from(module)
         return new
 

@@ -70,15 +70,17 @@ class WeightOnlyLinear(SmoothedInput, PackedWeightModule):
 
     @classmethod
     def from_float(cls, module: nn.Module, qtype: str | QType = "int8", granularity: Granularity | str | None = None,
-                   symmetric: bool | None = None, method: str = "minmax", *, scale_format: str | None = None,
-                   **method_options: Any) -> WeightOnlyLinear:
+                   symmetric: bool | None = None, method: Any = "minmax", *, scale_format: str | None = None,
+                   method_options: dict[str, Any] | None = None, **deprecated: Any) -> WeightOnlyLinear:
         """Quantize a ``torch.nn.Linear``'s weight with :func:`lowbit.quantize`.
 
         Args:
             module: the float layer (its weight is read as float32).
             qtype, granularity, symmetric, scale_format: as in the constructor.
-            method, **method_options: how the clipping range is estimated
-                (``"minmax"``, ``"mse"``, ``"percentile"``, ...; see :mod:`lowbit.calibration`).
+            method, method_options: how the clipping range is estimated (``"minmax"``,
+                ``"mse"``, ``"percentile"``, ... or an estimator; see :mod:`lowbit.calibration`)
+                and the estimator's options (``{"percentile": 99.9}``).
+            **deprecated: estimator options as keywords, the old spelling of ``method_options``.
 
         Raises:
             InputTypeError: ``module`` is not a Linear. QTypeError, GranularityError,
@@ -93,7 +95,7 @@ class WeightOnlyLinear(SmoothedInput, PackedWeightModule):
             raise InputTypeError(f"{cls.__name__}.from_float expects a torch.nn.Linear, got {type(module).__name__}")
         new = cls(module.in_features, module.out_features, module.bias is not None, qtype=qtype,
                   granularity=granularity, symmetric=symmetric, scale_format=scale_format)
-        new._quantize_from(module, method, method_options)
+        new._quantize_from(module, method, method_options, deprecated)
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,8 +139,8 @@ class WeightOnlyConv2d(PackedWeightModule):
 
     @classmethod
     def from_float(cls, module: nn.Module, qtype: str | QType = "int8", granularity: Granularity | str | None = None,
-                   symmetric: bool | None = None, method: str = "minmax", *, scale_format: str | None = None,
-                   **method_options: Any) -> WeightOnlyConv2d:
+                   symmetric: bool | None = None, method: Any = "minmax", *, scale_format: str | None = None,
+                   method_options: dict[str, Any] | None = None, **deprecated: Any) -> WeightOnlyConv2d:
         """Quantize a ``torch.nn.Conv2d``'s weight (arguments as :meth:`WeightOnlyLinear.from_float`).
 
         Raises:
@@ -151,7 +153,7 @@ class WeightOnlyConv2d(PackedWeightModule):
         """
         new = cls(**ConvSettings.kwargs_of(module, cls.__name__), qtype=qtype, granularity=granularity,
                   symmetric=symmetric, scale_format=scale_format)
-        new._quantize_from(module, method, method_options)
+        new._quantize_from(module, method, method_options, deprecated)
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ run that starts at a multiple of 8 codes starts on a byte boundary.
 
 Example:
     >>> import numpy as np
-    >>> from lowbit.kernels._bits import pack_codes, unpack_codes
+    >>> from lowbit._kernels._bits import pack_codes, unpack_codes
     >>> packed = pack_codes(np.array([1, -2, 3], np.int8), 4)
     >>> unpack_codes(packed, 3, 4, True).tolist()
     [1, -2, 3]

@@ -10,14 +10,14 @@ only the sums that the closed-form update needs: ``z = mean(q - (g - W_e) / s)``
 stored per element.  Rows are taken in chunks whose total ``l_p`` error decides
 early stopping, as in :mod:`lowbit.algorithms.hqq`, and chunks run in parallel.
 
-``|e|^p`` comes from :func:`~lowbit.kernels._floatbits.pow_pos` (vectorised,
+``|e|^p`` comes from :func:`~lowbit._kernels._floatbits.pow_pos` (vectorised,
 relative error < 1e-10) and sums may be reassociated, so the ``l_p`` errors that
 steer the iterations, and the final choice between the HQQ and the min-max
 parameters of each block, are exact to about 1e-10 relative.
 
 Example:
     >>> import numpy as np
-    >>> from lowbit.kernels.hqq import hqq_blocks
+    >>> from lowbit._kernels.hqq import hqq_blocks
     >>> g = np.array([[0.0, 0.1, 0.2, 0.9]])
     >>> s, z = np.array([0.06]), np.array([0.0])
     >>> out_s, out_z = np.empty(1), np.empty(1)
@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from lowbit.kernels._floatbits import pow_pos
+from lowbit._kernels._floatbits import pow_pos
 
 __all__ = ["hqq_blocks"]
 

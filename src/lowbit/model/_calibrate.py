@@ -3,7 +3,7 @@
 Example:
     >>> import torch, lowbit.model as lm
     >>> net = torch.nn.Sequential(torch.nn.Linear(8, 4)).eval()
-    >>> _ = lm.quantize_(net, lm.Static(observer="percentile", observer_options={"percentile": 99.9}))
+    >>> _ = lm.quantize_(net, lm.Static(method="percentile", method_options={"percentile": 99.9}))
     >>> lm.calibrate(net, [torch.randn(16, 8) for _ in range(3)], progress=False)
     3
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from lowbit.errors import ModelError
 
-__all__ = ["calibrate", "run_batch", "Progress"]
+__all__ = ["calibrate"]
 
 
 def run_batch(model: Any, batch: Any) -> Any:
@@ -72,7 +72,7 @@ def calibrate(model: Any, batches: Iterable[Any], progress: bool | None = None) 
     """
     import torch
 
-    from lowbit.model.observed import Observed
+    from lowbit.model._observed import Observed
 
     if not any(isinstance(m, Observed) for m in model.modules()):
         raise ModelError(

@@ -56,9 +56,9 @@ import torch
 from torch import nn
 
 from lowbit.errors import ModelError
-from lowbit.model.calibrate import Progress, run_batch
+from lowbit.model._calibrate import Progress, run_batch
 
-__all__ = ["layer_statistics", "StatFactory"]
+__all__ = ["layer_statistics"]
 
 StatFactory = Callable[[str, nn.Module], Any]
 """``factory(name, module)`` returns a fresh statistic with ``add(x)`` for a layer."""

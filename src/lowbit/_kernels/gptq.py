@@ -17,7 +17,7 @@ inverse (row-oriented forward substitution, no LAPACK call per block).
 
 Example:
     >>> import numpy as np
-    >>> from lowbit.kernels.gptq import gptq_columns
+    >>> from lowbit._kernels.gptq import gptq_columns
     >>> w1 = np.array([[0.3, 0.6]]); err = np.zeros((1, 2)); q = np.zeros((1, 2))
     >>> u = np.array([[1.0, 0.5], [0.0, 1.0]])
     >>> one = np.ones((1, 1)); zero = np.zeros((1, 1)); groups = np.zeros(2, np.int64)

@@ -9,7 +9,7 @@ must be bit-exact.
 
 Example:
     >>> from numba import njit
-    >>> from lowbit.kernels._floatbits import pow_pos
+    >>> from lowbit._kernels._floatbits import pow_pos
     >>> f = njit(lambda x: pow_pos(x, 0.5))
     >>> abs(f(2.0) / 2.0 ** 0.5 - 1) < 1e-10
     True

@@ -28,11 +28,11 @@ find that code:
 
 Each chunk of the flat tensor is first scaled into a scratch buffer (the
 chunk/segment walk over the (P, Q, R, T) block layout of
-:mod:`lowbit.kernels.quant`), then rounded in one contiguous loop, then packed.
+:mod:`lowbit._kernels.quant`), then rounded in one contiguous loop, then packed.
 
 Example:
     >>> import numpy as np
-    >>> from lowbit.kernels.grid import grid_tables
+    >>> from lowbit._kernels.grid import grid_tables
     >>> from lowbit.formats import get_qtype
     >>> g, mids, tie = grid_tables(get_qtype("fp4_e2m1"))
     >>> float(mids[8]), int(tie[8])  # 0.75 lies between 0.5 (code 8) and 1.0 (code 9)
@@ -48,11 +48,11 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from lowbit._kernels._bits import pack_run, unpack_run
+from lowbit._kernels._floatbits import exponent, pow2
+from lowbit._kernels.quant import CHUNK, _segment
 from lowbit.errors import InputTypeError
 from lowbit.formats import QType
-from lowbit.kernels._bits import pack_run, unpack_run
-from lowbit.kernels._floatbits import exponent, pow2
-from lowbit.kernels.quant import CHUNK, _segment
 
 __all__ = [
     "grid_tables",

@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from lowbit.kernels._bits import pack_run, uniform01, unpack_run
-from lowbit.kernels._intrinsics import fma
+from lowbit._kernels._bits import pack_run, uniform01, unpack_run
+from lowbit._kernels._intrinsics import fma
 
 __all__ = [
     "quantize_kernel", "dequantize_kernel", "fake_quantize_kernel", "CHUNK", "FUSED", "UNFUSED", "STOCHASTIC"

@@ -33,7 +33,7 @@ class Observed(nn.Module):
 
         self.module = module
         self.config = config
-        self.observer = Observer(config.observer, **config.observer_options)
+        self.observer = Observer(config.method, config.method_options)
         self.batches = 0
         s = None if smooth_scale is None else torch.as_tensor(np.asarray(smooth_scale, np.float32))
         self.register_buffer("smooth_scale", s)

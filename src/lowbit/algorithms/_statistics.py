@@ -17,48 +17,14 @@ Example:
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
-from lowbit._arrays import as_float_array, check_finite
-from lowbit.errors import EmptyInputError, NotCalibratedError, OptionError
+from lowbit.algorithms._checks import as_rows, positive_int
+from lowbit.errors import NotCalibratedError
 
-__all__ = ["ActivationStatistics", "as_rows", "positive_int"]
-
-
-def positive_int(value: Any, name: str, low: int = 1) -> int:
-    """``value`` as an int >= ``low`` (OptionError otherwise).
-
-    Example:
-        >>> positive_int(3, "rows")
-        3
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise OptionError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
-def as_rows(x: Any, width: int, what: str) -> np.ndarray:
-    """``x`` shaped ``(..., width)`` as finite float rows ``(n, width)`` (float32 or float64).
-
-    Raises:
-        OptionError: the last axis is not ``width`` long. EmptyInputError: no rows.
-        NonFiniteError: NaN/Inf. InputTypeError: not a float array or CPU tensor.
-
-    Example:
-        >>> as_rows(np.ones((2, 3, 4)), 4, "x").shape
-        (6, 4)
-    """
-    shape = tuple(np.shape(x))
-    if not shape or shape[-1] != width:
-        raise OptionError(f"{what} must be shaped (..., {width}), got {shape}")
-    flat, source = as_float_array(x, allow_empty=True)
-    if flat.size == 0:
-        raise EmptyInputError(f"{what} of shape {shape} has no rows")
-    check_finite(flat, int(flat.size - np.count_nonzero(np.isfinite(flat))), source.shape)
-    return flat.reshape(-1, width)
+__all__ = ["ActivationStatistics"]
 
 
 class ActivationStatistics:
@@ -71,6 +37,8 @@ class ActivationStatistics:
 
     Attributes:
         n_samples_: rows seen.
+        absmax_, mean_abs_, sample_: the statistics; reading one before any
+            data raises NotCalibratedError (an AttributeError: they do not exist yet).
 
     Raises:
         OptionError: a non-positive ``in_features`` or a negative ``max_rows``.

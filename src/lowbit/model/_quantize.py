@@ -1,0 +1,305 @@
+"""``quantize_(model, config)``: swap a model's layers for quantized ones, in place.
+
+Which layers: every layer of a type the config targets (``config.targets()``:
+``nn.Linear``, ``nn.Conv2d``, and ``nn.Embedding`` for weight-only) whose name
+matches ``include`` (glob patterns; all when None) and no ``exclude`` pattern.
+How: the handler registered for the config's type (:func:`register_handler`);
+``quantize_`` itself never changes when a scheme is added.  A config that needs
+calibration data (GPTQ, AWQ, SmoothQuant) declares a statistics plan:
+``quantize_`` then streams ``batches`` through the model and hands each layer
+its statistic.
+
+A *plan* maps module-name patterns to configs (``None`` keeps a layer float):
+each layer takes the config of the first pattern it matches and whose config
+targets its type, and one ``quantize_`` call applies them all.
+
+Example:
+    >>> import torch, lowbit, lowbit.model as lm
+    >>> net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    >>> summary = lm.quantize_(net, lm.WeightOnly("int4", "group:32"))
+    >>> [row.name for row in summary.rows], summary.bytes_after < summary.bytes_before
+    (['0', '2'], True)
+    >>> net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    >>> [r.scheme for r in lm.quantize_(net, {"2": lm.WeightOnly("int8"), "*": lm.WeightOnly("int4")}).rows]
+    ['W4 int4 channel', 'W8 int8 channel']
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Generator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lowbit._text import format_table
+from lowbit.errors import ModelError, OptionError, error_context
+from lowbit.model._registry import get_handler
+from lowbit.model.config import Config, StatPlan
+from lowbit.model.reports import module_nbytes
+
+__all__ = ["quantize_", "convert", "Summary", "SummaryRow"]
+
+Plan = Mapping[str, Config | None]
+"""Module-name glob patterns mapped to configs (None: leave float); the first match wins."""
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One swapped layer."""
+
+    name: str
+    layer: str
+    scheme: str
+    bytes_before: int
+    bytes_after: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What ``quantize_`` (or ``convert``) did: one row per swapped layer, with byte totals."""
+
+    rows: list[SummaryRow]
+
+    @property
+    def bytes_before(self) -> int:
+        """Bytes of the swapped layers before."""
+        return sum(r.bytes_before for r in self.rows)
+
+    @property
+    def bytes_after(self) -> int:
+        """Bytes of the swapped layers after."""
+        return sum(r.bytes_after for r in self.rows)
+
+    def __str__(self) -> str:
+        body = [[r.name, r.layer, r.scheme, f"{r.bytes_before:,}", f"{r.bytes_after:,}"] for r in self.rows]
+        body.append(["total", "", "", f"{self.bytes_before:,}", f"{self.bytes_after:,}"])
+        return format_table(["module", "layer", "scheme", "bytes before", "bytes after"], body)
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    return ", ".join(t.__name__ for t in types)
+
+
+def _pattern_problem(pattern: str, named: list, targets: tuple[type, ...], what: str) -> str | None:
+    """Why ``pattern`` selects nothing ``what`` quantizes, or None when it selects something."""
+    hits = [(n, m) for n, m in named if fnmatch.fnmatchcase(n, pattern)]
+    if not hits:
+        sample = ", ".join(n for n, _ in named[:8])
+        return f"pattern {pattern!r} matches no module (names look like: {sample})"
+    if not any(isinstance(m, targets) for _, m in hits):
+        kinds = sorted({type(m).__name__ for _, m in hits})
+        return (f"pattern {pattern!r} matches only {', '.join(kinds)} module(s), which {what} does not "
+                f"quantize (supported: {_type_names(targets)}); name their Linear/Conv2d children")
+    return None
+
+
+def _select(model: Any, config: Config, include: list[str] | None, exclude: list[str]) -> list:
+    """The ``(name, module)`` pairs one config quantizes; ModelError naming every bad pattern."""
+    targets, what = config.targets(), type(config).__name__
+    named = [(n, m) for n, m in model.named_modules() if n]
+    chosen = [
+        (n, m) for n, m in named
+        if isinstance(m, targets) and (include is None or _matches(n, include)) and not _matches(n, exclude)
+    ]
+    problems = [p for p in (_pattern_problem(pat, named, targets, what) for pat in include or []) if p]
+    if problems:
+        raise ModelError("include " + "; include ".join(problems))
+    if not chosen:
+        raise ModelError(
+            f"{what} found no module to quantize: the model has no {_type_names(targets)} "
+            f"layer matching include={include} exclude={exclude}"
+        )
+    return chosen
+
+
+def _check_plan(plan: Mapping[Any, Any]) -> list[tuple[str, Config | None]]:
+    if not plan:
+        raise OptionError("an empty plan quantizes nothing; map module patterns to configs, e.g. {'*': WeightOnly()}")
+    bad = [f"{k!r}: {type(v).__name__}" for k, v in plan.items()
+           if not isinstance(k, str) or not (v is None or isinstance(v, Config))]
+    if bad:
+        raise OptionError(f"a plan maps glob patterns (str) to configs or None; got {', '.join(bad)}")
+    return list(plan.items())
+
+
+def _select_plan(model: Any, plan: Plan, include: list[str] | None, exclude: list[str]) -> list[tuple[Config, list]]:
+    """Per config, in plan order, the layers whose first matching pattern (among those targeting them) is its."""
+    entries = _check_plan(plan)
+    named = [(n, m) for n, m in model.named_modules() if n]
+    claimed: set[str] = set()
+    groups: dict[int, tuple[Config, list]] = {}
+    problems = []
+    for pattern, cfg in entries:
+        targets = (object,) if cfg is None else cfg.targets()
+        problem = _pattern_problem(pattern, named, targets, "None" if cfg is None else type(cfg).__name__)
+        if problem:
+            problems.append(problem)
+            continue
+        for n, m in named:
+            if n in claimed or not fnmatch.fnmatchcase(n, pattern) or not isinstance(m, targets):
+                continue
+            if (include is not None and not _matches(n, include)) or _matches(n, exclude):
+                continue
+            claimed.add(n)
+            if cfg is not None:
+                groups.setdefault(id(cfg), (cfg, []))[1].append((n, m))
+    if problems:
+        raise ModelError("plan " + "; plan ".join(problems))
+    if not groups:
+        raise ModelError(f"the plan selects no module to quantize (include={include} exclude={exclude})")
+    return list(groups.values())
+
+
+def _swap(model: Any, name: str, new: Any) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _layers_with_statistics(
+    model: Any, chosen: list, plan: StatPlan, batches: Iterable[Any], progress: bool | None
+) -> Generator[tuple[str, Any, Any], None, None]:
+    """Layers that need no statistic first, then the others as calibration feeds them."""
+    from lowbit.model._collect import layer_statistics
+
+    if model.training:
+        raise ModelError("calibration needs the model in eval mode (dropout would skew statistics); call model.eval()")
+    fed = [(n, m) for n, m in chosen if plan.wants(m)]
+    names = {n for n, _ in fed}
+    for name, module in chosen:
+        if name not in names:
+            yield name, module, None
+    yield from layer_statistics(model, fed, batches, plan.factory, plan.sequential, progress, plan.sink_weight)
+
+
+def _apply(model: Any, config: Config, chosen: list, batches: Any, progress: bool | None, swapped: list,
+           rows: list) -> None:
+    """Replace every chosen layer with the config's handler, recording swaps (for rollback) and rows."""
+    record = get_handler(config)
+    plan = config.statistics()
+    items = ((n, m, None) for n, m in chosen) if plan is None else _layers_with_statistics(
+        model, chosen, plan, batches, progress
+    )
+    try:
+        for name, module, stat in items:
+            before = module_nbytes(module)
+            with error_context(f"module {name!r} ({type(module).__name__})"):
+                new, scheme = record.replace(module, name, config, stat)
+            _swap(model, name, new)
+            swapped.append((name, module))
+            rows.append(SummaryRow(name, type(module).__name__, scheme, before, module_nbytes(new)))
+    finally:
+        items.close()  # a generator either way; closing removes calibration hooks
+
+
+def quantize_(
+    model: Any,
+    config: Config | Plan,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] = (),
+    batches: Iterable[Any] | None = None,
+    progress: bool | None = None,
+) -> Summary:
+    """Replace the selected layers of ``model`` (a ``torch.nn.Module``) in place.
+
+    Args:
+        model: the model; its other layers are left alone.
+        config: a config (WeightOnly, Dynamic, Static (prepares observers), QAT(step=...)
+            or one registered with :func:`register_handler`), or a plan: a dict of
+            module-name glob patterns to configs or None (leave float); each layer
+            takes the first pattern that matches it and whose config targets its type.
+        include: glob patterns on module names (``"encoder.*.dense"``); None selects all.
+        exclude: glob patterns to leave in float.
+        batches: calibration inputs for configs that need data (``WeightOnly(algorithm="gptq"/"awq")``,
+            ``Static``/``Dynamic`` with ``smoothquant``): each a tensor, a tuple of tensors or a
+            dict of keyword tensors, as ``model`` takes them. The model must be in eval mode.
+            For inputs shaped ``(batch, sequence, features)`` the first position of every
+            sequence (a causal LM's "attention sink") counts ``sink_weight`` times
+            (``algorithm_options``; GPTQ default 32).
+        progress: progress meter on stderr while calibrating (default: when stderr is a terminal).
+
+    Returns:
+        A Summary: which modules, which scheme, bytes before and after.
+
+    Raises:
+        ModelError: a pattern matches no module, matches only unsupported
+            layer types, or nothing is left to quantize (each message names
+            the module and the fix); a data-driven config without ``batches`` or
+            with the model in training mode. OptionError: a bad config value, a bad
+            plan, or ``batches`` given to configs that use none. A LowbitError raised
+            for one layer names it. On any error the layers already replaced are put
+            back, so the model is left as it was.
+
+    Example:
+        >>> import torch, lowbit.model as lm
+        >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8))
+        >>> lm.quantize_(net, lm.WeightOnly("int8")).rows[0].scheme
+        'W8 int8 channel'
+    """
+    include_list = None if include is None else list(include)
+    if isinstance(config, Mapping):
+        groups = _select_plan(model, config, include_list, list(exclude))
+    elif isinstance(config, Config):
+        get_handler(config)
+        groups = [(config, _select(model, config, include_list, list(exclude)))]
+    else:
+        raise OptionError(f"config must be a lowbit.model.Config or a plan (dict), got {type(config).__name__}")
+    needs_data = [cfg.scheme for cfg, _ in groups if cfg.statistics() is not None]
+    if not needs_data and batches is not None:
+        raise OptionError(f"{', '.join(cfg.scheme for cfg, _ in groups)} uses no calibration data; drop batches=")
+    if needs_data and batches is None:
+        raise ModelError(
+            f"{needs_data[0]} needs calibration data: call quantize_(model, config, batches=[...]) with model inputs"
+        )
+    batch_list = list(batches) if batches is not None and len(needs_data) > 1 else batches
+    rows: list[SummaryRow] = []
+    swapped: list[tuple[str, Any]] = []
+    try:
+        for cfg, chosen in groups:
+            _apply(model, cfg, chosen, batch_list, progress, swapped, rows)
+    except BaseException:  # leave the model as it was, not half quantized
+        for name, module in reversed(swapped):
+            _swap(model, name, module)
+        raise
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    return Summary(sorted(rows, key=lambda r: order.get(r.name, len(order))))
+
+
+def convert(model: Any) -> Summary:
+    """Finish static quantization: swap calibrated observed layers for integer ones.
+
+    Raises:
+        ModelError: the model has no observers (``quantize_(model, Static())``
+            was not run) or some were never fed data (run ``calibrate`` first);
+            the message names every such module.
+
+    Example:
+        >>> import torch, lowbit.model as lm
+        >>> net = torch.nn.Sequential(torch.nn.Linear(16, 4)).eval()
+        >>> _ = lm.quantize_(net, lm.Static())
+        >>> _ = lm.calibrate(net, [torch.randn(8, 16)], progress=False)
+        >>> type(lm.convert(net).rows[0]).__name__
+        'SummaryRow'
+    """
+    from lowbit.model._observed import Observed
+
+    observed = [(n, m) for n, m in model.named_modules() if isinstance(m, Observed)]
+    if not observed:
+        raise ModelError("convert found no observed layer: run quantize_(model, Static(...)) and calibrate first")
+    empty = [n for n, m in observed if not m.calibrated]
+    if empty:
+        raise ModelError(
+            f"convert before calibrate: observers of {', '.join(empty)} have seen no data; "
+            "run lowbit.model.calibrate(model, batches) first"
+        )
+    rows = []
+    for name, module in observed:
+        before = module_nbytes(module.module)
+        new = module.to_quantized()
+        _swap(model, name, new)
+        rows.append(SummaryRow(name, type(module.module).__name__, module.config.scheme, before, module_nbytes(new)))
+    return Summary(rows)

@@ -1,0 +1,110 @@
+"""The handler registry: which function replaces a layer for each config type (a leaf module).
+
+``register_handler(ConfigType)`` decorates ``fn(module, name, config, statistic)
+-> (new_module, scheme_label)``; ``get_handler(config)`` finds it (a subclass of
+a registered config uses its parent's handler unless it registers its own);
+``list_handlers()`` names the registered config types.  The built-in handlers
+live in :mod:`lowbit.model._handlers`; nothing here imports them.
+
+Example (a user's own config, registered and applied end to end):
+    >>> from dataclasses import dataclass
+    >>> import torch, lowbit.model as lm
+    >>> @dataclass(frozen=True)
+    ... class HalfWeights(lm.Config):
+    ...     "Linear weights stored in bfloat16."
+    ...     scheme = "bf16 weights"
+    ...     def targets(self):
+    ...         return (torch.nn.Linear,)
+    >>> @lm.register_handler(HalfWeights)
+    ... def _half(module, name, config, statistic):
+    ...     new = torch.nn.Linear(module.in_features, module.out_features, module.bias is not None,
+    ...                           dtype=torch.bfloat16)
+    ...     new.load_state_dict(module.state_dict())
+    ...     return new, config.scheme
+    >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8))
+    >>> summary = lm.quantize_(net, HalfWeights())
+    >>> summary.rows[0].scheme, summary.bytes_after < summary.bytes_before, "HalfWeights" in lm.list_handlers()
+    ('bf16 weights', True, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lowbit.errors import ModelError, OptionError
+from lowbit.model.config import Config
+
+__all__ = ["Handler", "HandlerRecord", "register_handler", "get_handler", "list_handlers"]
+
+Handler = Callable[[Any, str, Any, Any], tuple[Any, str]]
+"""``fn(module, name, config, statistic) -> (new_module, scheme_label)``."""
+
+
+@dataclass(frozen=True)
+class HandlerRecord:
+    """One registered config type and the function that replaces its layers."""
+
+    config_type: type[Config]
+    replace: Handler
+
+
+_REGISTRY: dict[type, HandlerRecord] = {}
+
+
+def register_handler(config_type: type[Config]) -> Callable[[Handler], Handler]:
+    """Register ``fn(module, name, config, statistic) -> (new_module, scheme_label)`` for a config type.
+
+    The config declares what it replaces (``targets()``) and what calibration data it
+    needs (``statistics()``); ``statistic`` is what that plan collected for the layer,
+    or None. Registering a type again replaces its handler.
+
+    Raises:
+        OptionError: ``config_type`` is not a subclass of :class:`lowbit.model.Config`.
+
+    Example:
+        >>> from lowbit.model import WeightOnly
+        >>> get_handler(WeightOnly("int8")).config_type.__name__
+        'WeightOnly'
+    """
+    if not (isinstance(config_type, type) and issubclass(config_type, Config)):
+        raise OptionError(f"register_handler takes a subclass of lowbit.model.Config, got {config_type!r}")
+
+    def decorate(fn: Handler) -> Handler:
+        _REGISTRY[config_type] = HandlerRecord(config_type, fn)
+        return fn
+
+    return decorate
+
+
+def get_handler(config: Config) -> HandlerRecord:
+    """The handler registered for ``config``'s type (or the nearest registered base class).
+
+    Raises:
+        ModelError: no handler is registered for it (the message lists the known configs).
+
+    Example:
+        >>> from lowbit.model import Dynamic
+        >>> get_handler(Dynamic()).config_type is Dynamic
+        True
+    """
+    for cls in type(config).__mro__:
+        record = _REGISTRY.get(cls)
+        if record is not None:
+            return record
+    known = ", ".join(list_handlers())
+    raise ModelError(
+        f"no handler for config {type(config).__name__}; known configs: {known} "
+        "(register one with lowbit.model.register_handler)"
+    )
+
+
+def list_handlers() -> list[str]:
+    """Names of the config types that have a handler, in registration order.
+
+    Example:
+        >>> list_handlers()[:4]
+        ['WeightOnly', 'Dynamic', 'Static', 'QAT']
+    """
+    return [cls.__name__ for cls in _REGISTRY]
