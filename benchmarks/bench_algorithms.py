@@ -78,7 +78,7 @@ def warm_up() -> None:
     """Compile (or load) every kernel the timed calls use."""
     rng = np.random.default_rng(1)
     w = rng.standard_normal((64, 256)).astype(np.float32)
-    h = HessianAccumulator(256).add(rng.standard_normal((512, 256)).astype(np.float32)).hessian
+    h = HessianAccumulator(256).partial_fit(rng.standard_normal((512, 256)).astype(np.float32)).hessian_
     for gs, ao in ((None, False), (128, True)):
         gptq_quantize(w, h, "int4", granularity=_gran(gs), act_order=ao)
     hqq_quantize(w, "uint4", granularity="group:64")
@@ -112,8 +112,8 @@ def main() -> int:
     t0 = time.perf_counter()
     acc = HessianAccumulator(args.size)
     for r in range(0, args.rows, 2048):
-        acc.add(x[r : r + 2048])
-    h = acc.hessian
+        acc.partial_fit(x[r : r + 2048])
+    h = acc.hessian_
     t_acc = time.perf_counter() - t0
     print(f"Hessian of {args.rows} rows (batches of 2048), accumulated in {t_acc:.2f} s (not counted below)")
     sub = w[:ERR_ROWS].astype(np.float64)
@@ -146,11 +146,12 @@ def main() -> int:
     # ---- Hessian accumulation throughput
     batch = np.random.default_rng(2).standard_normal((16384, 1536), dtype=np.float32)
     flops = 2.0 * batch.shape[0] * batch.shape[1] ** 2
-    t_add = measure(lambda: HessianAccumulator(1536).add(batch), repeat=3).median
+    t_add = measure(lambda: HessianAccumulator(1536).partial_fit(batch), repeat=3).median
     b64 = batch.astype(np.float64)
     t_np = measure(lambda: b64.T @ b64, repeat=3).median
-    print(f"\nHessianAccumulator(1536).add(16384 x 1536 float32): {t_add:.3f} s, {flops / t_add / 1e9:.1f} GFLOP/s "
-          f"(NumPy float64 x.T @ x of the converted batch: {flops / t_np / 1e9:.1f} GFLOP/s, {t_np / t_add:.2f}x)")
+    print(f"\nHessianAccumulator(1536).partial_fit(16384 x 1536 float32): {t_add:.3f} s, "
+          f"{flops / t_add / 1e9:.1f} GFLOP/s (NumPy float64 x.T @ x of the converted batch: "
+          f"{flops / t_np / 1e9:.1f} GFLOP/s, {t_np / t_add:.2f}x)")
 
     got = mon.stop()
     if got is not None:

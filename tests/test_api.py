@@ -16,7 +16,14 @@ import lowbit  # noqa: E402
 import lowbit.model as lm  # noqa: E402
 import lowbit.nn as lnn  # noqa: E402
 from lowbit import PerChannel, PerGroup, PerTensor, PerToken  # noqa: E402
-from lowbit.algorithms import awq_quantize, gptq_quantize, hqq_quantize, search_smoothing  # noqa: E402
+from lowbit.algorithms import (  # noqa: E402
+    ActivationStatistics,
+    HessianAccumulator,
+    awq_quantize,
+    gptq_quantize,
+    hqq_quantize,
+    search_smoothing,
+)
 from lowbit.cli import main  # noqa: E402
 
 SPELLINGS = {"tensor": PerTensor(), "channel": PerChannel(0), "group:16": PerGroup(16), "token": PerToken()}
@@ -187,6 +194,12 @@ def _pairs() -> list[tuple[str, Callable[[], Any], Callable[[], Any], str]]:
          "list_estimators"),
         ("ESTIMATORS", lambda: list(lowbit.calibration.ESTIMATORS), lambda: lowbit.calibration.list_estimators(),
          "list_estimators"),
+        ("Hessian-add", lambda: HessianAccumulator(32).add(X).hessian_.tobytes(),
+         lambda: HessianAccumulator(32).partial_fit(X).hessian_.tobytes(), "HessianAccumulator.partial_fit()"),
+        ("Hessian-hessian", lambda: HessianAccumulator(32).partial_fit(X).hessian.tobytes(),
+         lambda: HessianAccumulator(32).partial_fit(X).hessian_.tobytes(), "HessianAccumulator.hessian_"),
+        ("ActivationStatistics-add", lambda: ActivationStatistics(32).add(X).absmax_.tobytes(),
+         lambda: ActivationStatistics(32).partial_fit(X).absmax_.tobytes(), "ActivationStatistics.partial_fit()"),
         ("LayerError", lambda: lm.LayerError, lambda: lm.LayerErrorRow, "LayerErrorRow"),
         ("reports.LayerError", lambda: lm.reports.LayerError, lambda: lm.LayerErrorRow, "LayerErrorRow"),
     ]

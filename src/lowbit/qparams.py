@@ -32,7 +32,7 @@ import numpy as np
 from lowbit.errors import QTypeError
 from lowbit.formats import QType, get_qtype
 
-__all__ = ["choose_qparams", "symmetric_divisor", "affine_zero_points"]
+__all__ = ["choose_qparams"]
 
 
 def symmetric_divisor(qtype: QType) -> tuple[int, int]:

@@ -10,7 +10,7 @@ sample is uniform over everything seen and the same for the same batches.
 
 Example:
     >>> import numpy as np
-    >>> st = ActivationStatistics(2, max_rows=3).add(np.array([[1.0, -2.0], [3.0, 0.0]]))
+    >>> st = ActivationStatistics(2, max_rows=3).partial_fit(np.array([[1.0, -2.0], [3.0, 0.0]]))
     >>> st.absmax_.tolist(), st.mean_abs_.tolist(), st.sample_.shape
     ([3.0, 2.0], [2.0, 1.0], (2, 2))
 """
@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from lowbit._deprecation import warn_renamed
 from lowbit.algorithms._checks import as_rows, positive_int
 from lowbit.errors import NotCalibratedError
 
@@ -45,7 +46,7 @@ class ActivationStatistics:
 
     Example:
         >>> import numpy as np
-        >>> ActivationStatistics(3, max_rows=0).add(np.array([[1.0, -4.0, 0.0]])).absmax_.tolist()
+        >>> ActivationStatistics(3, max_rows=0).partial_fit(np.array([[1.0, -4.0, 0.0]])).absmax_.tolist()
         [1.0, 4.0, 0.0]
     """
 
@@ -59,7 +60,7 @@ class ActivationStatistics:
         self._keys = np.zeros(0, np.float64)
         self.n_samples_ = 0
 
-    def add(self, x: Any) -> ActivationStatistics:
+    def partial_fit(self, x: Any) -> ActivationStatistics:
         """Fold a batch shaped ``(..., in_features)`` in; returns ``self``.
 
         Raises:
@@ -67,7 +68,7 @@ class ActivationStatistics:
 
         Example:
             >>> import numpy as np
-            >>> ActivationStatistics(4).add(np.ones((2, 5, 4))).n_samples_
+            >>> ActivationStatistics(4).partial_fit(np.ones((2, 5, 4))).n_samples_
             10
         """
         rows = as_rows(x, self.in_features, "activations")
@@ -79,6 +80,11 @@ class ActivationStatistics:
             self._sample(rows)
         return self
 
+    def add(self, x: Any) -> ActivationStatistics:
+        """Deprecated spelling of :meth:`partial_fit`."""
+        warn_renamed("ActivationStatistics.add()", "ActivationStatistics.partial_fit()")
+        return self.partial_fit(x)
+
     def _sample(self, rows: np.ndarray) -> None:
         keys = np.concatenate([self._keys, self._rng.random(rows.shape[0])])
         pool = np.concatenate([self._rows, rows.astype(np.float32)])
@@ -89,7 +95,7 @@ class ActivationStatistics:
 
     def _check(self) -> None:
         if self.n_samples_ == 0:
-            raise NotCalibratedError("ActivationStatistics has seen no data; call .add(activations) first")
+            raise NotCalibratedError("ActivationStatistics has seen no data; call .partial_fit(activations) first")
 
     @property
     def absmax_(self) -> np.ndarray:

@@ -34,7 +34,7 @@ Example:
     >>> rng = np.random.default_rng(0)
     >>> x = rng.standard_normal((512, 64)) * np.where(np.arange(64) < 4, 20.0, 1.0)  # 4 outlier channels
     >>> w = rng.standard_normal((32, 64))
-    >>> stats = ActivationStatistics(64).add(x)
+    >>> stats = ActivationStatistics(64).partial_fit(x)
     >>> qt, s = awq_quantize(w, stats.sample_, "int4", granularity="group:32", x_mean_abs=stats.mean_abs_)
     >>> rtn = lowbit.fake_quantize(w, "int4", granularity=lowbit.PerGroup(32))
     >>> err = lambda wq: float(np.sum((x @ (w - wq).T) ** 2))

@@ -35,7 +35,7 @@ Example:
     >>> rng = np.random.default_rng(0)
     >>> w = rng.standard_normal((8, 32))
     >>> x = rng.standard_normal((256, 32)) @ rng.standard_normal((32, 32))
-    >>> h = HessianAccumulator(32).add(x).hessian
+    >>> h = HessianAccumulator(32).partial_fit(x).hessian_
     >>> qt = gptq_quantize(w, h, "int4")
     >>> rtn = lowbit.fake_quantize(w, "int4", granularity=lowbit.PerChannel(0))
     >>> bool(np.sum((x @ (w - qt.dequantize()).T) ** 2) < np.sum((x @ (w - rtn).T) ** 2))
@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from lowbit._arrays import as_float_array, check_finite
+from lowbit._deprecation import warn_renamed
 from lowbit.algorithms._checks import _UNSET, weight_granularity
 from lowbit.core import quantize
 from lowbit.errors import EmptyInputError, NotCalibratedError, OptionError
@@ -90,8 +91,8 @@ class HessianAccumulator:
 
     Example:
         >>> import numpy as np
-        >>> acc = HessianAccumulator(2).add(np.array([[1.0, 0.0], [0.0, 2.0]]))
-        >>> acc.hessian.tolist(), acc.n_samples_
+        >>> acc = HessianAccumulator(2).partial_fit(np.array([[1.0, 0.0], [0.0, 2.0]]))
+        >>> acc.hessian_.tolist(), acc.n_samples_
         ([[1.0, 0.0], [0.0, 4.0]], 2)
     """
 
@@ -102,7 +103,7 @@ class HessianAccumulator:
         self.n_samples_ = 0
         self._h = np.zeros((self.in_features, self.in_features), np.float64)
 
-    def add(self, x: Any) -> HessianAccumulator:
+    def partial_fit(self, x: Any) -> HessianAccumulator:
         """Fold a batch of activations shaped ``(..., in_features)`` into the average.
 
         Returns:
@@ -115,7 +116,7 @@ class HessianAccumulator:
 
         Example:
             >>> import numpy as np
-            >>> HessianAccumulator(3).add(np.ones((4, 5, 3))).n_samples_
+            >>> HessianAccumulator(3).partial_fit(np.ones((4, 5, 3))).n_samples_
             20
         """
         shape = np.shape(x)
@@ -141,18 +142,27 @@ class HessianAccumulator:
         self.n_samples_ = total
         return self
 
-    partial_fit = add
+    def add(self, x: Any) -> HessianAccumulator:
+        """Deprecated spelling of :meth:`partial_fit`."""
+        warn_renamed("HessianAccumulator.add()", "HessianAccumulator.partial_fit()")
+        return self.partial_fit(x)
+
+    @property
+    def hessian_(self) -> np.ndarray:
+        """A copy of the current ``(in_features, in_features)`` Hessian (learned: exists after the first batch).
+
+        Raises:
+            NotCalibratedError: no batch was added yet (also an AttributeError).
+        """
+        if self.n_samples_ == 0:
+            raise NotCalibratedError("HessianAccumulator has seen no data; call .partial_fit(activations) first")
+        return self._h.copy()
 
     @property
     def hessian(self) -> np.ndarray:
-        """A copy of the current ``(in_features, in_features)`` Hessian.
-
-        Raises:
-            NotCalibratedError: no batch was added yet.
-        """
-        if self.n_samples_ == 0:
-            raise NotCalibratedError("HessianAccumulator has seen no data; call .add(activations) first")
-        return self._h.copy()
+        """Deprecated spelling of :attr:`hessian_`."""
+        warn_renamed("HessianAccumulator.hessian", "HessianAccumulator.hessian_")
+        return self.hessian_
 
     def __repr__(self) -> str:
         return f"HessianAccumulator(in_features={self.in_features}, n_samples_={self.n_samples_})"
@@ -320,7 +330,7 @@ def gptq_quantize(
 
     Args:
         weight: ``(out_features, in_features)`` float array (or CPU tensor).
-        hessian: ``(in_features, in_features)``, e.g. ``HessianAccumulator.hessian``.
+        hessian: ``(in_features, in_features)``, e.g. ``HessianAccumulator.hessian_``.
         qtype: integer format name or QType (``"int4"``, ``"uint4"``, ``"int3"`` ...).
         granularity: ``PerChannel(0)`` / ``"channel"`` (one scale per output channel;
             the default, None) or ``PerGroup(size)`` / ``"group:128"`` (groups of input

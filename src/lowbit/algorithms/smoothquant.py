@@ -31,7 +31,7 @@ Example:
     >>> from lowbit.algorithms import ActivationStatistics, smoothquant_scales
     >>> x = np.array([[1.0, 100.0], [-2.0, 50.0]])
     >>> w = np.array([[0.5, 0.5], [1.0, -0.25]])
-    >>> s = smoothquant_scales(ActivationStatistics(2).add(x).absmax_, w, alpha=0.5)
+    >>> s = smoothquant_scales(ActivationStatistics(2).partial_fit(x).absmax_, w, alpha=0.5)
     >>> s.round(3).tolist()
     [1.414, 14.142]
 """

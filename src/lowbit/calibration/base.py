@@ -57,7 +57,6 @@ __all__ = [
     "get_estimator",
     "list_estimators",
     "clone",
-    "estimator_for",
 ]
 
 NAN_POLICIES = ("raise", "omit")

@@ -53,7 +53,7 @@ import numpy as np
 
 from lowbit.formats.base import QType, get_qtype, register_alias, register_qtype
 
-__all__ = ["MX_BLOCK", "E8M0_BIAS", "E8M0_EXP_RANGE", "mx_qtype", "mx_exponents"]
+__all__ = ["MX_BLOCK", "E8M0_BIAS", "E8M0_EXP_RANGE", "mx_qtype"]
 
 MX_BLOCK = 32
 E8M0_BIAS = 127

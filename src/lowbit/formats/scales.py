@@ -69,8 +69,6 @@ __all__ = [
     "get_scale_format",
     "list_scale_formats",
     "scale_format_for",
-    "store_scales",
-    "decode_scales",
     "DEFAULT_SCALE_FORMAT",
     "DOUBLE8_BLOCK",
     "KQUANT_SUPER",

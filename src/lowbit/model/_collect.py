@@ -110,7 +110,7 @@ class _Feeder:
             self._batch_inputs.setdefault(id(x), (x, stat))  # kept alive, so the id stays unique
             if id(stat) not in self._fed:
                 self._fed.add(id(stat))
-                stat.add(_as_rows(x.detach(), self.sink_weight))
+                stat.partial_fit(_as_rows(x.detach(), self.sink_weight))
 
         return hook
 

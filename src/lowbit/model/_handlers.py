@@ -119,7 +119,7 @@ def _gptq_layer(module: Any, cfg: WeightOnly, gran: Granularity, hessian: Any) -
     """A WeightOnlyLinear holding the GPTQ weight computed from the layer's input Hessian."""
     from lowbit.algorithms import gptq_quantize
 
-    qt = gptq_quantize(module.weight.detach().float(), hessian.hessian, cfg.qtype, granularity=gran,
+    qt = gptq_quantize(module.weight.detach().float(), hessian.hessian_, cfg.qtype, granularity=gran,
                        symmetric=cfg.symmetric, **_algorithm_options(cfg))
     return _linear_from_qtensor(module, _stored(qt, cfg))
 

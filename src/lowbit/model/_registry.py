@@ -6,25 +6,7 @@ a registered config uses its parent's handler unless it registers its own);
 ``list_handlers()`` names the registered config types.  The built-in handlers
 live in :mod:`lowbit.model._handlers`; nothing here imports them.
 
-Example (a user's own config, registered and applied end to end):
-    >>> from dataclasses import dataclass
-    >>> import torch, lowbit.model as lm
-    >>> @dataclass(frozen=True)
-    ... class HalfWeights(lm.Config):
-    ...     "Linear weights stored in bfloat16."
-    ...     scheme = "bf16 weights"
-    ...     def targets(self):
-    ...         return (torch.nn.Linear,)
-    >>> @lm.register_handler(HalfWeights)
-    ... def _half(module, name, config, statistic):
-    ...     new = torch.nn.Linear(module.in_features, module.out_features, module.bias is not None,
-    ...                           dtype=torch.bfloat16)
-    ...     new.load_state_dict(module.state_dict())
-    ...     return new, config.scheme
-    >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8))
-    >>> summary = lm.quantize_(net, HalfWeights())
-    >>> summary.rows[0].scheme, summary.bytes_after < summary.bytes_before, "HalfWeights" in lm.list_handlers()
-    ('bf16 weights', True, True)
+See :func:`register_handler` for a user's own config, registered and applied end to end.
 """
 
 from __future__ import annotations
@@ -63,10 +45,25 @@ def register_handler(config_type: type[Config]) -> Callable[[Handler], Handler]:
     Raises:
         OptionError: ``config_type`` is not a subclass of :class:`lowbit.model.Config`.
 
-    Example:
-        >>> from lowbit.model import WeightOnly
-        >>> get_handler(WeightOnly("int8")).config_type.__name__
-        'WeightOnly'
+    Example (a user's own config, registered and applied end to end):
+        >>> from dataclasses import dataclass
+        >>> import torch, lowbit.model as lm
+        >>> @dataclass(frozen=True)
+        ... class HalfWeights(lm.Config):
+        ...     "Linear weights stored in bfloat16."
+        ...     scheme = "bf16 weights"
+        ...     def targets(self):
+        ...         return (torch.nn.Linear,)
+        >>> @lm.register_handler(HalfWeights)
+        ... def _half(module, name, config, statistic):
+        ...     new = torch.nn.Linear(module.in_features, module.out_features, module.bias is not None,
+        ...                           dtype=torch.bfloat16)
+        ...     new.load_state_dict(module.state_dict())
+        ...     return new, config.scheme
+        >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8))
+        >>> summary = lm.quantize_(net, HalfWeights())
+        >>> summary.rows[0].scheme, summary.bytes_after < summary.bytes_before, "HalfWeights" in lm.list_handlers()
+        ('bf16 weights', True, True)
     """
     if not (isinstance(config_type, type) and issubclass(config_type, Config)):
         raise OptionError(f"register_handler takes a subclass of lowbit.model.Config, got {config_type!r}")

@@ -62,8 +62,9 @@ class StatPlan:
     """What a data-driven config needs from calibration batches.
 
     Attributes:
-        factory: ``factory(name, module)`` -> a fresh statistic with ``add(rows)``
-            (rows of the layer's input, ``(n, in_features)``).
+        factory: ``factory(name, module)`` -> a fresh statistic with ``partial_fit(rows)``
+            (rows of the layer's input, ``(n, in_features)``), like
+            :class:`~lowbit.algorithms.HessianAccumulator` or :class:`~lowbit.algorithms.ActivationStatistics`.
         sequential: feed repeated blocks in order, each from the quantized blocks
             before it (GPTQ, AWQ) instead of all layers from one float pass.
         wants: ``wants(module)``: whether a chosen layer needs a statistic at all

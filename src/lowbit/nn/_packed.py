@@ -56,6 +56,8 @@ class PackedWeightModule(DtypeCheckedLoad):
             fmt = scale_format_for(qt, scale_format)
             gran = as_granularity(granularity, PerGroup(qt.block_size) if qt.is_mx else PerChannel(0),
                                   allowed=(PerTensor, PerChannel, PerGroup))
+            if (qt.is_grid or qt.is_mx) and symmetric is not None and not symmetric:
+                raise OptionError(f"{qt.name} ({qt.kind}) is scale-only; drop symmetric=False or use an integer format")
             sym = (qt.signed or qt.is_grid) if symmetric is None else bool(symmetric)
             layout = plan(gran, shape)
             zero = _fixed_zero_point(qt) if sym else 0

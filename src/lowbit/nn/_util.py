@@ -64,19 +64,22 @@ def tensor_bytes(*tensors: torch.Tensor | None) -> int:
 
 
 class DtypeCheckedLoad(nn.Module):
-    """Refuse integer buffers of another dtype in ``load_state_dict`` (torch would cast them)."""
+    """Refuse buffers of another dtype in ``load_state_dict`` (torch would cast them): the module then
+    copies nothing, and ``load_state_dict`` raises naming each buffer."""
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
+        refused = []
         for name, buf in self._buffers.items():
             key = prefix + name
-            if buf is None or key not in state_dict or buf.is_floating_point():
-                continue
-            got = state_dict[key]
-            if isinstance(got, torch.Tensor) and got.dtype != buf.dtype:
-                error_msgs.append(
+            got = state_dict.get(key)
+            if buf is not None and isinstance(got, torch.Tensor) and got.dtype != buf.dtype:
+                refused.append(
                     f"{key} is {got.dtype} in the state dict but {buf.dtype} in {type(self).__name__}"
                     f"({self.extra_repr()}); build the module with the configuration the state dict was saved with"
                 )
+        if refused:  # copy nothing into a module whose stored codes or scales would be reinterpreted
+            error_msgs.extend(refused)
+            return
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)

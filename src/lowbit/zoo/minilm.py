@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from lowbit.errors import FileFormatError, InputTypeError, OptionError
 from lowbit.zoo._resources import package_file
-from lowbit.zoo.corpus import sentences
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["MINILM_DIM", "MINILM_MAX_LENGTH", "load_minilm", "embed", "sentences"]
+__all__ = ["MINILM_DIM", "MINILM_MAX_LENGTH", "load_minilm", "embed"]
 
 MINILM_DIM = 384
 #: sentence-transformers' ``max_seq_length`` for this model (sentence_bert_config.json)

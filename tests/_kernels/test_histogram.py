@@ -1,4 +1,4 @@
-"""Histogram kernels against np.histogram / plain NumPy."""
+"""lowbit._kernels.histogram: histogram kernels against np.histogram / plain NumPy."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from lowbit._kernels.histogram import histogram_flat, histogram_rows, kl_thresholds, values_between
-from lowbit.calibration._histogram import StreamingHistogram
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -27,17 +26,6 @@ def test_histogram_rows_and_omit(rng):
         edges = (k0[r] + np.arange(41)) * widths[r]
         finite = x[r][np.isfinite(x[r])]
         np.testing.assert_array_equal(counts[r], np.histogram(finite, edges)[0])
-
-
-def test_merging_is_exact(rng):
-    h = StreamingHistogram(1, 256)
-    parts = [rng.standard_normal(1000) * s for s in (0.01, 1.0, 100.0)]
-    for p in parts:
-        h.add(p[None, :], np.array([p.min()]), np.array([p.max()]))
-    edges = h.edges(0)
-    everything = np.concatenate(parts)
-    assert h.n[0] == everything.size
-    np.testing.assert_array_equal(h.counts[0], np.histogram(everything, edges)[0])
 
 
 def test_values_between_counts_below_exactly(rng):

@@ -141,20 +141,20 @@ def test_accumulator_chunks_and_dtypes(monkeypatch, layer):
     _, x, _ = layer
     monkeypatch.setattr(gptq_module, "_ROWS_ELEMENTS", 300 * IN)  # 300-row chunks
     x32 = x.astype(np.float32)
-    acc = HessianAccumulator(IN).add(x32[:1000]).add(x32[1000:])
+    acc = HessianAccumulator(IN).partial_fit(x32[:1000]).partial_fit(x32[1000:])
     ref = 2.0 / N * (x32.astype(np.float64).T @ x32.astype(np.float64))
-    np.testing.assert_allclose(acc.hessian, ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(acc.hessian_, ref, rtol=1e-12, atol=1e-12)
 
 
 def test_accumulator_rejects_non_finite_batch_without_changing_state(layer):
     _, x, h = layer
-    acc = HessianAccumulator(IN).add(x)
+    acc = HessianAccumulator(IN).partial_fit(x)
     bad = x[:500].copy()
     bad[-1, -1] = np.inf
     with pytest.raises(NonFiniteError):
-        acc.add(bad)
+        acc.partial_fit(bad)
     assert acc.n_samples_ == N
-    np.testing.assert_allclose(acc.hessian, h, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(acc.hessian_, h, rtol=0, atol=1e-10)
 
 
 def test_float32_weight_keeps_float32(layer):
@@ -167,23 +167,23 @@ def test_streaming_hessian_equals_one_shot(layer):
     _, x, h = layer
     acc = HessianAccumulator(IN)
     for chunk in np.array_split(x, [100, 101, 900, 1500]):
-        acc.add(chunk)
+        acc.partial_fit(chunk)
     assert acc.n_samples_ == N
-    np.testing.assert_allclose(acc.hessian, h, rtol=0, atol=1e-10)
-    acc3 = HessianAccumulator(IN).add(x.reshape(8, N // 8, IN).astype(np.float64))
-    np.testing.assert_allclose(acc3.hessian, h, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(acc.hessian_, h, rtol=0, atol=1e-10)
+    acc3 = HessianAccumulator(IN).partial_fit(x.reshape(8, N // 8, IN).astype(np.float64))
+    np.testing.assert_allclose(acc3.hessian_, h, rtol=0, atol=1e-10)
 
 
 def test_accumulator_errors():
     acc = HessianAccumulator(4)
-    with pytest.raises(NotCalibratedError, match="add"):
-        _ = acc.hessian
+    with pytest.raises(NotCalibratedError, match="partial_fit"):
+        _ = acc.hessian_
     with pytest.raises(OptionError, match=r"\(\.\.\., 4\)"):
-        acc.add(np.ones((3, 5)))
+        acc.partial_fit(np.ones((3, 5)))
     with pytest.raises(lowbit.EmptyInputError):
-        acc.add(np.ones((0, 4)))
+        acc.partial_fit(np.ones((0, 4)))
     with pytest.raises(lowbit.NonFiniteError):
-        acc.add(np.array([[1.0, np.nan, 0, 0]]))
+        acc.partial_fit(np.array([[1.0, np.nan, 0, 0]]))
     with pytest.raises(OptionError):
         HessianAccumulator(0)
 
@@ -192,7 +192,7 @@ def test_rank_deficient_hessian_warns_and_finishes():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((512, 10)) @ rng.standard_normal((10, IN))  # only 10 directions
     w = rng.standard_normal((OUT, IN))
-    h = HessianAccumulator(IN).add(x).hessian
+    h = HessianAccumulator(IN).partial_fit(x).hessian_
     with pytest.warns(RuntimeWarning, match=r"Cholesky.*damp=0"):
         qt = gptq_quantize(w, h, "int4", damp=0.0)
     assert np.all(np.isfinite(qt.dequantize()))

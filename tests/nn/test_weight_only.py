@@ -1,4 +1,6 @@
-"""lowbit.nn weight-only modules: outputs, storage, state dicts and errors.
+"""lowbit.nn.weight_only: WeightOnlyLinear and WeightOnlyConv2d: outputs, formats, state dicts and errors.
+
+The packed storage they share is tested in test_packed.py, WeightOnlyEmbedding in test_embedding.py.
 
 The reference output is the float layer applied to ``lowbit.fake_quantize``'d
 weights (one fused quantize+dequantize pass, not the module's unpack/dequantize
@@ -6,10 +8,6 @@ of stored buffers), so every comparison is exact.
 """
 
 from __future__ import annotations
-
-import io
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -24,43 +22,12 @@ lnn = pytest.importorskip("lowbit.nn")
 
 pytestmark = pytest.mark.torch
 
-# (qtype, granularity, symmetric)
-SCHEMES = [
-    ("int8", None, None),
-    ("int4", PerGroup(8), None),
-    ("uint4", PerChannel(0), None),
-    ("int3", PerTensor(), None),
-    ("uint8", "group:16", True),
-    ("int2", PerChannel(0), False),
-    ("uint12", PerChannel(0), None),  # 16-bit storage, uint16 codes in an int16 buffer
-]
-IDS = [f"{q}-{g}-{'sym' if s else 'asym' if s is False else 'default'}" for q, g, s in SCHEMES]
-
-
 def _gran(g):
     return PerChannel(0) if g is None else lowbit.granularity.parse_granularity(g) if isinstance(g, str) else g
 
 
-def fq_weight(module, qtype, granularity, symmetric, **kw):
-    return lowbit.fake_quantize(module.weight.detach().float(), qtype, granularity=_gran(granularity),
-                                symmetric=symmetric, **kw)
-
-
-def roundtrip(module, fresh):
-    buf = io.BytesIO()
-    torch.save(module.state_dict(), buf)
-    buf.seek(0)
-    fresh.load_state_dict(torch.load(buf, weights_only=True))
-    return fresh
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
-@pytest.mark.parametrize(("qtype", "gran", "sym"), SCHEMES, ids=IDS)
-def test_linear_equals_fake_quantized_weights(qtype, gran, sym):
+def test_linear_equals_fake_quantized_weights(scheme, fq_weight):
+    qtype, gran, sym = scheme
     lin = torch.nn.Linear(32, 6)
     q = lnn.WeightOnlyLinear.from_float(lin, qtype, gran, sym)
     x = torch.randn(5, 32)
@@ -68,7 +35,7 @@ def test_linear_equals_fake_quantized_weights(qtype, gran, sym):
     assert torch.equal(q.dequantized_weight(), fq_weight(lin, qtype, gran, sym))
 
 
-def test_linear_method_option_and_3d_input():
+def test_linear_method_option_and_3d_input(fq_weight):
     lin = torch.nn.Linear(16, 4, bias=False)
     q = lnn.WeightOnlyLinear.from_float(lin, "int4", method="percentile", method_options={"percentile": 99.0})
     x = torch.randn(2, 3, 16)
@@ -77,7 +44,7 @@ def test_linear_method_option_and_3d_input():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64], ids=str)
-def test_linear_casts_weight_to_input_dtype(dtype):
+def test_linear_casts_weight_to_input_dtype(dtype, fq_weight):
     lin = torch.nn.Linear(16, 4)
     q = lnn.WeightOnlyLinear.from_float(lin, "int4")
     x = torch.randn(3, 16).to(dtype)
@@ -103,7 +70,7 @@ CONVS = [
 
 @pytest.mark.parametrize("cfg", CONVS, ids=["plain", "stride-pad", "dilation-groups", "depthwise-same"])
 @pytest.mark.parametrize(("qtype", "gran"), [("int4", None), ("uint8", PerTensor())], ids=["int4-ch", "uint8-t"])
-def test_conv_equals_fake_quantized_weights(cfg, qtype, gran):
+def test_conv_equals_fake_quantized_weights(cfg, qtype, gran, fq_weight):
     conv = torch.nn.Conv2d(**cfg)
     q = lnn.WeightOnlyConv2d.from_float(conv, qtype, gran)
     x = torch.randn(2, 4, 9, 8)
@@ -112,52 +79,7 @@ def test_conv_equals_fake_quantized_weights(cfg, qtype, gran):
     assert torch.equal(q(x), want)
 
 
-EMBEDDINGS = [
-    ("int4", None),  # per row, gathered
-    ("int8", PerGroup(4)),  # groups along the row, gathered
-    ("uint2", PerChannel(1)),  # per column, gathered
-    ("int3", None),  # 10 * 3 bits is not whole bytes per row: whole-table path
-    ("int4", PerGroup(2, axis=0)),  # groups across rows: whole-table path
-]
-
-
-@pytest.mark.parametrize(("qtype", "gran"), EMBEDDINGS, ids=[f"{q}-{g}" for q, g in EMBEDDINGS])
-def test_embedding_equals_fake_quantized_table(qtype, gran):
-    dim = 10 if qtype == "int3" else 8
-    emb = torch.nn.Embedding(12, dim)
-    q = lnn.WeightOnlyEmbedding.from_float(emb, qtype, gran)
-    idx = torch.tensor([[3, 0, 11], [3, 7, 7]])
-    assert torch.equal(q(idx), F.embedding(idx, fq_weight(emb, qtype, gran, None)))
-    assert q(torch.zeros(0, dtype=torch.long)).shape == (0, dim)
-
-
-def test_embedding_padding_idx_and_max_norm():
-    emb = torch.nn.Embedding(10, 8, padding_idx=-1, max_norm=1.0)
-    q = lnn.WeightOnlyEmbedding.from_float(emb, "int8")
-    assert q.padding_idx == 9
-    idx = torch.tensor([9, 2, 2, 5])
-    with torch.no_grad():
-        want = F.embedding(idx, fq_weight(emb, "int8", None, None), max_norm=1.0)
-    out = q(idx)
-    assert torch.equal(out, want)
-    assert bool((out[0] == 0).all()) and float(out[1].norm()) <= 1.0 + 1e-6
-
-
-@pytest.mark.parametrize(("qtype", "gran", "sym"), SCHEMES, ids=IDS)
-def test_nbytes_counts_real_storage(qtype, gran, sym):
-    lin = torch.nn.Linear(32, 6)
-    q = lnn.WeightOnlyLinear.from_float(lin, qtype, gran, sym)
-    qt = lowbit.quantize(lin.weight.detach(), qtype, granularity=_gran(gran), symmetric=sym)
-    assert q.nbytes == qt.nbytes + 6 * 4
-    assert sum(t.numel() * t.element_size() for t in q.state_dict().values()) == q.nbytes
-
-
-def test_nbytes_int4_known_answer():
-    q = lnn.WeightOnlyLinear.from_float(torch.nn.Linear(64, 16), "int4")
-    assert q.nbytes == 64 * 16 // 2 + 16 * 4 + 16 * 4  # codes + scales + bias
-
-
-def test_state_dict_roundtrip_linear_conv_embedding():
+def test_state_dict_roundtrip_linear_conv_embedding(roundtrip):
     x = torch.randn(2, 4, 7, 7)
     cases = [
         (lnn.WeightOnlyLinear.from_float(torch.nn.Linear(8, 5), "uint4", "group:4"),
@@ -174,14 +96,6 @@ def test_state_dict_roundtrip_linear_conv_embedding():
         assert repr(loaded) == repr(trained)
 
 
-def test_state_dict_of_another_configuration_is_refused():
-    trained = lnn.WeightOnlyLinear.from_float(torch.nn.Linear(8, 4), "uint8")
-    with pytest.raises(RuntimeError, match=r"weight_data is torch.uint8 .* torch.int8"):
-        lnn.WeightOnlyLinear(8, 4, qtype="int8").load_state_dict(trained.state_dict())
-    with pytest.raises(RuntimeError, match="weight_zero_point"):  # affine state into a symmetric module
-        lnn.WeightOnlyLinear(8, 4, qtype="uint8", symmetric=True).load_state_dict(trained.state_dict())
-
-
 def test_extra_repr_names_the_format():
     q = lnn.WeightOnlyConv2d(3, 4, 3, padding="same", qtype="int4", granularity="group:3")
     assert "qtype=int4" in repr(q) and "granularity=group:3" in repr(q) and "padding='same'" in repr(q)
@@ -193,6 +107,15 @@ def test_conv_padding_mode_other_than_zeros(mode):
         lnn.WeightOnlyConv2d.from_float(torch.nn.Conv2d(2, 2, 3, padding=1, padding_mode=mode))
 
 
+@pytest.mark.parametrize("qtype", ["nf4", "fp8_e4m3", "mxfp4"])
+def test_scale_only_formats_refuse_affine_at_construction(qtype):
+    with pytest.raises(lowbit.OptionError, match="scale-only"):
+        lnn.WeightOnlyLinear(64, 2, qtype=qtype, symmetric=False)
+    with pytest.raises(lowbit.OptionError, match="scale-only"):
+        lowbit.quantize(np.ones((2, 64), np.float32), qtype, symmetric=False)
+    assert lnn.WeightOnlyLinear(64, 2, qtype=qtype, symmetric=True).weight_zero_point is None
+
+
 def test_bad_inputs_raise_typed_errors():
     q = lnn.WeightOnlyLinear(4, 2)
     with pytest.raises(InputTypeError, match="floating-point"):
@@ -201,11 +124,6 @@ def test_bad_inputs_raise_typed_errors():
         lnn.WeightOnlyLinear.from_float(torch.nn.Conv2d(2, 2, 1))
     with pytest.raises(InputTypeError, match="Conv2d"):
         lnn.WeightOnlyConv2d.from_float(torch.nn.Linear(2, 2))
-    emb = lnn.WeightOnlyEmbedding(5, 4)
-    with pytest.raises(InputTypeError, match="integer index"):
-        emb(torch.ones(3))
-    with pytest.raises(IndexError, match="out of range"):
-        emb(torch.tensor([5]))
     with pytest.raises(GranularityError, match=r"WeightOnlyLinear weight \(2, 6\).*divide"):
         lnn.WeightOnlyLinear(6, 2, granularity=PerGroup(4))
     with pytest.raises(QTypeError, match="WeightOnlyLinear"):
@@ -224,19 +142,6 @@ def test_nonfinite_weight_names_the_layer():
         lin.weight[0, 1] = float("nan")
     with pytest.raises(lowbit.NonFiniteError, match=r"from_float\(Linear\) weight \(2, 4\)"):
         lnn.WeightOnlyLinear.from_float(lin)
-
-
-def test_importing_lowbit_does_not_import_torch():
-    code = "import sys, lowbit, lowbit.calibration; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
-def test_weight_qtensor_shares_the_buffers():
-    q = lnn.WeightOnlyLinear.from_float(torch.nn.Linear(16, 2), "int4")
-    qt = q.weight_qtensor()
-    assert qt.nbytes + 2 * 4 == q.nbytes
-    assert np.shares_memory(qt.data, q.weight_data.numpy())
 
 
 # --------------------------------------------------------------------------- new formats and scale formats
@@ -271,7 +176,7 @@ def _stored_fq(weight, qtype, gran, fmt):
 
 
 @pytest.mark.parametrize(("qtype", "gran", "fmt"), STORED, ids=STORED_IDS)
-def test_new_formats_and_scale_formats_linear(qtype, gran, fmt):
+def test_new_formats_and_scale_formats_linear(qtype, gran, fmt, roundtrip):
     lin = torch.nn.Linear(64, 6)
     q = lnn.WeightOnlyLinear.from_float(lin, qtype, gran, scale_format=fmt)
     x = torch.randn(5, 64)
@@ -291,7 +196,7 @@ def test_new_formats_and_scale_formats_linear(qtype, gran, fmt):
 
 @pytest.mark.parametrize(("qtype", "gran", "fmt"), [STORED[i] for i in (0, 4, 6)],
                          ids=[STORED_IDS[i] for i in (0, 4, 6)])
-def test_new_formats_conv_and_embedding(qtype, gran, fmt):
+def test_new_formats_conv_and_embedding(qtype, gran, fmt, roundtrip):
     conv = torch.nn.Conv2d(8, 4, (2, 2))  # weight (4, 8, 2, 2): group along the last axis needs size 2
     cgran = "group:2" if gran else None
     if lowbit.get_qtype(qtype).is_mx:
@@ -307,18 +212,3 @@ def test_new_formats_conv_and_embedding(qtype, gran, fmt):
     assert torch.equal(qe(idx), F.embedding(idx, _stored_fq(emb.weight, qtype, gran, fmt)))
     fresh = lnn.WeightOnlyEmbedding(10, 64, qtype=qtype, granularity=gran, scale_format=fmt)
     assert torch.equal(roundtrip(qe, fresh)(idx), qe(idx))
-
-
-def test_scale_format_mismatches_are_refused():
-    trained = lnn.WeightOnlyLinear.from_float(torch.nn.Linear(64, 4), "int4", "group:32", scale_format="kquant6")
-    with pytest.raises(RuntimeError, match="weight_scale_super"):
-        lnn.WeightOnlyLinear(64, 4, qtype="int4", granularity="group:32").load_state_dict(trained.state_dict())
-    qt = lowbit.quantize(torch.randn(4, 64), "int4", granularity=PerGroup(32), scale_format="float16")
-    with pytest.raises(OptionError, match="scale_format 'float16' \\(module has 'kquant6'\\)"):
-        trained.load_qtensor(qt)
-    with pytest.raises(OptionError, match=r"WeightOnlyLinear weight \(4, 64\).*e8m0"):
-        lnn.WeightOnlyLinear(64, 4, qtype="mxfp4", scale_format="float16")
-    with pytest.raises(OptionError, match="registered scale formats"):
-        lnn.WeightOnlyLinear(64, 4, scale_format="nope")
-    assert "scale_format=kquant6" in repr(trained)
-    assert "scale_format" not in repr(lnn.WeightOnlyLinear(64, 4, qtype="mxfp4"))  # e8m0 is MX's own

@@ -1,14 +1,13 @@
-"""lowbit.nn quantization-aware training: LSQ fake quantizer, QAT layers, conversion.
+"""lowbit.nn.fake_quant: the LSQ fake quantizer (lsq_fake_quantize, lsq_init_scale, FakeQuantize).
 
 Forward values are checked against ``lowbit.fake_quantize`` with the same
 scale (NumPy kernels); gradients against the paper's autograd formulation
 (``grad_scale`` and ``round_pass`` written with ``detach``), not against the
-module's own backward.
+module's own backward; initial scales against NumPy (mean |x|, np.percentile).
 """
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
@@ -16,18 +15,12 @@ import pytest
 
 import lowbit
 from lowbit import PerChannel
-from lowbit.errors import GranularityError, InputTypeError, NonFiniteError, NotCalibratedError, OptionError, QTypeError
+from lowbit.errors import GranularityError, InputTypeError, NonFiniteError, OptionError, QTypeError
 
 torch = pytest.importorskip("torch")
-F = torch.nn.functional
 lnn = pytest.importorskip("lowbit.nn")
 
 pytestmark = pytest.mark.torch
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
 
 
 def lsq_reference(x, s, qmin, qmax, g, axis=None):
@@ -122,105 +115,7 @@ def test_half_precision_input():
     assert y.dtype == torch.bfloat16 and x.grad.dtype == torch.bfloat16 and fq.scale.grad is not None
 
 
-def test_qat_layer_scales_receive_gradients():
-    qat = lnn.QATLinear.from_float(torch.nn.Linear(16, 8), weight_qtype="int4", act_qtype="int8")
-    qat(torch.randn(4, 16)).pow(2).sum().backward()
-    assert bool((qat.weight_fake_quant.scale.grad != 0).all())
-    assert qat.act_fake_quant.scale.grad.item() != 0
-    assert qat.weight.grad.abs().sum() > 0
-
-
-def test_training_lowers_loss_of_a_2bit_layer():
-    x = torch.randn(256, 16)
-    y = x @ torch.randn(8, 16).T
-    qat = lnn.QATLinear.from_float(torch.nn.Linear(16, 8), weight_qtype="int2")
-    s0 = qat.weight_fake_quant.scale.detach().clone()
-    opt = torch.optim.Adam(qat.parameters(), lr=1e-2)
-    with torch.no_grad():
-        loss0 = F.mse_loss(qat(x), y).item()
-    for _ in range(300):
-        opt.zero_grad()
-        loss = F.mse_loss(qat(x), y)
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        final = F.mse_loss(qat(x), y).item()
-    assert final < 0.5 * loss0
-    assert not torch.allclose(qat.weight_fake_quant.scale.detach(), s0)
-    assert torch.equal(qat.to_quantized()(x), qat(x))  # converted layer keeps what was learned
-
-
-def _train_a_little(qat, x, steps=20):
-    opt = torch.optim.SGD(qat.parameters(), lr=1e-2)
-    for _ in range(steps):
-        opt.zero_grad()
-        qat(x).pow(2).mean().backward()
-        opt.step()
-
-
-@pytest.mark.parametrize("wq", ["int2", "int4", "int8"])
-def test_linear_converts_bit_exactly_to_weight_only(wq):
-    qat = lnn.QATLinear.from_float(torch.nn.Linear(16, 8), weight_qtype=wq)
-    x = torch.randn(8, 16)
-    _train_a_little(qat, x)
-    q = qat.to_quantized()
-    assert isinstance(q, lnn.WeightOnlyLinear) and q.qtype.name == wq
-    assert torch.equal(q(x), qat(x))
-    assert torch.equal(q.weight_scale, qat.weight_fake_quant.effective_scale())
-
-
-def test_linear_converts_to_int8_with_learned_activation_scale():
-    qat = lnn.QATLinear.from_float(torch.nn.Linear(32, 8), weight_qtype="int4", act_qtype="int8")
-    x = torch.randn(16, 32)
-    _train_a_little(qat, x)
-    q = qat.to_quantized()
-    assert isinstance(q, lnn.Int8Linear)
-    assert q.act_scale.item() == qat.act_fake_quant.effective_scale().item()
-    assert int(q.weight_t.abs().max()) <= 7  # int4 codes in int8 storage
-    torch.testing.assert_close(q(x), qat(x).detach(), rtol=1e-4, atol=1e-5)
-    assert isinstance(qat.to_quantized(weight_only=True), lnn.WeightOnlyLinear)
-
-
-CONVS = [{"kernel_size": 3, "padding": 1}, {"kernel_size": 3, "stride": 2, "dilation": 2, "groups": 2}]
-
-
-@pytest.mark.parametrize("cfg", CONVS, ids=["pad", "stride-dilation-groups"])
-def test_conv_converts_bit_exactly_to_weight_only(cfg):
-    qat = lnn.QATConv2d.from_float(torch.nn.Conv2d(4, 6, **cfg), weight_qtype="int3")
-    x = torch.randn(2, 4, 9, 9)
-    _train_a_little(qat, x, steps=5)
-    q = qat.to_quantized()
-    assert isinstance(q, lnn.WeightOnlyConv2d)
-    assert torch.equal(q(x), qat(x))
-
-
-def test_conv_converts_to_int8():
-    qat = lnn.QATConv2d.from_float(torch.nn.Conv2d(3, 4, 3, padding=1), weight_qtype="int8", act_qtype="int8")
-    x = torch.randn(2, 3, 8, 8)
-    _train_a_little(qat, x, steps=5)
-    q = qat.to_quantized()
-    assert isinstance(q, lnn.Int8Conv2d)
-    torch.testing.assert_close(q(x), qat(x).detach(), rtol=1e-4, atol=1e-5)
-    grouped = lnn.QATConv2d(4, 4, 3, groups=2, act_qtype="int8")
-    grouped(torch.randn(1, 4, 5, 5))
-    with pytest.raises(OptionError, match="groups=1"):
-        grouped.to_quantized()
-
-
-def test_state_dict_roundtrip():
-    qat = lnn.QATLinear.from_float(torch.nn.Linear(16, 8), weight_qtype="int2", act_qtype="int8")
-    x = torch.randn(4, 16)
-    _train_a_little(qat, x, steps=3)
-    buf = io.BytesIO()
-    torch.save(qat.state_dict(), buf)
-    buf.seek(0)
-    fresh = lnn.QATLinear(16, 8, weight_qtype="int2", act_qtype="int8")
-    fresh.load_state_dict(torch.load(buf, weights_only=True))
-    assert torch.equal(fresh(x), qat(x))  # loaded scales are used, not re-initialised from x
-    assert repr(fresh) == repr(qat)
-
-
-def test_errors():
+def test_fake_quantize_errors():
     for bad in ("uint4", "int16", "int1"):
         with pytest.raises(QTypeError, match="signed integer formats of 2 to 8 bits"):
             lnn.FakeQuantize(bad)
@@ -236,16 +131,87 @@ def test_errors():
         lnn.FakeQuantize("int4", axis=0, channels=3)(torch.randn(4, 2))
     with pytest.raises(InputTypeError, match="floating-point"):
         lnn.FakeQuantize("int4")(torch.ones(3, dtype=torch.int64))
-    with pytest.raises(InputTypeError, match="floating-point"):
-        lnn.QATLinear(2, 2)(torch.ones(1, 2, dtype=torch.int64))
-    with pytest.raises(OptionError, match="padding_mode"):
-        lnn.QATConv2d.from_float(torch.nn.Conv2d(2, 2, 3, padding_mode="replicate"))
-    with pytest.raises(InputTypeError, match="Linear"):
-        lnn.QATLinear.from_float(torch.nn.Conv2d(2, 2, 3))
-    with pytest.raises(NotCalibratedError, match="forward pass"):
-        lnn.QATLinear(4, 2, act_qtype="int8").to_quantized()
-    qat4 = lnn.QATLinear(4, 2, act_qtype="int4")
-    qat4(torch.randn(2, 4))
-    with pytest.raises(OptionError, match="weight_only=True"):
-        qat4.to_quantized()
-    assert isinstance(qat4.to_quantized(weight_only=True), lnn.WeightOnlyLinear)
+
+
+# --------------------------------------------------------------------------- beyond the moved tests
+
+
+@pytest.mark.parametrize("qtype", ["int2", "int4", "int8", "int8_full"])
+@pytest.mark.parametrize("axis", [None, 0, 1, 2, -1], ids=["tensor", "axis0", "axis1", "axis2", "axis-1"])
+def test_forward_with_ties_on_3d_inputs_equals_lowbit_fake_quantize(qtype, axis):
+    """Power-of-two scales and inputs at exact .5 ties of the grid (and beyond it): bit for bit the
+    codes and values of lowbit.fake_quantize with the same scale."""
+    qt = lowbit.get_qtype(qtype)
+    shape = (3, 4, 5)
+    n = 1 if axis is None else shape[axis]
+    s = 2.0 ** torch.randint(-4, 2, (n,)).float()
+    s = s.reshape(()) if axis is None else s
+    bshape = [1, 1, 1]
+    if axis is not None:
+        bshape[axis] = n
+    k = torch.randint(qt.qmin - 3, qt.qmax + 3, shape).float()
+    k[0, 0, 0] = -0.5  # and one zero
+    x = (k + 0.5) * s.reshape(bshape)  # every other value a tie, some beyond the grid
+    y = lnn.lsq_fake_quantize(x, s, qt.qmin, qt.qmax, axis=axis)
+    gran = lowbit.PerTensor() if axis is None else PerChannel(axis)
+    want = lowbit.fake_quantize(x, qtype, granularity=gran, symmetric=True, scale=s.numpy())
+    assert torch.equal(y, want)
+    even = torch.clamp(torch.round(k + 0.5), qt.qmin, qt.qmax)  # torch.round: half to even
+    assert torch.equal(y, even * s.reshape(bshape))
+
+
+@pytest.mark.parametrize("axis", [1, -1], ids=["axis1", "axis-1"])
+def test_gradients_match_the_paper_formulation_on_other_axes(axis):
+    qt = lowbit.get_qtype("int4")
+    x = (torch.randn(2, 3, 8) * 2).requires_grad_()
+    n = x.shape[axis]
+    s = (torch.rand(n) * 0.3 + 0.1).requires_grad_()
+    w = torch.randn(2, 3, 8)
+    g = 1 / math.sqrt(x.numel() / n * qt.qmax)
+    (lnn.lsq_fake_quantize(x, s, qt.qmin, qt.qmax, axis=axis) * w).sum().backward()
+    x2, s2 = x.detach().clone().requires_grad_(), s.detach().clone().requires_grad_()
+    (lsq_reference(x2, s2, qt.qmin, qt.qmax, g, axis % 3) * w).sum().backward()
+    assert torch.allclose(x.grad, x2.grad)
+    torch.testing.assert_close(s.grad, s2.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_explicit_grad_scale_is_used():
+    qt = lowbit.get_qtype("int3")
+    x = torch.randn(5, 7) * 2
+    s = torch.tensor(0.3, requires_grad=True)
+    lnn.lsq_fake_quantize(x, s, qt.qmin, qt.qmax, grad_scale=0.25).sum().backward()
+    s2 = torch.tensor(0.3, requires_grad=True)
+    lsq_reference(x, s2, qt.qmin, qt.qmax, 0.25).sum().backward()
+    assert s.grad.item() == pytest.approx(s2.grad.item(), rel=1e-5)
+    assert s.grad.item() != 0
+
+
+@pytest.mark.parametrize("qtype", ["int2", "int3", "int8", "int8_full"])
+def test_lsq_init_is_twice_mean_abs_over_sqrt_qmax(qtype):
+    qmax = lowbit.get_qtype(qtype).qmax
+    x = torch.randn(4, 6, 5) * torch.tensor([0.1, 1.0, 10.0, 3.0, 0.5, 2.0]).reshape(1, 6, 1)
+    a = np.abs(x.double().numpy())
+    per_tensor = lnn.FakeQuantize(qtype).initialize_(x)
+    assert per_tensor.scale.item() == pytest.approx(2 * a.mean() / math.sqrt(qmax), rel=1e-6)
+    per_channel = lnn.FakeQuantize(qtype, axis=1, channels=6)
+    per_channel(x)  # the first forward initialises from its input
+    np.testing.assert_allclose(per_channel.scale.detach().numpy(), 2 * a.mean(axis=(0, 2)) / math.sqrt(qmax),
+                               rtol=1e-6)
+    assert bool(per_channel.initialized)
+    x[:, 2] = 0.0  # an all-zero channel gets scale 1
+    assert lnn.lsq_init_scale(x, qtype, axis=1)[2].item() == 1.0
+
+
+@pytest.mark.parametrize("percentile", [99.0, 90.0])
+def test_estimator_init_uses_that_estimator_and_its_options(percentile):
+    x = torch.randn(3, 2000) * torch.tensor([[1.0], [5.0], [0.2]])
+    a = np.abs(x.double().numpy())
+    fq = lnn.FakeQuantize("int8", method="percentile", method_options={"percentile": percentile}).initialize_(x)
+    assert fq.scale.item() == pytest.approx(np.percentile(a, percentile) / 127, rel=1e-6)
+    per_channel = lnn.FakeQuantize("int4", axis=0, channels=3, method="percentile",
+                                   method_options={"percentile": percentile}).initialize_(x)
+    np.testing.assert_allclose(per_channel.scale.detach().numpy(), np.percentile(a, percentile, axis=1) / 7,
+                               rtol=1e-6)
+    minmax = lnn.FakeQuantize("int4", axis=0, channels=3, method="minmax").initialize_(x)
+    np.testing.assert_allclose(minmax.scale.detach().numpy(), a.max(axis=1) / 7, rtol=1e-6)
+    assert bool((per_channel.scale < minmax.scale).all())  # the option was used, not the default range
