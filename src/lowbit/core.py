@@ -154,7 +154,7 @@ def _grid_rounding(qt: QType, rounding: str) -> None:
         raise OptionError(f"{qt.name} ({qt.kind}) supports rounding='nearest' only, got {rounding!r}")
 
 
-def range_estimator(method: Any, method_options: Any, legacy: dict[str, Any], where: str) -> Any:
+def _range_estimator(method: Any, method_options: Any, legacy: dict[str, Any], where: str) -> Any:
     """The estimator asked for, or None for plain min-max (the fused fast path).
 
     ``legacy`` holds extra keyword arguments: estimator options passed the old way
@@ -291,7 +291,7 @@ def quantize(
         [0.42857142857142855, 1.0]
     """
     seed = _seed(rounding, rng, qtype)
-    est = range_estimator(method, method_options, deprecated, "quantize()")
+    est = _range_estimator(method, method_options, deprecated, "quantize()")
     flat, source, qt, gran, sym, layout, s, z, enc = _prepare(
         x, qtype, granularity, symmetric, scale, zero_point, est, scale_format
     )
@@ -371,7 +371,7 @@ def fake_quantize(
         [0.0, -1.0]
     """
     seed = _seed(rounding, rng, qtype)
-    est = range_estimator(method, method_options, deprecated, "fake_quantize()")
+    est = _range_estimator(method, method_options, deprecated, "fake_quantize()")
     flat, source, qt, gran, _, layout, s, z, _ = _prepare(
         x, qtype, granularity, symmetric, scale, zero_point, est, scale_format
     )
