@@ -147,3 +147,20 @@ def test_bad_plans_name_the_fix_and_leave_the_model_alone():
     assert all(type(m) in (nn.Linear, nn.ReLU, nn.Sequential) for m in net.modules())
     assert all(torch.allclose(before[k], v, equal_nan=True) for k, v in net.state_dict().items())
     assert np.isfinite(net[0](torch.randn(2, 16)).detach().numpy()).all()
+
+
+def test_the_old_three_argument_register_handler_still_works_with_a_warning():
+    @dataclass(frozen=True)
+    class OldStyle:  # 0.1: any type, with targets and statistics given to register_handler
+        scheme: str = "old style int8"
+
+    with pytest.deprecated_call(match=r"lowbit\.model\.Config subclass with targets\(\) and statistics\(\)"):
+        @lm.register_handler(OldStyle, lambda cfg: (nn.Linear,), lambda cfg: None)
+        def _old(module: Any, name: str, config: OldStyle, stat: Any) -> tuple[Any, str]:
+            return lnn.WeightOnlyLinear.from_float(module, "int8"), config.scheme
+
+    net = _net()
+    assert [r.scheme for r in lm.quantize_(net, OldStyle()).rows] == ["old style int8"] * 2
+    assert [r.scheme for r in lm.quantize_(_net(), {"0": OldStyle(), "2": None}).rows] == ["old style int8"]
+    with pytest.raises(lowbit.OptionError, match="uses no calibration data"):
+        lm.quantize_(_net(), OldStyle(), batches=[torch.randn(2, 16)])

@@ -33,7 +33,7 @@ from typing import Any
 
 from lowbit._text import format_table
 from lowbit.errors import ModelError, OptionError, error_context
-from lowbit.model._registry import get_handler
+from lowbit.model._registry import get_handler, is_config
 from lowbit.model.config import Config, StatPlan
 from lowbit.model.reports import module_nbytes
 
@@ -99,7 +99,7 @@ def _pattern_problem(pattern: str, named: list, targets: tuple[type, ...], what:
 
 def _select(model: Any, config: Config, include: list[str] | None, exclude: list[str]) -> list:
     """The ``(name, module)`` pairs one config quantizes; ModelError naming every bad pattern."""
-    targets, what = config.targets(), type(config).__name__
+    targets, what = get_handler(config).targets(config), type(config).__name__
     named = [(n, m) for n, m in model.named_modules() if n]
     chosen = [
         (n, m) for n, m in named
@@ -120,7 +120,7 @@ def _check_plan(plan: Mapping[Any, Any]) -> list[tuple[str, Config | None]]:
     if not plan:
         raise OptionError("an empty plan quantizes nothing; map module patterns to configs, e.g. {'*': WeightOnly()}")
     bad = [f"{k!r}: {type(v).__name__}" for k, v in plan.items()
-           if not isinstance(k, str) or not (v is None or isinstance(v, Config))]
+           if not isinstance(k, str) or not (v is None or is_config(v))]
     if bad:
         raise OptionError(f"a plan maps glob patterns (str) to configs or None; got {', '.join(bad)}")
     return list(plan.items())
@@ -134,7 +134,7 @@ def _select_plan(model: Any, plan: Plan, include: list[str] | None, exclude: lis
     groups: dict[int, tuple[Config, list]] = {}
     problems = []
     for pattern, cfg in entries:
-        targets = (object,) if cfg is None else cfg.targets()
+        targets = (object,) if cfg is None else get_handler(cfg).targets(cfg)
         problem = _pattern_problem(pattern, named, targets, "None" if cfg is None else type(cfg).__name__)
         if problem:
             problems.append(problem)
@@ -180,7 +180,7 @@ def _apply(model: Any, config: Config, chosen: list, batches: Any, progress: boo
            rows: list) -> None:
     """Replace every chosen layer with the config's handler, recording swaps (for rollback) and rows."""
     record = get_handler(config)
-    plan = config.statistics()
+    plan = record.statistics(config)
     items = ((n, m, None) for n, m in chosen) if plan is None else _layers_with_statistics(
         model, chosen, plan, batches, progress
     )
@@ -243,12 +243,11 @@ def quantize_(
     include_list = None if include is None else list(include)
     if isinstance(config, Mapping):
         groups = _select_plan(model, config, include_list, list(exclude))
-    elif isinstance(config, Config):
-        get_handler(config)
+    elif is_config(config):
         groups = [(config, _select(model, config, include_list, list(exclude)))]
     else:
         raise OptionError(f"config must be a lowbit.model.Config or a plan (dict), got {type(config).__name__}")
-    needs_data = [cfg.scheme for cfg, _ in groups if cfg.statistics() is not None]
+    needs_data = [cfg.scheme for cfg, _ in groups if get_handler(cfg).statistics(cfg) is not None]
     if not needs_data and batches is not None:
         raise OptionError(f"{', '.join(cfg.scheme for cfg, _ in groups)} uses no calibration data; drop batches=")
     if needs_data and batches is None:
