@@ -40,7 +40,7 @@ def ref_linear(module, x: np.ndarray, per_row=False):
     """(acc int64, y float64) of the W8A8 formula with the module's weight codes and scales."""
     static = None if module.act_scale is None else module.act_scale.numpy()
     codes, s_x = ref_codes(x, static, per_row)
-    acc = codes @ module.weight_t.numpy().astype(np.int64)
+    acc = codes @ module.weight.numpy().T.astype(np.int64)
     s_w = module.weight_scale.numpy().astype(np.float64)
     y = acc.astype(np.float64) * (s_x.astype(np.float64) * s_w)
     if module.bias is not None:
@@ -66,7 +66,7 @@ def test_linear_matches_integer_reference(gran, act_scale):
     codes, s_x = lnn.quantize_activations(x2, q.act_scale, gran)
     want_codes, want_s = ref_codes(x2.numpy(), None if act_scale is None else act_scale, gran == "token")
     assert np.array_equal(codes.numpy(), want_codes) and np.array_equal(s_x.numpy(), want_s)
-    acc = lnn.int8_matmul(codes, q.weight_t)
+    acc = lnn.int8_matmul(codes, q.weight.t())
     assert acc.dtype == torch.int32 and np.array_equal(acc.numpy().astype(np.int64), acc_ref)
     y = q(x)
     assert y.shape == (2, 5, 24)
@@ -86,10 +86,10 @@ def test_weight_codes_are_lowbit_int8_per_channel():
     lin = torch.nn.Linear(16, 4)
     q = lnn.Int8Linear.from_float(lin)
     qt = lowbit.quantize(lin.weight.detach(), "int8", granularity=lowbit.PerChannel(0))
-    assert q.weight_t.is_contiguous() and q.weight_t.shape == (16, 4)
-    assert np.array_equal(q.weight_t.numpy().T, qt.codes)
+    assert q.weight.is_contiguous() and q.weight.shape == (4, 16)
+    assert np.array_equal(q.weight.numpy(), qt.codes)
     assert np.array_equal(q.weight_scale.numpy(), qt.scale)
-    assert int(q.weight_t.abs().max()) == 127
+    assert int(q.weight.abs().max()) == 127
 
 
 CONVS = [
@@ -108,7 +108,7 @@ def test_conv_matches_float64_reference(cfg):
     x = torch.randn(2, 3, 9, 8)
     codes, s_x = ref_codes(x.numpy().reshape(1, -1))
     xq = torch.from_numpy(codes.reshape(x.shape).astype(np.float64))
-    w = torch.from_numpy(q.weight_t.numpy().T.reshape(conv.weight.shape).astype(np.float64))
+    w = torch.from_numpy(q.weight.numpy().reshape(conv.weight.shape).astype(np.float64))
     acc = F.conv2d(xq, w, None, conv.stride, conv.padding, conv.dilation)  # exact integers in float64
     y_ref = acc * (float(s_x) * torch.from_numpy(q.weight_scale.numpy().astype(np.float64)).view(1, -1, 1, 1))
     if conv.bias is not None:

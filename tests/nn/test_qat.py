@@ -74,7 +74,7 @@ def test_linear_converts_to_int8_with_learned_activation_scale():
     q = qat.to_quantized()
     assert isinstance(q, lnn.Int8Linear)
     assert q.act_scale.item() == qat.act_fake_quant.effective_scale().item()
-    assert int(q.weight_t.abs().max()) <= 7  # int4 codes in int8 storage
+    assert int(q.weight.abs().max()) <= 7  # int4 codes in int8 storage
     torch.testing.assert_close(q(x), qat(x).detach(), rtol=1e-4, atol=1e-5)
     assert isinstance(qat.to_quantized(weight_only=True), lnn.WeightOnlyLinear)
 

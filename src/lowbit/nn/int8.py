@@ -3,13 +3,15 @@
 For an input flattened to ``(M, K)`` and a weight of ``N`` outputs:
 
 * weights: lowbit ``int8`` (narrow, -127..127), symmetric, one scale per output
-  channel (or per tensor), stored transposed and contiguous as ``(K, N)``;
+  channel (or per tensor), stored ``(N, K)`` contiguous (buffer ``weight``);
 * activations: ``x_q = clamp(round_half_even(x * (1 / s_x)), -127, 127)`` with
   ``s_x`` static (a calibrated float) or dynamic: ``absmax / 127`` of the whole
   input (``PerTensor()``, ``"tensor"``) or of each row (``PerToken()``, ``"token"``); an all-zero input or row
   gets ``s_x = 1``; NaN/Inf inputs raise NonFiniteError;
-* ``acc = x_q @ w_q_t`` exactly in int32 (computed as a float64 GEMM of the codes, which is
-  exact and here 15-25x faster than ``torch._int_mm``), ``y = acc.float() * (s_x * s_w) + bias``.
+* ``acc = x_q @ w_q.T`` exactly in int32, on the fastest exact path of the machine
+  (``torch._int_mm`` where the CPU has int8 dot products, else fp32 GEMMs over chunks of
+  1024 features, whose sums stay exact; chosen once per process, see
+  :mod:`lowbit.nn._int8mm`), ``y = acc.float() * (s_x * s_w) + bias``.
 
 Example:
     >>> import torch, lowbit.nn as lnn
@@ -30,9 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from lowbit.core import quantize
+from lowbit._deprecation import warn_renamed
 from lowbit.errors import GranularityError, InputTypeError, NonFiniteError, OptionError, error_context
 from lowbit.granularity import Granularity, PerChannel, PerTensor, PerToken, as_granularity
 from lowbit.nn._conv import ConvSettings
+from lowbit.nn._int8mm import int8_mm
 from lowbit.nn._smooth import SmoothedInput
 from lowbit.nn._util import DtypeCheckedLoad, check_float_input, tensor_bytes
 
@@ -93,12 +97,14 @@ def quantize_activations(x: torch.Tensor, scale: float | torch.Tensor | None = N
         raise GranularityError("a static act_scale is one scale per tensor; use act_granularity='tensor'")
     else:
         s = torch.as_tensor(scale, dtype=torch.float32).reshape(())
-    codes = torch.clamp(torch.round(xf * (1.0 / s)), -QMAX, QMAX).to(torch.int8)
+    scaled = xf * (1.0 / s)  # the one float temporary: rounded and clamped in place
+    codes = scaled.round_().clamp_(-QMAX, QMAX).to(torch.int8)
     return codes, s
 
 
 def int8_matmul(x_q: torch.Tensor, w_q_t: torch.Tensor) -> torch.Tensor:
-    """Exact int32 product of int8 ``(M, K)`` codes and int8 ``(K, N)`` codes.
+    """Exact int32 product of int8 ``(M, K)`` codes and int8 ``(K, N)`` codes, on the machine's fastest
+    exact path (:mod:`lowbit.nn._int8mm`).
 
     Example:
         >>> import torch
@@ -106,12 +112,7 @@ def int8_matmul(x_q: torch.Tensor, w_q_t: torch.Tensor) -> torch.Tensor:
         >>> int8_matmul(a, torch.tensor([[127], [1]], dtype=torch.int8)).tolist()
         [[16002]]
     """
-    if x_q.shape[0] == 0:
-        return torch.zeros((0, w_q_t.shape[1]), dtype=torch.int32)
-    # torch._int_mm on CPU ran 20-40x slower than a float GEMM here (MiniLM shapes, 2 threads).
-    # A float64 GEMM of the codes is exact: every partial sum is an integer below 127^2 * K << 2^53,
-    # and float64 matmuls are never lowered to tf32/bf16 by torch's matmul-precision setting.
-    return (x_q.double() @ w_q_t.double()).to(torch.int32)
+    return int8_mm(x_q, w_q_t.t())
 
 
 def _static_scale(act_scale: Any, layer: str) -> float | None:
@@ -129,7 +130,7 @@ def _static_scale(act_scale: Any, layer: str) -> float | None:
 class _Int8Base(DtypeCheckedLoad):
     """Buffers and the integer GEMM shared by Int8Linear and Int8Conv2d."""
 
-    weight_t: torch.Tensor
+    weight: torch.Tensor
     weight_scale: torch.Tensor
     act_scale: torch.Tensor | None
 
@@ -142,7 +143,7 @@ class _Int8Base(DtypeCheckedLoad):
             raise GranularityError(f"{layer}: a static act_scale is one scale per tensor; use act_granularity='tensor'")
         gran = _weight_granularity(weight_gran, layer)
         self.act_granularity, self.weight_granularity = act, gran
-        self.register_buffer("weight_t", torch.zeros((k, n_out), dtype=torch.int8))
+        self.register_buffer("weight", torch.zeros((n_out, k), dtype=torch.int8))
         self.register_buffer("weight_scale", torch.ones((n_out,) if isinstance(gran, PerChannel) else ()))
         self.register_buffer("act_scale", None if static is None else torch.tensor(static, dtype=torch.float32))
         self.bias = nn.Parameter(torch.zeros(n_out)) if bias else None
@@ -167,21 +168,36 @@ class _Int8Base(DtypeCheckedLoad):
             >>> m(torch.tensor([[127.0, 127.0]])).tolist()
             [[-254.0]]
         """
-        self.weight_t.copy_(codes.reshape(self.weight_t.shape[1], -1).t())
+        self.weight.copy_(codes.reshape(self.weight.shape))
         self.weight_scale.copy_(scale.reshape(self.weight_scale.shape))
+
+    @property
+    def weight_t(self) -> torch.Tensor:
+        """Deprecated: the ``(K, N)`` view of :attr:`weight` (the codes are stored ``(N, K)`` since 0.2)."""
+        warn_renamed(f"{type(self).__name__}.weight_t", f"{type(self).__name__}.weight (stored (N, K))")
+        return self.weight.t()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        old = prefix + "weight_t"
+        if old in state_dict and prefix + "weight" not in state_dict:  # a state dict of lowbit 0.1
+            warn_renamed("an Int8Linear/Int8Conv2d state dict with weight_t (K, N)", "weight (N, K); save it again")
+            state_dict[prefix + "weight"] = state_dict.pop(old).t().contiguous()
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def _gemm(self, x2d: torch.Tensor) -> torch.Tensor:
         """float32 ``(M, N)`` output of the integer GEMM for a float ``(M, K)`` input."""
         codes, s_x = quantize_activations(x2d, self.act_scale, self.act_granularity)
-        acc = int8_matmul(codes, self.weight_t)
-        y = acc.float() * (s_x * self.weight_scale)
-        return y if self.bias is None else y + self.bias.float()
+        y = int8_mm(codes, self.weight).float()
+        y.mul_(s_x * self.weight_scale)
+        return y if self.bias is None else y.add_(self.bias.float())
 
     @property
     def nbytes(self) -> int:
         """Bytes held: int8 weight + scales (+ static activation scale, + smoothing divisor) + bias."""
         smooth = getattr(self, "smooth_scale", None)
-        return tensor_bytes(self.weight_t, self.weight_scale, self.act_scale, smooth, self.bias)
+        return tensor_bytes(self.weight, self.weight_scale, self.act_scale, smooth, self.bias)
 
     def _act_repr(self) -> str:
         act = "dynamic" if self.act_scale is None else f"static act_scale={float(self.act_scale):.6g}"
@@ -237,8 +253,8 @@ class Int8Linear(SmoothedInput, _Int8Base):
 
         Example:
             >>> import torch, lowbit.nn as lnn
-            >>> lnn.Int8Linear.from_float(torch.nn.Linear(8, 2)).weight_t.shape
-            torch.Size([8, 2])
+            >>> lnn.Int8Linear.from_float(torch.nn.Linear(8, 2)).weight.shape
+            torch.Size([2, 8])
         """
         if not isinstance(module, nn.Linear):
             raise InputTypeError(f"{cls.__name__}.from_float expects a torch.nn.Linear, got {type(module).__name__}")
@@ -303,8 +319,8 @@ class Int8Conv2d(_Int8Base):
 
         Example:
             >>> import torch, lowbit.nn as lnn
-            >>> lnn.Int8Conv2d.from_float(torch.nn.Conv2d(2, 4, 3)).weight_t.shape
-            torch.Size([18, 4])
+            >>> lnn.Int8Conv2d.from_float(torch.nn.Conv2d(2, 4, 3)).weight.shape
+            torch.Size([4, 18])
         """
         new = cls(**ConvSettings.kwargs_of(module, cls.__name__), act_scale=act_scale,
                   act_granularity=act_granularity, weight_granularity=weight_granularity)

@@ -1,0 +1,309 @@
+"""Fused weight-only matmul kernels: ``y = x @ dequantize(W).T`` straight from the stored codes.
+
+The weight is read in its lowbit storage (never expanded to a float matrix):
+row ``n`` of a ``(N, K)`` weight is ``B`` bytes, and a group of ``G`` columns is
+``gb`` consecutive bytes of it (``G / 2`` for 4-bit codes, ``G`` for 8-bit ones).
+A per-channel weight is one group of ``K`` columns.
+
+* 4-bit codes: byte ``b`` of a row holds column ``2b`` in its low nibble and
+  ``2b + 1`` in its high nibble, so the input is split once per call into its
+  even and odd columns (``xe``, ``xo``) and the inner loop over a group's bytes
+  is contiguous: ``sum_b lo(b) * xe[b] + hi(b) * xo[b]``.
+* Integer formats: a code ``c`` means ``(c - z) * s``; the kernel sums ``u * x``
+  over the group with ``u = c + 8`` for signed 4-bit codes (``byte ^ 0x88`` turns
+  both two's-complement nibbles into ``c + 8``) or ``u = c`` otherwise, and
+  subtracts ``offset * sum(x over the group)`` once per group, then multiplies
+  by the group's scale: ``offset = z + 8`` (signed 4-bit) or ``z``.
+* Grid formats (nf4, fp4, fp8, MX elements): a code indexes a table of at most
+  256 float32 values (``lut``); no offset.
+
+Each output row's groups are summed in float32 in the kernel's order (the
+result differs from ``F.linear`` of the dequantized weight by float
+reassociation only).  For several input rows (``M > 1``) a group's codes are
+turned into floats once and reused for every input row.  Rows of the weight are
+split into chunks run in parallel (``prange``); each chunk is a plain loop
+compiled on its own, which vectorises the inner loops.
+
+Example:
+    >>> import numpy as np
+    >>> w = np.array([[0x21, 0x43]], np.uint8)  # codes 1, 2, 3, 4 (uint4)
+    >>> x = np.ones((1, 4), np.float32)
+    >>> out = np.zeros((1, 1), np.float32)
+    >>> xe, xo, xs = split_even_odd(x, 2)
+    >>> linear_int4(xe, xo, xs, w, np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32), 0, out, 1)
+    >>> out.tolist()
+    [[10.0]]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["split_even_odd", "group_sums", "linear_int4", "linear_lut4", "linear_int8", "linear_lut8"]
+
+
+def split_even_odd(x: np.ndarray, gb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Even and odd columns of ``x`` ``(M, K)`` as contiguous float32 arrays, and their sums per group of
+    ``gb`` byte positions (``2 * gb`` columns), ``(M, K / 2 / gb)``.
+
+    Example:
+        >>> xe, xo, xs = split_even_odd(np.arange(8, dtype=np.float32).reshape(1, 8), 2)
+        >>> xe.tolist(), xo.tolist(), xs.tolist()
+        ([[0.0, 2.0, 4.0, 6.0]], [[1.0, 3.0, 5.0, 7.0]], [[6.0, 22.0]])
+    """
+    xe = np.ascontiguousarray(x[:, 0::2], np.float32)
+    xo = np.ascontiguousarray(x[:, 1::2], np.float32)
+    return xe, xo, group_sums(xe, gb) + group_sums(xo, gb)
+
+
+def group_sums(x: np.ndarray, size: int) -> np.ndarray:
+    """Sums of ``x`` ``(M, L)`` over runs of ``size`` columns, float32 ``(M, L / size)``.
+
+    Example:
+        >>> group_sums(np.ones((2, 6), np.float32), 3).tolist()
+        [[3.0, 3.0], [3.0, 3.0]]
+    """
+    m, length = x.shape
+    return x.reshape(m, length // size, size).sum(axis=2, dtype=np.float32)
+
+
+def _chunks(n: int, threads: int) -> int:
+    return max(1, min(n, 4 * threads))
+
+
+# --------------------------------------------------------------------------- 4-bit integer codes
+
+
+@njit(fastmath=True, nogil=True, cache=True)
+def _int4_rows(xe, xo, xs, w, scale, offset, xor, out, n0, n1):  # pragma: no cover - compiled
+    m_rows, nbytes = xe.shape
+    ng = scale.shape[1]
+    gb = nbytes // ng
+    flip = np.uint8(xor)
+    if m_rows == 1:
+        xe0, xo0, xs0 = xe[0], xo[0], xs[0]
+        for n in range(n0, n1):
+            row = w[n]
+            total = np.float32(0.0)
+            for g in range(ng):
+                b0 = g * gb
+                rs = row[b0 : b0 + gb]
+                es = xe0[b0 : b0 + gb]
+                os_ = xo0[b0 : b0 + gb]
+                acc = np.float32(0.0)
+                for j in range(gb):
+                    v = rs[j] ^ flip
+                    acc += np.float32(v & np.uint8(15)) * es[j] + np.float32(v >> np.uint8(4)) * os_[j]
+                total += (acc - offset[n, g] * xs0[g]) * scale[n, g]
+            out[0, n] = total
+        return
+    lo = np.empty(gb, np.float32)
+    hi = np.empty(gb, np.float32)
+    acc = np.zeros(m_rows, np.float32)
+    for n in range(n0, n1):
+        row = w[n]
+        acc[:] = 0.0
+        for g in range(ng):
+            b0 = g * gb
+            rs = row[b0 : b0 + gb]
+            for j in range(gb):
+                v = rs[j] ^ flip
+                lo[j] = np.float32(v & np.uint8(15))
+                hi[j] = np.float32(v >> np.uint8(4))
+            s, z = scale[n, g], offset[n, g]
+            for m in range(m_rows):
+                es = xe[m, b0 : b0 + gb]
+                os_ = xo[m, b0 : b0 + gb]
+                part = np.float32(0.0)
+                for j in range(gb):
+                    part += lo[j] * es[j] + hi[j] * os_[j]
+                acc[m] += (part - z * xs[m, g]) * s
+        for m in range(m_rows):
+            out[m, n] = acc[m]
+
+
+@njit(parallel=True, cache=True)
+def _int4_parallel(xe, xo, xs, w, scale, offset, xor, out, chunks):  # pragma: no cover - compiled
+    n = w.shape[0]
+    per = (n + chunks - 1) // chunks
+    for c in prange(chunks):
+        _int4_rows(xe, xo, xs, w, scale, offset, xor, out, c * per, min(n, (c + 1) * per))
+
+
+def linear_int4(xe, xo, xs, w, scale, offset, xor, out, threads):
+    """``out[m, n] = sum_g scale[n, g] * sum_{k in g} (u[n, k] - offset[n, g]) * x[m, k]`` for 4-bit codes.
+
+    Args:
+        xe, xo, xs: :func:`split_even_odd` of the float32 input ``(M, K)``.
+        w: uint8 ``(N, K / 2)``, two codes per byte (low nibble first).
+        scale, offset: float32 ``(N, groups)``.
+        xor: ``0x88`` for signed codes (``u = c + 8``), 0 for unsigned ones.
+        out: float32 ``(M, N)``, written.
+        threads: 1 runs on the calling thread; more splits the rows.
+    """
+    if threads > 1:
+        _int4_parallel(xe, xo, xs, w, scale, offset, xor, out, _chunks(w.shape[0], threads))
+    else:
+        _int4_rows(xe, xo, xs, w, scale, offset, xor, out, 0, w.shape[0])
+
+
+# --------------------------------------------------------------------------- 4-bit grid codes (lookup table)
+
+
+@njit(fastmath=True, nogil=True, cache=True)
+def _lut4_rows(xe, xo, w, scale, lut, out, n0, n1):  # pragma: no cover - compiled
+    m_rows, nbytes = xe.shape
+    ng = scale.shape[1]
+    gb = nbytes // ng
+    lo = np.empty(gb, np.float32)
+    hi = np.empty(gb, np.float32)
+    acc = np.zeros(m_rows, np.float32)
+    for n in range(n0, n1):
+        row = w[n]
+        acc[:] = 0.0
+        for g in range(ng):
+            b0 = g * gb
+            rs = row[b0 : b0 + gb]
+            for j in range(gb):
+                v = rs[j]
+                lo[j] = lut[v & np.uint8(15)]
+                hi[j] = lut[v >> np.uint8(4)]
+            s = scale[n, g]
+            for m in range(m_rows):
+                es = xe[m, b0 : b0 + gb]
+                os_ = xo[m, b0 : b0 + gb]
+                part = np.float32(0.0)
+                for j in range(gb):
+                    part += lo[j] * es[j] + hi[j] * os_[j]
+                acc[m] += part * s
+        for m in range(m_rows):
+            out[m, n] = acc[m]
+
+
+@njit(parallel=True, cache=True)
+def _lut4_parallel(xe, xo, w, scale, lut, out, chunks):  # pragma: no cover - compiled
+    n = w.shape[0]
+    per = (n + chunks - 1) // chunks
+    for c in prange(chunks):
+        _lut4_rows(xe, xo, w, scale, lut, out, c * per, min(n, (c + 1) * per))
+
+
+def linear_lut4(xe, xo, w, scale, lut, out, threads):
+    """``out[m, n] = sum_g scale[n, g] * sum_{k in g} lut[code[n, k]] * x[m, k]`` for 4-bit grid codes.
+
+    ``lut`` is float32 with 16 entries (the grid, padded); other arguments as :func:`linear_int4`.
+    """
+    if threads > 1:
+        _lut4_parallel(xe, xo, w, scale, lut, out, _chunks(w.shape[0], threads))
+    else:
+        _lut4_rows(xe, xo, w, scale, lut, out, 0, w.shape[0])
+
+
+# --------------------------------------------------------------------------- 8-bit codes
+
+
+@njit(fastmath=True, nogil=True, cache=True)
+def _int8_rows(x, xs, w, scale, offset, out, n0, n1):  # pragma: no cover - compiled
+    m_rows, k = x.shape
+    ng = scale.shape[1]
+    gk = k // ng
+    if m_rows == 1:
+        x0, xs0 = x[0], xs[0]
+        for n in range(n0, n1):
+            row = w[n]
+            total = np.float32(0.0)
+            for g in range(ng):
+                c0 = g * gk
+                rs = row[c0 : c0 + gk]
+                xg = x0[c0 : c0 + gk]
+                acc = np.float32(0.0)
+                for j in range(gk):
+                    acc += np.float32(rs[j]) * xg[j]
+                total += (acc - offset[n, g] * xs0[g]) * scale[n, g]
+            out[0, n] = total
+        return
+    vals = np.empty(gk, np.float32)
+    acc = np.zeros(m_rows, np.float32)
+    for n in range(n0, n1):
+        row = w[n]
+        acc[:] = 0.0
+        for g in range(ng):
+            c0 = g * gk
+            rs = row[c0 : c0 + gk]
+            for j in range(gk):
+                vals[j] = np.float32(rs[j])
+            s, z = scale[n, g], offset[n, g]
+            for m in range(m_rows):
+                xg = x[m, c0 : c0 + gk]
+                part = np.float32(0.0)
+                for j in range(gk):
+                    part += vals[j] * xg[j]
+                acc[m] += (part - z * xs[m, g]) * s
+        for m in range(m_rows):
+            out[m, n] = acc[m]
+
+
+@njit(parallel=True, cache=True)
+def _int8_parallel(x, xs, w, scale, offset, out, chunks):  # pragma: no cover - compiled
+    n = w.shape[0]
+    per = (n + chunks - 1) // chunks
+    for c in prange(chunks):
+        _int8_rows(x, xs, w, scale, offset, out, c * per, min(n, (c + 1) * per))
+
+
+def linear_int8(x, xs, w, scale, offset, out, threads):
+    """``out[m, n] = sum_g scale[n, g] * sum_{k in g} (c[n, k] - offset[n, g]) * x[m, k]`` for 8-bit codes.
+
+    Args:
+        x: float32 ``(M, K)``; ``xs`` its :func:`group_sums` per group of ``K / groups``.
+        w: int8 or uint8 codes ``(N, K)``.
+        scale, offset, out, threads: as :func:`linear_int4`.
+    """
+    if threads > 1:
+        _int8_parallel(x, xs, w, scale, offset, out, _chunks(w.shape[0], threads))
+    else:
+        _int8_rows(x, xs, w, scale, offset, out, 0, w.shape[0])
+
+
+@njit(fastmath=True, nogil=True, cache=True)
+def _lut8_rows(x, w, scale, lut, out, n0, n1):  # pragma: no cover - compiled
+    m_rows, k = x.shape
+    ng = scale.shape[1]
+    gk = k // ng
+    vals = np.empty(gk, np.float32)
+    acc = np.zeros(m_rows, np.float32)
+    for n in range(n0, n1):
+        row = w[n]
+        acc[:] = 0.0
+        for g in range(ng):
+            c0 = g * gk
+            rs = row[c0 : c0 + gk]
+            for j in range(gk):
+                vals[j] = lut[rs[j]]
+            s = scale[n, g]
+            for m in range(m_rows):
+                xg = x[m, c0 : c0 + gk]
+                part = np.float32(0.0)
+                for j in range(gk):
+                    part += vals[j] * xg[j]
+                acc[m] += part * s
+        for m in range(m_rows):
+            out[m, n] = acc[m]
+
+
+@njit(parallel=True, cache=True)
+def _lut8_parallel(x, w, scale, lut, out, chunks):  # pragma: no cover - compiled
+    n = w.shape[0]
+    per = (n + chunks - 1) // chunks
+    for c in prange(chunks):
+        _lut8_rows(x, w, scale, lut, out, c * per, min(n, (c + 1) * per))
+
+
+def linear_lut8(x, w, scale, lut, out, threads):
+    """``out[m, n] = sum_g scale[n, g] * sum_{k in g} lut[code[n, k]] * x[m, k]`` for 8-bit grid codes
+    (``lut`` float32 with 256 entries); other arguments as :func:`linear_int8`."""
+    if threads > 1:
+        _lut8_parallel(x, w, scale, lut, out, _chunks(w.shape[0], threads))
+    else:
+        _lut8_rows(x, w, scale, lut, out, 0, w.shape[0])
