@@ -35,6 +35,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/bench_models.py
 	$(BIN)/python benchmarks/bench_formats.py
 	$(BIN)/python benchmarks/bench_algorithms.py
+	$(BIN)/python benchmarks/bench_inference.py
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -68,3 +68,23 @@ def roundtrip() -> Callable[[Any, Any], Any]:
         return fresh
 
     return rt
+
+
+def _close(got: Any, want: Any) -> None:
+    """``got`` equals ``want`` up to float reassociation: the fused kernels sum in another order than BLAS.
+
+    The bound is relative to the output's scale: 1e-5 for float32/float64, two steps of the dtype
+    for float16/bfloat16 (both sides are rounded to it once).
+    """
+    torch = pytest.importorskip("torch")
+    got, want = got.detach(), want.detach()
+    assert got.dtype == want.dtype and got.shape == want.shape
+    tol = 1e-5 if want.dtype in (torch.float32, torch.float64) else 2 * torch.finfo(want.dtype).eps
+    scale = float(want.abs().max()) or 1.0
+    assert float((got.double() - want.double()).abs().max()) <= tol * scale
+
+
+@pytest.fixture
+def assert_close() -> Callable[[Any, Any], None]:
+    """``assert_close(got, want)``: equal up to float reassociation (see :func:`_close`)."""
+    return _close

@@ -26,31 +26,31 @@ def _gran(g):
     return PerChannel(0) if g is None else lowbit.granularity.parse_granularity(g) if isinstance(g, str) else g
 
 
-def test_linear_equals_fake_quantized_weights(scheme, fq_weight):
+def test_linear_equals_fake_quantized_weights(scheme, fq_weight, assert_close):
     qtype, gran, sym = scheme
     lin = torch.nn.Linear(32, 6)
     q = lnn.WeightOnlyLinear.from_float(lin, qtype, gran, sym)
     x = torch.randn(5, 32)
-    assert torch.equal(q(x), F.linear(x, fq_weight(lin, qtype, gran, sym), lin.bias))
+    assert_close(q(x), F.linear(x, fq_weight(lin, qtype, gran, sym), lin.bias))
     assert torch.equal(q.dequantized_weight(), fq_weight(lin, qtype, gran, sym))
 
 
-def test_linear_method_option_and_3d_input(fq_weight):
+def test_linear_method_option_and_3d_input(fq_weight, assert_close):
     lin = torch.nn.Linear(16, 4, bias=False)
     q = lnn.WeightOnlyLinear.from_float(lin, "int4", method="percentile", method_options={"percentile": 99.0})
     x = torch.randn(2, 3, 16)
     want = F.linear(x, fq_weight(lin, "int4", None, None, method="percentile", method_options={"percentile": 99.0}))
-    assert torch.equal(q(x), want)
+    assert_close(q(x), want)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64], ids=str)
-def test_linear_casts_weight_to_input_dtype(dtype, fq_weight):
+def test_linear_casts_weight_to_input_dtype(dtype, fq_weight, assert_close):
     lin = torch.nn.Linear(16, 4)
     q = lnn.WeightOnlyLinear.from_float(lin, "int4")
     x = torch.randn(3, 16).to(dtype)
     y = q(x)
     assert y.dtype == dtype
-    assert torch.equal(y, F.linear(x, fq_weight(lin, "int4", None, None).to(dtype), lin.bias.detach().to(dtype)))
+    assert_close(y, F.linear(x, fq_weight(lin, "int4", None, None).to(dtype), lin.bias.detach().to(dtype)))
 
 
 def test_linear_input_gradient_flows():
@@ -176,11 +176,11 @@ def _stored_fq(weight, qtype, gran, fmt):
 
 
 @pytest.mark.parametrize(("qtype", "gran", "fmt"), STORED, ids=STORED_IDS)
-def test_new_formats_and_scale_formats_linear(qtype, gran, fmt, roundtrip):
+def test_new_formats_and_scale_formats_linear(qtype, gran, fmt, roundtrip, assert_close):
     lin = torch.nn.Linear(64, 6)
     q = lnn.WeightOnlyLinear.from_float(lin, qtype, gran, scale_format=fmt)
     x = torch.randn(5, 64)
-    assert torch.equal(q(x), F.linear(x, _stored_fq(lin.weight, qtype, gran, fmt), lin.bias))
+    assert_close(q(x), F.linear(x, _stored_fq(lin.weight, qtype, gran, fmt), lin.bias))
     sd = q.state_dict()
     want = SCALE_BUFFERS["e8m0" if lowbit.get_qtype(qtype).is_mx else fmt]
     assert {k: v.dtype for k, v in sd.items() if k.startswith("weight_scale")} == want

@@ -52,9 +52,29 @@ def split_even_odd(x: np.ndarray, gb: int) -> tuple[np.ndarray, np.ndarray, np.n
         >>> xe.tolist(), xo.tolist(), xs.tolist()
         ([[0.0, 2.0, 4.0, 6.0]], [[1.0, 3.0, 5.0, 7.0]], [[6.0, 22.0]])
     """
-    xe = np.ascontiguousarray(x[:, 0::2], np.float32)
-    xo = np.ascontiguousarray(x[:, 1::2], np.float32)
-    return xe, xo, group_sums(xe, gb) + group_sums(xo, gb)
+    m, k = x.shape
+    xe = np.empty((m, k // 2), np.float32)
+    xo = np.empty((m, k // 2), np.float32)
+    xs = np.empty((m, k // 2 // gb), np.float32)
+    _split(np.ascontiguousarray(x, np.float32), gb, xe, xo, xs)
+    return xe, xo, xs
+
+
+@njit(fastmath=True, nogil=True, cache=True)
+def _split(x, gb, xe, xo, xs):  # pragma: no cover - compiled
+    m, half = xe.shape
+    for r in range(m):
+        src, e, o = x[r], xe[r], xo[r]
+        for j in range(half):
+            e[j] = src[2 * j]
+            o[j] = src[2 * j + 1]
+        for g in range(xs.shape[1]):
+            es = e[g * gb : (g + 1) * gb]
+            os_ = o[g * gb : (g + 1) * gb]
+            acc = np.float32(0.0)
+            for j in range(gb):
+                acc += es[j] + os_[j]
+            xs[r, g] = acc
 
 
 def group_sums(x: np.ndarray, size: int) -> np.ndarray:

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lowbit.core import quantize
 from lowbit._deprecation import warn_renamed
+from lowbit.core import quantize
 from lowbit.errors import GranularityError, InputTypeError, NonFiniteError, OptionError, error_context
 from lowbit.granularity import Granularity, PerChannel, PerTensor, PerToken, as_granularity
 from lowbit.nn._conv import ConvSettings

@@ -1,9 +1,12 @@
 """Weight-only quantized Linear and Conv2d: packed low-bit weights, float compute.
 
 The weight is stored as a lowbit QTensor's packed storage (see
-:class:`~lowbit.nn._packed.PackedWeightModule`); each forward dequantizes it
-to float32 in one fused pass, casts it to the input's dtype and calls
-``F.linear`` / ``F.conv2d``. The bias stays float.
+:class:`~lowbit.nn._packed.PackedWeightModule`).  ``WeightOnlyLinear`` multiplies
+a few input rows (at most 8: decoding and batch-1 generation) straight from the
+stored 4- or 8-bit codes with fused kernels that never build the float weight
+(:mod:`lowbit.nn._fused`); otherwise, and for convolutions, each forward
+dequantizes the weight to float32 in one fused pass, casts it to the input's
+dtype and calls ``F.linear`` / ``F.conv2d``. The bias stays float.
 
 Example:
     >>> import torch, lowbit.nn as lnn
@@ -29,6 +32,7 @@ from lowbit.errors import InputTypeError
 from lowbit.formats import QType
 from lowbit.granularity import Granularity
 from lowbit.nn._conv import ConvSettings
+from lowbit.nn._fused import fused_linear
 from lowbit.nn._packed import PackedWeightModule
 from lowbit.nn._smooth import SmoothedInput
 from lowbit.nn._util import check_float_input
@@ -99,10 +103,17 @@ class WeightOnlyLinear(SmoothedInput, PackedWeightModule):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Linear layer with the dequantized weight cast to ``x.dtype``."""
+        """``x @ dequantize(W).T + b`` in ``x``'s dtype: fused from the codes for a few rows (float32,
+        float16 or bfloat16 inputs, no gradient), else with the dequantized weight cast to ``x.dtype``."""
         check_float_input(x, type(self).__name__)
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(self._smooth(x), self.dequantized_weight().to(x.dtype), bias)
+        xs = self._smooth(x)
+        if x.dtype != torch.float64 and not (torch.is_grad_enabled() and xs.requires_grad):
+            y = fused_linear(self, xs.reshape(-1, self.in_features))
+            if y is not None:
+                y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+                return y if bias is None else y + bias
+        return F.linear(xs, self.dequantized_weight().to(x.dtype), bias)
 
     def extra_repr(self) -> str:
         """Layer sizes and the weight format."""

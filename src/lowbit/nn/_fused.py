@@ -1,0 +1,162 @@
+"""Weight-only Linear straight from the stored codes: which layers the fused kernels take, and their plan.
+
+:func:`fused_linear` runs :mod:`lowbit._kernels.linear` for a ``WeightOnlyLinear`` whose weight the
+kernels read directly, and returns None otherwise (the layer then dequantizes and calls BLAS):
+
+* formats stored in whole bytes per row: 4-bit codes (``int4``, ``uint4``, ``nf4``, ``fp4``,
+  ``mxfp4`` ...) with an even number of input features, or 8-bit codes (``int8``, ``uint8``,
+  ``fp8_*``, ``mxfp8``, ``mxint8``); integer codes directly, grid codes through a table;
+* one scale per tensor, per output channel, or per group along the input features (an even
+  group size for 4-bit codes), in any scale format: the scales (and zero points) are decoded once
+  into a small float32 cache, refreshed when a buffer changes; the weight is never expanded;
+* at most :data:`MAX_ROWS` input rows: the kernels turn each group's codes into floats once per
+  call and reuse them for every row, which beats dequantizing the whole weight and calling BLAS
+  only while the rows are few (``benchmarks/bench_inference.py``, 4096 x 4096 int4 group-64, weights
+  from memory: the kernel 2.8 ms at one row, 9.1 ms at 4, 24 ms at 16; dequantize + BLAS about
+  25 ms whatever the rows, 33 ms at 64).
+
+Example:
+    >>> import torch, lowbit.nn as lnn
+    >>> layer = lnn.WeightOnlyLinear.from_float(torch.nn.Linear(64, 8), "int4", "group:32")
+    >>> x = torch.randn(2, 64)
+    >>> bool(torch.allclose(fused_linear(layer, x), x @ layer.dequantized_weight().T, atol=1e-5))
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from lowbit.granularity import PerChannel, PerGroup, PerTensor
+
+__all__ = ["fused_linear", "kernel_plan", "MAX_ROWS"]
+
+MAX_ROWS = 8
+_PARALLEL_MIN = 1 << 18  # weights below this many elements run on one thread (thread start-up dominates)
+
+
+def _group_columns(module: Any) -> int | None:
+    """Input features per scale group (all of them per tensor or channel), or None when not along the rows."""
+    k = module.weight_shape[1]
+    g = module.granularity
+    if isinstance(g, PerTensor) or (isinstance(g, PerChannel) and g.axis in (0, -2)):
+        return k
+    if isinstance(g, PerGroup) and g.axis in (-1, 1) and k % g.size == 0:
+        return g.size
+    return None
+
+
+def kernel_plan(module: Any) -> tuple[str, int] | None:
+    """``(kernel, group columns)`` for a weight-only Linear the fused kernels take, else None.
+
+    Example:
+        >>> import lowbit.nn as lnn
+        >>> kernel_plan(lnn.WeightOnlyLinear(64, 8, qtype="nf4", granularity="group:32"))
+        ('lut4', 32)
+        >>> kernel_plan(lnn.WeightOnlyLinear(64, 8, qtype="int3")) is None
+        True
+    """
+    qt = module.qtype
+    cols = _group_columns(module)
+    if cols is None or qt.bits not in (4, 8):
+        return None
+    k = module.weight_shape[1]
+    if qt.bits == 4 and (k % 2 or cols % 2):
+        return None
+    kind = "lut" if qt.is_grid else "int"
+    return f"{kind}{qt.bits}", cols
+
+
+def _per_row(values: Any, n: int, groups: int) -> np.ndarray:
+    """Per-tensor, per-channel or per-group parameters as a float32 ``(n, groups)`` array."""
+    a = np.asarray(values, np.float32)
+    return np.broadcast_to(a.reshape(-1 if a.size > 1 else 1, groups if a.size > 1 else 1), (n, groups))
+
+
+class _Plan:
+    """Everything a fused call needs that does not depend on the input, built once per buffer version."""
+
+    def __init__(self, module: Any, kernel: str, cols: int) -> None:
+        from lowbit.nn._util import from_buffer
+
+        qt = module.qtype
+        n, k = module.weight_shape
+        self.kernel, self.cols, self.n, self.k = kernel, cols, n, k
+        self.buffers = [b for name, b in module.named_buffers(recurse=False) if b is not None]
+        self.key = self._key(self.buffers)
+        q = module.weight_qtensor()
+        groups = k // cols
+        self.scale = np.ascontiguousarray(_per_row(q.scale, n, groups), np.float32)
+        zero = _per_row(q.zero_point, n, groups)
+        self.lut: np.ndarray | None = None
+        if qt.is_grid:
+            from lowbit._kernels.grid import grid_tables
+
+            table = grid_tables(qt)[0]
+            self.lut = np.zeros(1 << qt.bits, np.float32)
+            self.lut[: table.size] = table
+            self.offset = np.zeros((n, groups), np.float32)
+        else:
+            self.offset = np.ascontiguousarray(zero + (8.0 if (qt.bits == 4 and qt.signed) else 0.0), np.float32)
+        self.xor = 0x88 if (qt.bits == 4 and qt.signed and not qt.is_grid) else 0
+        dtype = np.dtype(np.uint8) if qt.bits == 4 else qt.storage_dtype
+        self.w = from_buffer(module.weight_data, dtype).reshape(n, k // 2 if qt.bits == 4 else k)
+        self.threads = torch.get_num_threads() if n * k >= _PARALLEL_MIN else 1
+
+    @staticmethod
+    def _key(buffers: list[torch.Tensor]) -> tuple:
+        return tuple((b.data_ptr(), b._version) for b in buffers)
+
+    def current(self, module: Any) -> bool:
+        """Whether the module's buffers are still the ones this plan was built from."""
+        now = [b for b in module._buffers.values() if b is not None]
+        return len(now) == len(self.buffers) and all(a is b for a, b in zip(now, self.buffers, strict=True)) \
+            and self._key(now) == self.key
+
+
+def _plan_of(module: Any) -> _Plan | None:
+    cached = module.__dict__.get("_fused_plan")
+    if cached is not None and cached.current(module):
+        return cached
+    found = kernel_plan(module)
+    if found is None:
+        return None
+    plan_ = _Plan(module, *found)
+    module.__dict__["_fused_plan"] = plan_
+    return plan_
+
+
+def fused_linear(module: Any, x: torch.Tensor) -> torch.Tensor | None:
+    """``x @ dequantize(W).T`` (float32 ``(M, N)``, no bias) from the stored codes, or None when the fused
+    kernels do not take this layer or this many rows (the caller then dequantizes).
+
+    Args:
+        module: a ``WeightOnlyLinear``.
+        x: float ``(M, K)`` (any float dtype; read as float32).
+    """
+    rows = x.shape[0]
+    if rows > MAX_ROWS or rows == 0:
+        return None
+    p = _plan_of(module)
+    if p is None:
+        return None
+    from lowbit._kernels import linear as kernels
+
+    xf = x.detach().float().numpy()
+    out = np.empty((rows, p.n), np.float32)
+    if p.kernel in ("int4", "lut4"):
+        xe, xo, xs = kernels.split_even_odd(xf, p.cols // 2)
+        if p.kernel == "int4":
+            kernels.linear_int4(xe, xo, xs, p.w, p.scale, p.offset, p.xor, out, p.threads)
+        else:
+            kernels.linear_lut4(xe, xo, p.w, p.scale, p.lut, out, p.threads)
+    else:
+        xf = np.ascontiguousarray(xf)
+        if p.kernel == "int8":
+            kernels.linear_int8(xf, kernels.group_sums(xf, p.cols), p.w, p.scale, p.offset, out, p.threads)
+        else:
+            kernels.linear_lut8(xf, p.w, p.scale, p.lut, out, p.threads)
+    return torch.from_numpy(out)
