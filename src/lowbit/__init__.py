@@ -31,14 +31,18 @@ from lowbit.qtensor import QTensor
 __version__ = "0.2.0"
 
 _LAZY_SUBMODULES = ("calibration", "algorithms", "io", "report", "nn", "model", "zoo")
+_LAZY_FUNCTIONS = {"save": "lowbit.io.checkpoint", "load": "lowbit.io.checkpoint"}
 
 
 def __getattr__(name: str):
-    """Import heavier submodules on first use (``lowbit.calibration.MSE`` works after ``import lowbit``)."""
-    if name in _LAZY_SUBMODULES:
-        import importlib
+    """Import heavier submodules on first use (``lowbit.calibration.MSE`` works after ``import lowbit``);
+    ``lowbit.save`` and ``lowbit.load`` are :func:`lowbit.io.save` and :func:`lowbit.io.load`."""
+    import importlib
 
+    if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"lowbit.{name}")
+    if name in _LAZY_FUNCTIONS:
+        return getattr(importlib.import_module(_LAZY_FUNCTIONS[name]), name)
     raise AttributeError(f"module 'lowbit' has no attribute {name!r}")
 
 
@@ -62,6 +66,8 @@ __all__ = [
     "metrics",
     "compare",
     "Scheme",
+    "save",
+    "load",
     "LowbitError",
     "QTypeError",
     "GranularityError",

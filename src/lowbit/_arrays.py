@@ -98,16 +98,21 @@ def as_float_array(x: Any, *, allow_empty: bool = False) -> tuple[np.ndarray, So
 def restore(flat: np.ndarray, source: Source) -> Any:
     """Reshape a flat result and return it as the kind and dtype recorded in ``source``.
 
+    NumPy has no bfloat16: a NumPy result of a bfloat16 original (a tensor read from a checkpoint)
+    stays float32, which holds every bfloat16 value exactly.
+
     Example:
         >>> restore(np.zeros(4, np.float32), Source("numpy", "float16", (2, 2))).dtype.name
         'float16'
+        >>> restore(np.zeros(4, np.float32), Source("numpy", "bfloat16", (4,))).dtype.name
+        'float32'
     """
     arr = flat.reshape(source.shape)
     if source.kind == "torch":
         import torch
 
         return torch.from_numpy(arr).to(getattr(torch, source.dtype))
-    if arr.dtype.name != source.dtype:
+    if arr.dtype.name != source.dtype and source.dtype != "bfloat16":
         arr = arr.astype(source.dtype)
     return arr
 

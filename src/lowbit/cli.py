@@ -3,6 +3,9 @@
 Example:
     $ lowbit compare model.safetensors --tensor 'encoder.*' --min-ndim 2 \\
           --qtype int8 int4 --granularity tensor channel group:128 --symmetry both
+    $ lowbit quantize model_dir/ model_int4/ --qtype int4 --granularity group:64 --scale-format float16
+    $ lowbit inspect model_int4/
+    $ lowbit dequantize model_int4/ model_bf16/ --dtype bfloat16
 """
 
 from __future__ import annotations
@@ -84,7 +87,97 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--markdown", action="store_true", help="print a Markdown table")
     cmp.add_argument("--long", action="store_true", help="one row per tensor and scheme with every metric")
     cmp.set_defaults(func=_compare)
+    _add_checkpoint_commands(sub)
     return parser
+
+
+def _add_checkpoint_commands(sub: Any) -> None:
+    from lowbit.formats import list_qtypes, list_scale_formats
+
+    q = sub.add_parser(
+        "quantize", help="quantize a safetensors checkpoint (file or model folder) into a lowbit checkpoint",
+        description="Quantize the float tensors of a .safetensors file or a model folder, tensor by tensor in "
+        "bounded memory; the folder's other files (config, tokenizer) are copied. The result loads with "
+        "lowbit.load or lowbit.model.load_quantized.",
+    )
+    q.add_argument("input", help="a .safetensors file, or a folder with model.safetensors or shards and their index")
+    q.add_argument("output", help="a .safetensors file (from a file) or a folder")
+    q.add_argument("--qtype", default="int4", metavar="QTYPE", help=f"format ({', '.join(list_qtypes())})")
+    q.add_argument("--granularity", default="group:64", metavar="G",
+                   help="tensor, channel or group:SIZE along the last axis (default group:64); a size that does not "
+                   "divide a tensor falls back to channel")
+    q.add_argument("--scale-format", default=None, choices=list_scale_formats(), metavar="FORMAT",
+                   help=f"how scales are stored ({', '.join(list_scale_formats())})")
+    q.add_argument("--symmetry", choices=["default", "sym", "asym"], default="default",
+                   help="default: sym for signed formats, asym for unsigned")
+    q.add_argument("--algorithm", choices=["rtn", "hqq"], default="rtn",
+                   help="rtn: round to nearest; hqq: half-quadratic (2-d weights, affine)")
+    q.add_argument("--tensor", nargs="+", metavar="GLOB", help="only tensors matching these patterns")
+    q.add_argument("--exclude", nargs="+", default=[], metavar="GLOB", help="tensors to keep in float")
+    q.add_argument("--min-ndim", type=int, default=2, help="only tensors with at least this many dimensions (2)")
+    q.add_argument("--resume", action="store_true", help="skip output shards already complete (checksums match)")
+    _output_flags(q)
+    q.set_defaults(func=_quantize)
+    ins = sub.add_parser("inspect", help="list the tensors of a checkpoint: format, bits/weight, bytes",
+                         description="Per tensor its format, granularity, bits/weight and bytes, with totals "
+                         "(headers only: instant for any size).")
+    ins.add_argument("path", help="a .safetensors file or a model folder")
+    ins.add_argument("--json", action="store_true", help="print one JSON document")
+    ins.set_defaults(func=_inspect)
+    dq = sub.add_parser("dequantize", help="turn a lowbit checkpoint back into a plain float checkpoint")
+    dq.add_argument("input", help="a lowbit checkpoint (file or folder)")
+    dq.add_argument("output", help="a .safetensors file or a folder")
+    dq.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
+    _output_flags(dq)
+    dq.set_defaults(func=_dequantize)
+
+
+def _output_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+
+
+def _summary_text(s: Any, verb: str) -> str:
+    lines = [f"{verb} {s.quantized} tensor(s), kept {s.kept}: {s.input_bytes / 1e6:,.1f} MB -> "
+             f"{s.output_bytes / 1e6:,.1f} MB in {s.seconds:.1f} s ({s.mb_per_s:,.0f} MB/s of input)"]
+    if s.quantized_elements:
+        lines.append(f"quantized tensors: {s.bits_per_weight:.3f} bits/weight")
+    if s.skipped_shards:
+        lines.append(f"resumed: {s.skipped_shards} shard(s) already complete")
+    lines += [f"  note: {n}" for n in s.notes[:20]]
+    if len(s.notes) > 20:
+        lines.append(f"  ... {len(s.notes) - 20} more notes (--json lists them all)")
+    return "\n".join(lines)
+
+
+def _quantize(args: argparse.Namespace) -> str:
+    import json
+
+    from lowbit.io.convert import quantize_checkpoint
+
+    symmetric = {"default": None, "sym": True, "asym": False}[args.symmetry]
+    summary = quantize_checkpoint(args.input, args.output, qtype=args.qtype, granularity=args.granularity,
+                                  scale_format=args.scale_format, symmetric=symmetric, algorithm=args.algorithm,
+                                  include=args.tensor, exclude=args.exclude, min_ndim=args.min_ndim,
+                                  resume=args.resume, progress=False if args.quiet else None)
+    return json.dumps(summary.to_dict(), indent=2) if args.json else _summary_text(summary, "quantized")
+
+
+def _inspect(args: argparse.Namespace) -> str:
+    from lowbit.io.inspect import inspect_checkpoint
+
+    result = inspect_checkpoint(args.path)
+    return result.to_json() if args.json else result.to_text()
+
+
+def _dequantize(args: argparse.Namespace) -> str:
+    import json
+
+    from lowbit.io.convert import dequantize_checkpoint
+
+    summary = dequantize_checkpoint(args.input, args.output, dtype=args.dtype,
+                                    progress=False if args.quiet else None)
+    return json.dumps(summary.to_dict(), indent=2) if args.json else _summary_text(summary, "dequantized")
 
 
 def _schemes(args: argparse.Namespace) -> list[Any]:

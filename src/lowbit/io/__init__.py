@@ -1,4 +1,9 @@
-"""Reading and writing tensors and quantized models.
+"""Reading and writing tensors and quantized checkpoints.
+
+* :func:`load_tensors` / :func:`list_tensors`: float tensors of ``.npy``, ``.npz`` and
+  ``.safetensors`` files (validated, memory-mapped), for ``lowbit compare``;
+* :func:`save` / :func:`load`: lowbit checkpoints (docs/FORMAT.md), also ``lowbit.save`` and
+  ``lowbit.load``.
 
 Example:
     >>> from lowbit.io import SUPPORTED_SUFFIXES
@@ -6,6 +11,7 @@ Example:
     ('.npy', '.npz', '.safetensors')
 """
 
+from lowbit.io.checkpoint import load, open_checkpoint, save
 from lowbit.io.tensors import SUPPORTED_SUFFIXES, list_tensors, load_tensors
 
-__all__ = ["SUPPORTED_SUFFIXES", "list_tensors", "load_tensors"]
+__all__ = ["SUPPORTED_SUFFIXES", "list_tensors", "load_tensors", "save", "load", "open_checkpoint"]

@@ -12,6 +12,7 @@ Example:
 
 from lowbit._deprecation import renamed_attributes
 from lowbit.model._calibrate import calibrate
+from lowbit.model._load import load_quantized
 from lowbit.model._quantize import Summary, SummaryRow, convert, quantize_
 from lowbit.model._registry import get_handler, list_handlers, register_handler
 from lowbit.model._train import train
@@ -32,6 +33,7 @@ __all__ = [
     "quantize_",
     "convert",
     "calibrate",
+    "load_quantized",
     "register_handler",
     "get_handler",
     "list_handlers",

@@ -76,16 +76,22 @@ def _weight_only(module: Any, name: str, cfg: WeightOnly, stat: Any) -> Any:
     if gran is None:
         return module, scheme
     if cfg.algorithm == "hqq" and not isinstance(module, tnn.Conv2d):
-        return _hqq_layer(cls, module, cfg, gran), scheme
+        return _record(_hqq_layer(cls, module, cfg, gran), "hqq", cfg.algorithm_options), scheme
     if cfg.algorithm in DATA_ALGORITHMS and stat is not None:
         layer = _gptq_layer if cfg.algorithm == "gptq" else _awq_layer
-        return layer(module, cfg, gran, stat), scheme
+        return _record(layer(module, cfg, gran, stat), cfg.algorithm, cfg.algorithm_options), scheme
     if cfg.algorithm != "rtn":
         takes = "Linear and Embedding layers" if cfg.algorithm == "hqq" else "Linear layers that ran on the batches"
         scheme = f"{scheme} -> rtn ({cfg.algorithm} takes {takes})"
     new = cls.from_float(module, qtype=cfg.qtype, granularity=gran, symmetric=cfg.symmetric, method=cfg.method,
                          scale_format=cfg.scale_format, method_options=cfg.method_options)
-    return new, scheme
+    return _record(new, "rtn", {}), scheme
+
+
+def _record(layer: Any, algorithm: str, options: dict[str, Any]) -> Any:
+    """Note on the layer which algorithm chose its weight (written with it by lowbit.save)."""
+    layer.algorithm = (algorithm, dict(options))
+    return layer
 
 
 def _hqq_layer(cls: Any, module: Any, cfg: WeightOnly, gran: Granularity) -> Any:

@@ -79,6 +79,18 @@ class ConvSettings:
             "padding_mode": module.padding_mode,
         }
 
+    def kwargs(self) -> dict[str, Any]:
+        """The constructor arguments these settings came from, as JSON values.
+
+        Example:
+            >>> ConvSettings.build("C", 3, 8, 3, padding=1).kwargs()["padding"]
+            [1, 1]
+        """
+        pad = self.padding if isinstance(self.padding, str) else list(self.padding)
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": pad,
+                "dilation": list(self.dilation), "groups": self.groups}
+
     @property
     def weight_shape(self) -> tuple[int, int, int, int]:
         """``(out_channels, in_channels // groups, kh, kw)``."""

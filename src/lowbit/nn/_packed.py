@@ -154,6 +154,22 @@ class PackedWeightModule(DtypeCheckedLoad):
                        self._zero_point_array(scale.shape, self.weight_zero_point), self.qtype, self.granularity,
                        self.symmetric, Source("torch", "float32", self.weight_shape), self.scale_format, arrays)
 
+    def _weight_config(self) -> dict[str, Any]:
+        """The weight's format settings, as constructor keywords (JSON values)."""
+        return {"qtype": self.qtype.name, "granularity": str(self.granularity), "symmetric": self.symmetric,
+                "scale_format": self.scale_format}
+
+    def config(self) -> dict[str, Any]:
+        """Constructor keywords (JSON values) that rebuild an empty layer of this configuration.
+
+        Example:
+            >>> import torch, lowbit.nn as lnn
+            >>> m = lnn.WeightOnlyLinear(8, 2, qtype="int4", granularity="group:4")
+            >>> type(m)(**m.config()).config() == m.config()
+            True
+        """
+        raise NotImplementedError
+
     def dequantized_weight(self) -> torch.Tensor:
         """The weight as float32: ``(code - zero_point) * scale`` in one fused pass.
 

@@ -38,8 +38,8 @@ TORCH_STORAGE = {
 def to_buffer(arr: np.ndarray) -> torch.Tensor:
     """A torch tensor holding ``arr``'s bytes (uint16 reinterpreted as int16; no copy)."""
     arr = np.asarray(arr)
-    if not arr.flags.c_contiguous:  # (np.ascontiguousarray would turn a 0-d array into 1-d)
-        arr = arr.copy()
+    if not arr.flags.c_contiguous or not arr.flags.writeable:  # (ascontiguousarray would make a 0-d array 1-d;
+        arr = arr.copy()  # torch refuses to wrap read-only memory, e.g. a memory-mapped checkpoint)
     if arr.dtype == np.uint16:
         arr = arr.view(np.int16)
     return torch.from_numpy(arr)

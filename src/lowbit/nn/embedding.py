@@ -90,6 +90,18 @@ class WeightOnlyEmbedding(PackedWeightModule):
         new._quantize_from(module, method, method_options, deprecated)
         return new
 
+    def config(self) -> dict[str, Any]:
+        """Constructor keywords (JSON values) that rebuild an empty layer of this configuration.
+
+        Example:
+            >>> import lowbit.nn as lnn
+            >>> lnn.WeightOnlyEmbedding(10, 4, padding_idx=0).config()["padding_idx"]
+            0
+        """
+        return {"num_embeddings": self.num_embeddings, "embedding_dim": self.embedding_dim,
+                "padding_idx": self.padding_idx, "max_norm": self.max_norm, "norm_type": self.norm_type,
+                "scale_grad_by_freq": self.scale_grad_by_freq, "sparse": self.sparse, **self._weight_config()}
+
     def _row_wise(self) -> bool:
         """Whether rows can be dequantized on their own (parameters never span rows)."""
         g = self.granularity

@@ -27,18 +27,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lowbit._arrays import Source
 from lowbit._deprecation import warn_renamed
 from lowbit.core import quantize
 from lowbit.errors import GranularityError, InputTypeError, NonFiniteError, OptionError, error_context
+from lowbit.formats import get_qtype
 from lowbit.granularity import Granularity, PerChannel, PerTensor, PerToken, as_granularity
 from lowbit.nn._conv import ConvSettings
 from lowbit.nn._int8mm import int8_mm
 from lowbit.nn._smooth import SmoothedInput
 from lowbit.nn._util import DtypeCheckedLoad, check_float_input, tensor_bytes
+from lowbit.qtensor import QTensor
 
 __all__ = ["Int8Linear", "Int8Conv2d", "quantize_activations", "int8_matmul"]
 
@@ -193,6 +197,45 @@ class _Int8Base(DtypeCheckedLoad):
         y.mul_(s_x * self.weight_scale)
         return y if self.bias is None else y.add_(self.bias.float())
 
+    def _act_config(self) -> dict[str, Any]:
+        act = None if self.act_scale is None else float(self.act_scale)
+        return {"act_scale": act, "act_granularity": str(self.act_granularity),
+                "weight_granularity": str(self.weight_granularity)}
+
+    def weight_qtensor(self) -> QTensor:
+        """The int8 weight codes and scales as a lowbit QTensor ``(N, K)`` (symmetric; shares memory).
+
+        Example:
+            >>> import torch, lowbit.nn as lnn
+            >>> lnn.Int8Linear.from_float(torch.nn.Linear(4, 2)).weight_qtensor().codes.shape
+            (2, 4)
+        """
+        n, k = self.weight.shape
+        scale = self.weight_scale.detach().float().numpy()
+        return QTensor(self.weight.detach().numpy().reshape(-1), scale, np.zeros(scale.shape, np.int8),
+                       get_qtype("int8"), self.weight_granularity, True, Source("torch", "float32", (n, k)))
+
+    def load_qtensor(self, qt: QTensor) -> None:
+        """Store an int8 weight held as a QTensor (as :meth:`weight_qtensor` gives it).
+
+        Raises:
+            OptionError: not a symmetric int8 QTensor of this layer's shape and weight granularity.
+
+        Example:
+            >>> import torch, lowbit.nn as lnn
+            >>> a = lnn.Int8Linear.from_float(torch.nn.Linear(4, 2))
+            >>> b = lnn.Int8Linear(4, 2)
+            >>> b.load_qtensor(a.weight_qtensor()); torch.equal(a.weight, b.weight)
+            True
+        """
+        want = ("int8", str(self.weight_granularity), True, tuple(self.weight.shape))
+        got = (qt.qtype.name, str(qt.granularity), qt.symmetric, tuple(qt.shape))
+        if want != got:
+            raise OptionError(f"{type(self).__name__}.load_qtensor: got (qtype, granularity, symmetric, shape) "
+                              f"{got}, the layer holds {want}")
+        codes, scale = np.array(qt.codes, np.int8), np.array(qt.scale, np.float32)  # copies: may be read-only maps
+        self.set_weight(torch.from_numpy(codes), torch.from_numpy(scale))
+
     @property
     def nbytes(self) -> int:
         """Bytes held: int8 weight + scales (+ static activation scale, + smoothing divisor) + bias."""
@@ -272,6 +315,17 @@ class Int8Linear(SmoothedInput, _Int8Base):
         y = self._gemm(self._smooth(x.float()).reshape(-1, self.in_features))
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
+    def config(self) -> dict[str, Any]:
+        """Constructor keywords (JSON values) that rebuild an empty layer of this configuration.
+
+        Example:
+            >>> import lowbit.nn as lnn
+            >>> lnn.Int8Linear(8, 2, act_granularity="token").config()["act_granularity"]
+            'token'
+        """
+        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
+                "smooth": self.smooth_scale is not None, **self._act_config()}
+
     def extra_repr(self) -> str:
         """Sizes and quantization settings."""
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
@@ -339,6 +393,16 @@ class Int8Conv2d(_Int8Base):
         ho, wo = c.output_size(h, w)
         y = y.reshape(b, ho, wo, c.out_channels).permute(0, 3, 1, 2).contiguous().to(x.dtype)
         return y if x.dim() == 4 else y.squeeze(0)
+
+    def config(self) -> dict[str, Any]:
+        """Constructor keywords (JSON values) that rebuild an empty layer of this configuration.
+
+        Example:
+            >>> import lowbit.nn as lnn
+            >>> lnn.Int8Conv2d(3, 4, 3, act_scale=0.1).config()["act_scale"]
+            0.10000000149011612
+        """
+        return {**self.conv.kwargs(), "bias": self.bias is not None, **self._act_config()}
 
     def extra_repr(self) -> str:
         """Convolution settings and quantization settings."""

@@ -102,6 +102,17 @@ class WeightOnlyLinear(SmoothedInput, PackedWeightModule):
         new._quantize_from(module, method, method_options, deprecated)
         return new
 
+    def config(self) -> dict[str, Any]:
+        """Constructor keywords (JSON values) that rebuild an empty layer of this configuration.
+
+        Example:
+            >>> import lowbit.nn as lnn
+            >>> lnn.WeightOnlyLinear(8, 2, qtype="nf4", granularity="group:4").config()["granularity"]
+            'group:4'
+        """
+        return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
+                "smooth": self.smooth_scale is not None, **self._weight_config()}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ dequantize(W).T + b`` in ``x``'s dtype: fused from the codes for a few rows (float32,
         float16 or bfloat16 inputs, no gradient), else with the dequantized weight cast to ``x.dtype``."""
@@ -166,6 +177,16 @@ class WeightOnlyConv2d(PackedWeightModule):
                   symmetric=symmetric, scale_format=scale_format)
         new._quantize_from(module, method, method_options, deprecated)
         return new
+
+    def config(self) -> dict[str, Any]:
+        """Constructor keywords (JSON values) that rebuild an empty layer of this configuration.
+
+        Example:
+            >>> import lowbit.nn as lnn
+            >>> lnn.WeightOnlyConv2d(4, 8, 3, padding=1).config()["kernel_size"]
+            [3, 3]
+        """
+        return {**self.conv.kwargs(), "bias": self.bias is not None, **self._weight_config()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolution with the dequantized weight cast to ``x.dtype``."""

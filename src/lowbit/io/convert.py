@@ -1,0 +1,528 @@
+"""Quantize (or dequantize) a safetensors checkpoint file by file, in bounded memory, resumably.
+
+``quantize_checkpoint(src, dst, qtype=..., granularity=...)`` reads each input tensor through a memory
+map (float32, float16, bfloat16 and float64, without torch), quantizes the float tensors that match
+the selection a block of rows at a time, and streams the stored arrays into the output file, whose
+header is planned before any tensor is quantized (every stored array's size follows from the shape
+and the format). Memory stays near the largest tensor plus one block of rows, whatever the size of
+the checkpoint. The result is exactly what :func:`lowbit.quantize` gives on the whole tensor.
+
+* A file in, a ``.safetensors`` file or a folder out; a model folder (one ``.safetensors`` file or
+  shards with ``model.safetensors.index.json``) in, a folder out with one output shard per input
+  shard, the index written last, and the folder's other files (config, tokenizer) copied beside.
+* Every output file is written atomically; after each shard, ``.lowbit-quantize.json`` records its
+  sha256. ``resume=True`` skips the shards whose file still has the recorded checksum for the same
+  input and options, and redoes the others.
+* Pickle checkpoints are refused; every input is validated before any output is written.
+
+Example:
+    >>> import numpy as np, tempfile, os, lowbit
+    >>> from lowbit.io._safetensors import SafetensorsWriter
+    >>> d = tempfile.mkdtemp(); src = os.path.join(d, "in.safetensors")
+    >>> w = np.random.default_rng(0).standard_normal((8, 64)).astype(np.float32)
+    >>> with SafetensorsWriter(src, [("w", "F32", (8, 64)), ("b", "F32", (8,))]) as f:
+    ...     f.write("w", w); f.write("b", np.zeros(8, np.float32))
+    >>> s = quantize_checkpoint(src, os.path.join(d, "out.safetensors"), qtype="int4", granularity="group:32",
+    ...                         progress=False)
+    >>> s.quantized, s.kept, np.array_equal(lowbit.load(os.path.join(d, "out.safetensors"))["w"].codes,
+    ...                                     lowbit.quantize(w, "int4", granularity="group:32").codes)
+    (1, 1, True)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lowbit.errors import FileFormatError, GranularityError, OptionError, error_context
+from lowbit.formats import get_qtype, scale_format_for
+from lowbit.granularity import Granularity, PerChannel, PerGroup, PerTensor, as_granularity, plan
+from lowbit.io._progress import Progress
+from lowbit.io._safetensors import SafetensorsFile, SafetensorsWriter
+from lowbit.io.checkpoint import INDEX_NAME, SINGLE_NAME, _files_of, write_json
+from lowbit.io.format import FORMAT_VERSION, META_KEY, description, planned_entries, tensor_entries
+
+__all__ = ["QuantizeOptions", "ConvertSummary", "quantize_checkpoint", "dequantize_checkpoint", "MANIFEST"]
+
+MANIFEST = ".lowbit-quantize.json"
+_FLOATS = ("F32", "F16", "BF16", "F64")
+_ELEMENTWISE = ("float32", "float16", "bfloat16", "e8m0")  # scale formats that store each scale on its own
+_CHUNK = 1 << 24  # float32 elements per block of rows (64 MiB)
+_ALGORITHMS = ("rtn", "hqq")
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """What ``lowbit quantize`` does to each float tensor it selects (see :func:`quantize_checkpoint`)."""
+
+    qtype: str = "int4"
+    granularity: str = "group:64"
+    scale_format: str | None = None
+    symmetric: bool | None = None
+    algorithm: str = "rtn"
+    include: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    min_ndim: int = 2
+
+    def check(self) -> None:
+        """Validate every option (raises QTypeError, GranularityError or OptionError)."""
+        qt = get_qtype(self.qtype)
+        gran = as_granularity(self.granularity, allowed=(PerTensor, PerChannel, PerGroup))
+        if (isinstance(gran, PerChannel) and gran.axis != 0) or (isinstance(gran, PerGroup) and gran.axis != -1):
+            raise GranularityError(f"checkpoint quantization takes tensor, channel (axis 0) or group:SIZE along the "
+                                   f"last axis, got {gran}")
+        scale_format_for(qt, self.scale_format)
+        if (qt.is_grid or qt.is_mx) and self.symmetric is False:
+            raise OptionError(f"{qt.name} ({qt.kind}) is scale-only; drop the affine symmetry or use an integer format")
+        if self.algorithm not in _ALGORITHMS:
+            raise OptionError(f"algorithm must be one of {_ALGORITHMS} for checkpoint files, got {self.algorithm!r} "
+                              "(GPTQ and AWQ need the model and calibration data: use the Python API)")
+        if self.algorithm == "hqq":
+            if qt.kind != "int" or self.symmetric:
+                raise OptionError("algorithm='hqq' takes integer formats, affine (leave the symmetry default/asym)")
+            if (self.scale_format or "float32") not in ("float32", "float16", "bfloat16"):
+                raise OptionError("algorithm='hqq' stores its scales as float32, float16 or bfloat16")
+        if isinstance(self.min_ndim, bool) or not isinstance(self.min_ndim, int) or self.min_ndim < 0:
+            raise OptionError(f"min_ndim must be an int >= 0, got {self.min_ndim!r}")
+
+
+@dataclass
+class ConvertSummary:
+    """What a conversion did: bytes, tensors, time, and one note per tensor that took a fallback."""
+
+    input_bytes: int = 0
+    output_bytes: int = 0
+    quantized: int = 0
+    kept: int = 0
+    quantized_elements: int = 0
+    quantized_bytes: int = 0
+    skipped_shards: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Stored bits per quantized element (codes, scales and zero points)."""
+        return 8.0 * self.quantized_bytes / self.quantized_elements if self.quantized_elements else 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        """Input MB (10^6 bytes) per second."""
+        return self.input_bytes / 1e6 / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able summary (``--json``)."""
+        return {**asdict(self), "bits_per_weight": self.bits_per_weight, "mb_per_s": self.mb_per_s}
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _selected(name: str, f: SafetensorsFile, opts: QuantizeOptions) -> bool:
+    shape = f.shape(name)
+    return (f.dtype(name) in _FLOATS and len(shape) >= opts.min_ndim and int(np.prod(shape)) > 0
+            and (opts.include is None or any(fnmatch.fnmatchcase(name, p) for p in opts.include))
+            and not any(fnmatch.fnmatchcase(name, p) for p in opts.exclude))
+
+
+def _granularity_for(shape: tuple[int, ...], opts: QuantizeOptions) -> tuple[Granularity | None, str]:
+    """The granularity a tensor gets (None: it stays float) and a note when it is not the one asked for."""
+    qt = get_qtype(opts.qtype)
+    gran = as_granularity(opts.granularity)
+    if qt.is_mx:
+        gran = PerGroup(qt.block_size)
+    if isinstance(gran, PerGroup):
+        length = shape[gran.axis] if -len(shape) <= gran.axis < len(shape) else 0
+        if not length or length % gran.size:
+            if qt.is_mx:
+                return None, f"kept float (blocks of {gran.size} do not divide {length})"
+            return PerChannel(0), f"channel (group {gran.size} does not divide {length})"
+    return gran, ""
+
+
+def _plan_tensor(name: str, f: SafetensorsFile, opts: QuantizeOptions) -> tuple[dict[str, Any] | None, str]:
+    """The description a selected tensor will be written with (None: kept float), and a note."""
+    shape = f.shape(name)
+    gran, note = _granularity_for(shape, opts)
+    if gran is None:
+        return None, note
+    qt = get_qtype(opts.qtype)
+    algorithm = opts.algorithm if (opts.algorithm != "hqq" or len(shape) == 2) else "rtn"
+    if algorithm != opts.algorithm:
+        note = (note + "; " if note else "") + "rtn (hqq takes 2-d weights)"
+    sym = (True if qt.is_grid or qt.is_mx else qt.signed) if opts.symmetric is None else opts.symmetric
+    if algorithm == "hqq":
+        sym = False
+    dtype = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}[f.dtype(name)]
+    info = {"qtype": qt.name, "granularity": str(gran), "symmetric": sym,
+            "scale_format": scale_format_for(qt, opts.scale_format).name, "shape": list(shape), "dtype": dtype}
+    return info, note
+
+
+# --------------------------------------------------------------------------- one tensor, in blocks of rows
+
+
+def _rows(f: SafetensorsFile, name: str) -> Iterator[np.ndarray]:
+    """float32 blocks of whole rows (first axis) of a tensor, each at most ~``_CHUNK`` elements and a multiple
+    of 8 rows (so packed codes of a block start on a byte boundary)."""
+    shape = f.shape(name)
+    if len(shape) < 2:
+        yield f.float32(name).reshape(shape)
+        return
+    per_row = int(np.prod(shape[1:]))
+    step = max(8, (_CHUNK // max(per_row, 1)) // 8 * 8)
+    for r in range(0, shape[0], step):
+        yield f.float32(name, slice(r, r + step))
+
+
+def _stored_rtn(f: SafetensorsFile, name: str, info: dict[str, Any]) -> Iterator[Any]:
+    """QTensors of consecutive row blocks whose stored arrays concatenate into the whole tensor's."""
+    from lowbit.core import quantize
+
+    gran = as_granularity(info["granularity"])
+    direct = info["scale_format"] in _ELEMENTWISE and not isinstance(gran, PerTensor)
+    if direct:
+        for block in _rows(f, name):
+            yield quantize(block, info["qtype"], granularity=gran, symmetric=info["symmetric"],
+                           scale_format=info["scale_format"])
+        return
+    yield from _two_pass(f, name, info, gran)
+
+
+def _block_range(block: np.ndarray, gran: Granularity) -> tuple[np.ndarray, np.ndarray]:
+    from lowbit._arrays import check_finite
+
+    bad = int(block.size - np.count_nonzero(np.isfinite(block)))
+    check_finite(block.reshape(-1), bad, block.shape)
+    if isinstance(gran, PerTensor):
+        return np.array(block.min()), np.array(block.max())
+    rows = block.reshape(block.shape[0], -1)
+    if isinstance(gran, PerChannel):
+        return rows.min(axis=1), rows.max(axis=1)
+    lay = plan(gran, block.shape)
+    blocks = block.reshape(-1, lay.R, lay.T) if lay.T > 1 else block.reshape(-1, lay.R)
+    lo, hi = blocks.min(axis=1), blocks.max(axis=1)
+    return lo.reshape(lay.param_shape), hi.reshape(lay.param_shape)
+
+
+def _two_pass(f: SafetensorsFile, name: str, info: dict[str, Any], gran: Granularity) -> Iterator[Any]:
+    """Scales chosen and encoded for the whole tensor (per tensor, double8, kquant6), then codes per block."""
+    from lowbit.core import quantize
+    from lowbit.formats.scales import store_scales
+    from lowbit.qparams import affine_zero_points, choose_qparams
+
+    qt = get_qtype(info["qtype"])
+    los, his = zip(*(_block_range(b, gran) for b in _rows(f, name)), strict=True)
+    if isinstance(gran, PerTensor):
+        lo, hi = np.min(los), np.max(his)
+    else:
+        param_shape = plan(gran, tuple(info["shape"])).param_shape
+        lo = np.concatenate([np.atleast_1d(v) for v in los]).reshape(param_shape)
+        hi = np.concatenate([np.atleast_1d(v) for v in his]).reshape(param_shape)
+    sym = bool(info["symmetric"])
+    s, z = choose_qparams(lo, hi, qt, symmetric=sym, scale_dtype=np.float32)
+    arrays, dec = store_scales(s, qt, scale_format_for(qt, info["scale_format"]))
+    if not sym and not np.array_equal(dec, s):
+        z = affine_zero_points(lo, dec, qt)
+    yield arrays  # the stored scale arrays of the whole tensor first
+    r = 0
+    for block in _rows(f, name):
+        n = block.shape[0] if block.ndim > 1 else 1
+        part = (slice(None),) if isinstance(gran, PerTensor) else (slice(r, r + n),)
+        sb, zb = (dec, z) if isinstance(gran, PerTensor) else (dec[part], z[part])
+        yield quantize(block, qt, granularity=gran, symmetric=sym, scale=sb, zero_point=zb)
+        r += n
+
+
+def _stored_hqq(f: SafetensorsFile, name: str, info: dict[str, Any]) -> Iterator[Any]:
+    from lowbit.algorithms import hqq_quantize
+    from lowbit.core import quantize
+
+    for block in _rows(f, name):
+        qt = hqq_quantize(block, info["qtype"], granularity=info["granularity"])
+        if info["scale_format"] != "float32":
+            qt = quantize(qt.dequantize(), qt.qtype, granularity=qt.granularity, symmetric=False, scale=qt.scale,
+                          zero_point=qt.zero_point, scale_format=info["scale_format"])
+        yield qt
+
+
+def _write_quantized(writer: SafetensorsWriter, f: SafetensorsFile, name: str, info: dict[str, Any],
+                     algorithm: str) -> None:
+    """Stream one tensor's stored arrays: the codes block by block, then its scales (and zero points)."""
+    blocks = _stored_hqq(f, name, info) if algorithm == "hqq" else _stored_rtn(f, name, info)
+    entries = planned_entries(name, info)
+    whole_scales: dict[str, np.ndarray] | None = None
+    parts: dict[str, list[np.ndarray]] = {}
+
+    def codes() -> Iterator[np.ndarray]:  # written as they come; scales (small) are kept for after
+        nonlocal whole_scales
+        for item in blocks:
+            if isinstance(item, dict):
+                whole_scales = item
+                continue
+            for key, _, _, array in tensor_entries(name, item)[1:]:
+                parts.setdefault(key, []).append(array)
+            yield item.data
+
+    writer.write_parts(entries[0][0], codes())
+    for key, _, shape in entries[1:]:
+        short = key[len(name) + 1:]
+        if whole_scales is not None and short in whole_scales:
+            writer.write(key, np.asarray(whole_scales[short]).reshape(shape))
+        else:
+            got = parts[key]
+            writer.write(key, (np.concatenate(got) if got[0].ndim else got[0]).reshape(shape))
+
+
+# --------------------------------------------------------------------------- one file
+
+
+def _quantize_file(src: Path, dst: Path, opts: QuantizeOptions, summary: ConvertSummary, bar: Progress) -> None:
+    f = SafetensorsFile(src)
+    plans: dict[str, tuple[dict[str, Any] | None, str]] = {}
+    entries: list[tuple[str, str, tuple[int, ...]]] = []
+    for name in f.names:
+        info, note = _plan_tensor(name, f, opts) if _selected(name, f, opts) else (None, "")
+        plans[name] = (info, note)
+        if note:
+            summary.notes.append(f"{name}: {note}")
+        entries += planned_entries(name, info) if info is not None else [(name, f.dtype(name), f.shape(name))]
+    tensors = {}
+    for name, (info, _) in plans.items():
+        if info is not None:
+            keys = [k for k, _, _ in planned_entries(name, info)]
+            algorithm = opts.algorithm if (opts.algorithm != "hqq" or len(info["shape"]) == 2) else "rtn"
+            tensors[name] = {**description(algorithm=algorithm, **info),
+                             "arrays": {k.rpartition(".")[2]: k for k in keys}}
+    meta = {"format": "lowbit", META_KEY: json.dumps({"format_version": FORMAT_VERSION, "tensors": tensors,
+                                                      "modules": {}}, separators=(",", ":"))}
+    with SafetensorsWriter(dst, entries, meta) as writer:
+        for name, (info, _) in plans.items():
+            with error_context(f"{src.name}: tensor {name!r}"):
+                if info is None:
+                    writer.write(name, f.array(name))
+                    summary.kept += 1
+                else:
+                    _write_quantized(writer, f, name, info, tensors[name]["algorithm"])
+                    summary.quantized += 1
+                    summary.quantized_elements += int(np.prod(info["shape"]))
+                    summary.quantized_bytes += sum(int(np.prod(s)) * _itemsize(d)
+                                                   for _, d, s in planned_entries(name, info))
+            bar.advance(f.nbytes(name), name)
+    summary.output_bytes += dst.stat().st_size
+
+
+def _itemsize(dtype: str) -> int:
+    from lowbit.io._safetensors import DTYPES
+
+    return DTYPES[dtype].itemsize
+
+
+# --------------------------------------------------------------------------- folders, resume
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _identity(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _load_manifest(folder: Path, options: dict[str, Any]) -> dict[str, Any]:
+    try:
+        doc = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc.get("shards", {}) if isinstance(doc, dict) and doc.get("options") == options else {}
+
+
+def _copy_side_files(src: Path, dst: Path) -> None:
+    """The model folder's other files (config, tokenizer ...), not its tensors, index or pickles."""
+    from lowbit.io.checkpoint import _PICKLES
+
+    for p in src.iterdir():
+        if p.name.startswith(".") or p.name == INDEX_NAME or p.suffix in (".safetensors", *_PICKLES):
+            continue
+        if p.is_dir():
+            shutil.copytree(p, dst / p.name, dirs_exist_ok=True)
+        elif p.is_file():
+            shutil.copy2(p, dst / p.name)
+
+
+def _inputs(src: Path) -> list[Path]:
+    files = _files_of(src)
+    for p in files:  # every input validated before any output is written
+        SafetensorsFile(p)
+    return files
+
+
+def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, qtype: str = "int4",
+                        granularity: str = "group:64", scale_format: str | None = None,
+                        symmetric: bool | None = None, algorithm: str = "rtn",
+                        include: Iterable[str] | None = None, exclude: Iterable[str] = (), min_ndim: int = 2,
+                        resume: bool = False, progress: bool | None = None) -> ConvertSummary:
+    """Quantize the float tensors of a safetensors checkpoint into a lowbit checkpoint (see the module docstring).
+
+    Args:
+        src: a ``.safetensors`` file or a model folder.
+        dst: a ``.safetensors`` file (from a file) or a folder.
+        qtype, granularity, scale_format, symmetric: as :func:`lowbit.quantize`; a group size that does
+            not divide a tensor's last axis falls back to one scale per row (MX: the tensor stays float).
+        algorithm: ``"rtn"`` or ``"hqq"`` (2-d tensors; others round to nearest).
+        include, exclude: glob patterns on tensor names (all float tensors when ``include`` is None).
+        min_ndim: only tensors with at least this many dimensions (biases and norms stay float).
+        resume: skip output shards already complete for the same input and options.
+        progress: a progress display on stderr (default: when stderr is a terminal).
+
+    Returns:
+        A :class:`ConvertSummary`.
+
+    Raises:
+        FileFormatError: a pickle, a missing or invalid input, a folder into a single file.
+        QTypeError, GranularityError, OptionError: bad options. NonFiniteError: NaN/Inf in a tensor
+            (the message names the file and the tensor).
+    """
+    opts = QuantizeOptions(qtype, str(as_granularity(granularity)), scale_format, symmetric, algorithm,
+                           None if include is None else tuple(include), tuple(exclude), min_ndim)
+    opts.check()
+    src_p, dst_p = Path(src), Path(dst)
+    files = _inputs(src_p)
+    start = time.perf_counter()
+    summary = ConvertSummary(input_bytes=sum(p.stat().st_size for p in files))
+    if dst_p.suffix == ".safetensors":
+        if len(files) > 1 or src_p.is_dir():
+            raise FileFormatError(f"{src_p} is a model folder; give a folder as the output, not {dst_p.name}")
+        with Progress(summary.input_bytes, "quantize", progress) as bar:
+            _quantize_file(files[0], dst_p, opts, summary, bar)
+    else:
+        _quantize_folder(src_p, files, dst_p, opts, summary, resume, progress)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _quantize_folder(src: Path, files: list[Path], dst: Path, opts: QuantizeOptions, summary: ConvertSummary,
+                     resume: bool, progress: bool | None) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    options = json.loads(json.dumps(asdict(opts)))  # as the manifest records them (tuples become lists)
+    done = _load_manifest(dst, options) if resume else {}
+    record: dict[str, Any] = {}
+    with Progress(summary.input_bytes, "quantize", progress) as bar:
+        for p in files:
+            out = dst / (p.name if src.is_dir() else SINGLE_NAME)
+            prev = done.get(out.name)
+            if prev and prev.get("source") == {"name": p.name, **_identity(p)} and out.is_file() \
+                    and _sha256(out) == prev.get("sha256"):
+                record[out.name] = prev
+                summary.skipped_shards += 1
+                summary.output_bytes += out.stat().st_size
+                bar.advance(p.stat().st_size, f"{out.name} (done)")
+                continue
+            _quantize_file(p, out, opts, summary, bar)
+            record[out.name] = {"source": {"name": p.name, **_identity(p)}, "sha256": _sha256(out)}
+            write_json(dst / MANIFEST, {"options": options, "shards": record})
+    if src.is_dir():
+        _copy_side_files(src, dst)
+        if (src / INDEX_NAME).is_file():
+            weight_map = {e: out for out in record for e in SafetensorsFile(dst / out).names}
+            write_json(dst / INDEX_NAME, {"metadata": {"total_size": summary.output_bytes, "format": "lowbit",
+                                                       "lowbit_format_version": FORMAT_VERSION},
+                                          "weight_map": weight_map})
+
+
+# --------------------------------------------------------------------------- back to float
+
+
+_TO_DTYPE = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+
+
+def _cast(x: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 values in ``dtype``'s storage (bfloat16 as bits, round to nearest even)."""
+    if dtype == "bfloat16":
+        bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+        rounded = bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+        return (rounded >> np.uint32(16)).astype(np.uint16)
+    return np.asarray(x, dtype)
+
+
+def dequantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dtype: str = "bfloat16",
+                          progress: bool | None = None) -> ConvertSummary:
+    """Turn a lowbit checkpoint back into a plain one: every quantized tensor dequantized to ``dtype``.
+
+    Raises:
+        OptionError: a dtype other than float32, float16 or bfloat16. FileFormatError: a bad input.
+
+    Example:
+        >>> import numpy as np, tempfile, os, lowbit
+        >>> d = tempfile.mkdtemp(); q = os.path.join(d, "q.safetensors")
+        >>> _ = lowbit.save({"w": lowbit.quantize(np.ones((2, 8), np.float32), "int4")}, q)
+        >>> _ = dequantize_checkpoint(q, os.path.join(d, "f.safetensors"), dtype="float32", progress=False)
+        >>> lowbit.load(os.path.join(d, "f.safetensors"))["w"].tolist()[0][:2]
+        [1.0, 1.0]
+    """
+    if dtype not in _TO_DTYPE:
+        raise OptionError(f"dtype must be one of {list(_TO_DTYPE)}, got {dtype!r}")
+    from lowbit.io.checkpoint import open_checkpoint
+
+    src_p, dst_p = Path(src), Path(dst)
+    ckpt = open_checkpoint(src_p)
+    start = time.perf_counter()
+    summary = ConvertSummary(input_bytes=sum(f.size for f in ckpt.files.values()))
+    single = dst_p.suffix == ".safetensors"
+    if single and len(ckpt.files) > 1:
+        raise FileFormatError(f"{src_p} has {len(ckpt.files)} shards; give a folder as the output")
+    if not single:
+        dst_p.mkdir(parents=True, exist_ok=True)
+    with Progress(summary.input_bytes, "dequantize", progress) as bar:
+        for fname, f in ckpt.files.items():
+            out = dst_p if single else dst_p / (fname if src_p.is_dir() else SINGLE_NAME)
+            _dequantize_file(ckpt, f, out, dtype, summary, bar)
+    if src_p.is_dir() and not single:
+        _copy_side_files(src_p, dst_p)
+        if (src_p / INDEX_NAME).is_file():
+            weight_map = {e: p.name for p in dst_p.glob("*.safetensors") for e in SafetensorsFile(p).names}
+            write_json(dst_p / INDEX_NAME, {"metadata": {"total_size": summary.output_bytes},
+                                            "weight_map": weight_map})
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _dequantize_file(ckpt: Any, f: SafetensorsFile, out: Path, dtype: str, summary: ConvertSummary,
+                     bar: Progress) -> None:
+    owned = {k: n for n, info in ckpt.tensors.items() for k in info["arrays"].values()}
+    names: list[str] = []
+    for entry in f.names:
+        owner = owned.get(entry, entry)
+        if owner not in names:
+            names.append(owner)
+    entries = [(n, _TO_DTYPE[dtype], tuple(ckpt.tensors[n]["shape"])) if n in ckpt.tensors
+               else (n, f.dtype(n), f.shape(n)) for n in names]
+    with SafetensorsWriter(out, entries, {"format": "pt"}) as writer:
+        for n in names:
+            with error_context(f"{f.path.name}: tensor {n!r}"):
+                if n in ckpt.tensors:
+                    qt = ckpt.qtensor(n)
+                    writer.write(n, _cast(qt.dequantize(), dtype))
+                    summary.quantized += 1
+                    bar.advance(qt.nbytes, n)
+                else:
+                    writer.write(n, f.array(n))
+                    summary.kept += 1
+                    bar.advance(f.nbytes(n), n)
+    summary.output_bytes += out.stat().st_size
+

@@ -1,0 +1,132 @@
+"""lowbit.io.checkpoint: save/load round trips (dicts and models), shards and index, atomic writes, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import lowbit
+from lowbit.io import checkpoint
+
+
+def _tensors():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 128)).astype(np.float32)
+    return {
+        "a.weight": lowbit.quantize(w, "int4", granularity="group:32", scale_format="float16"),
+        "b.weight": lowbit.quantize(w, "uint4", granularity="channel"),
+        "c.weight": lowbit.quantize(w, "nf4", granularity="group:64", scale_format="double8"),
+        "d.weight": lowbit.quantize(w.astype(np.float64), "int8"),
+        "norm": np.ones(8, np.float32),
+        "ids": np.arange(5, dtype=np.int64),
+    }
+
+
+def _same(a, b):
+    if isinstance(a, lowbit.QTensor):
+        assert isinstance(b, lowbit.QTensor)
+        assert (a.qtype, str(a.granularity), a.symmetric, a.scale_format, a.shape, a.dtype) == \
+               (b.qtype, str(b.granularity), b.symmetric, b.scale_format, b.shape, b.dtype)
+        np.testing.assert_array_equal(a.codes, b.codes)
+        for key in a.stored_scale:
+            np.testing.assert_array_equal(a.stored_scale[key], b.stored_scale[key])
+        np.testing.assert_array_equal(a.dequantize(), b.dequantize())
+    else:
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+
+
+@pytest.mark.parametrize("where", ["file", "folder", "shards"])
+def test_round_trip_is_bit_identical(tmp_path, where):
+    tensors = _tensors()
+    path = tmp_path / ("m.safetensors" if where == "file" else "m")
+    written = lowbit.save(tensors, path, max_shard_size=1500 if where == "shards" else None)
+    if where == "shards":
+        assert written[-1].name == checkpoint.INDEX_NAME and len(written) > 2
+        index = json.loads(written[-1].read_text())
+        assert set(index["weight_map"].values()) == {p.name for p in written[:-1]}
+    back = lowbit.load(path)
+    assert list(back) == list(tensors)
+    for name in tensors:
+        _same(tensors[name], back[name])
+    assert not [p for p in tmp_path.rglob(".*") if p.is_file()]  # no temporary file left
+
+
+def test_load_needs_no_torch(tmp_path):
+    import subprocess
+    import sys
+
+    lowbit.save(_tensors(), tmp_path / "m.safetensors")
+    code = ("import sys, lowbit; d = lowbit.load(sys.argv[1]); "
+            "assert 'torch' not in sys.modules, 'torch imported'; print(len(d))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.safetensors")], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "6"
+
+
+def test_a_quantized_tensor_never_spans_shards(tmp_path):
+    written = lowbit.save(_tensors(), tmp_path / "m", max_shard_size=1)  # every tensor in its own shard
+    ckpt = checkpoint.open_checkpoint(tmp_path / "m")
+    for name, info in ckpt.tensors.items():
+        assert len({ckpt.where[e] for e in info["arrays"].values()}) == 1, name
+    assert len(written) == 7
+
+
+def test_size_parsing_and_refusals(tmp_path):
+    assert checkpoint.parse_size("2GB") == 2 * 10**9 and checkpoint.parse_size("1MiB") == 2**20
+    with pytest.raises(lowbit.OptionError, match="max_shard_size"):
+        checkpoint.parse_size("lots")
+    with pytest.raises(lowbit.OptionError, match="give a folder"):
+        lowbit.save(_tensors(), tmp_path / "one.safetensors", max_shard_size=100)
+    with pytest.raises(lowbit.OptionError, match="dict of tensors or a torch model"):
+        lowbit.save([1, 2], tmp_path / "x.safetensors")
+    for name in ("model.bin", "model.pt", "weights.pth"):
+        (tmp_path / name).write_bytes(b"\x80\x04not really")
+        with pytest.raises(lowbit.FileFormatError, match=r"pickle.*refuses"):
+            lowbit.load(tmp_path / name)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(lowbit.FileFormatError, match=r"no model\.safetensors"):
+        lowbit.load(tmp_path / "empty")
+    with pytest.raises(lowbit.FileFormatError, match="no such file"):
+        lowbit.load(tmp_path / "missing.safetensors")
+
+
+def test_tampered_metadata_is_refused(tmp_path):
+    from lowbit.io._safetensors import SafetensorsFile, SafetensorsWriter
+
+    lowbit.save({"w": _tensors()["a.weight"]}, tmp_path / "m.safetensors")
+    f = SafetensorsFile(tmp_path / "m.safetensors")
+    doc = json.loads(f.metadata["lowbit"])
+
+    def rewrite(new_doc, drop=()):
+        names = [n for n in f.names if n not in drop]
+        with SafetensorsWriter(tmp_path / "t.safetensors", [(n, f.dtype(n), f.shape(n)) for n in names],
+                               {"format": "lowbit", "lowbit": json.dumps(new_doc)}) as w:
+            for n in names:
+                w.write(n, f.array(n))
+        return tmp_path / "t.safetensors"
+
+    future = {**doc, "format_version": 99}
+    with pytest.raises(lowbit.FileFormatError, match="upgrade lowbit"):
+        lowbit.load(rewrite(future))
+    with pytest.raises(lowbit.FileFormatError, match="lacks its arrays"):
+        lowbit.load(rewrite(doc, drop=("w.scale_f16",)))
+    bad_shape = json.loads(json.dumps(doc))
+    bad_shape["tensors"]["w"]["shape"] = [8, 64]
+    with pytest.raises(lowbit.FileFormatError, match="quantized tensor 'w'"):
+        lowbit.load(rewrite(bad_shape))
+    unknown = json.loads(json.dumps(doc))
+    unknown["tensors"]["w"]["qtype"] = "int99"
+    with pytest.raises(lowbit.FileFormatError, match="int99"):
+        lowbit.load(rewrite(unknown))
+
+
+def test_an_unknown_codebook_is_registered_from_its_table(tmp_path):
+    qt = lowbit.quantize(np.linspace(-1, 1, 64, dtype=np.float32), lowbit.formats.Codebook("spec_cb3",
+                                                                                           [-1, -0.3, 0, 0.4, 1]))
+    lowbit.save({"w": qt}, tmp_path / "m.safetensors")
+    doc = json.loads(checkpoint.open_checkpoint(tmp_path / "m.safetensors").files["m.safetensors"].metadata["lowbit"])
+    assert doc["tensors"]["w"]["grid"] == [-1.0, -0.3, 0.0, 0.4, 1.0]
+    np.testing.assert_array_equal(lowbit.load(tmp_path / "m.safetensors")["w"].dequantize(), qt.dequantize())
