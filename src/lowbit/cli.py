@@ -203,14 +203,13 @@ def _schemes(args: argparse.Namespace) -> list[Any]:
 
 
 def _compare(args: argparse.Namespace) -> str:
-    from lowbit.io import load_tensors
+    from lowbit.io import iter_tensors
     from lowbit.metrics import CompareTable, compare
     from lowbit.report import render_compare
 
     schemes = _schemes(args)
-    tensors = load_tensors(args.file, args.tensor, args.exclude, args.min_ndim)
     rows = []
-    for name, array in tensors.items():
+    for name, array in iter_tensors(args.file, args.tensor, args.exclude, args.min_ndim):  # one tensor at a time
         with error_context(f"tensor {name!r} (shape {array.shape})"):
             rows.extend(compare(array, schemes, name=name).rows)
     fmt = "json" if args.json else "markdown" if args.markdown else "text"

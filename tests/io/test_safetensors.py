@@ -94,6 +94,29 @@ def test_reads_what_safetensors_torch_wrote(tmp_path, dtype):
     np.testing.assert_array_equal(f.array("s"), t[1, 2].numpy())
 
 
+@pytest.mark.parametrize("dtype", ["F32", "F16", "F64"])
+def test_float32_reads_row_ranges_of_every_float_dtype(tmp_path, dtype):
+    a = _sample(NUMPY_DTYPES[dtype], (7, 3))
+    path = tmp_path / "r.safetensors"
+    np_save_file({"pad": np.ones(5, np.int8), "w": a}, str(path))
+    f = SafetensorsFile(path)
+    np.testing.assert_array_equal(f.float32("w"), a.astype(np.float32))
+    for rows in (slice(0, 3), slice(2, 7), slice(5, 100), slice(6, 2), slice(-3, None)):
+        np.testing.assert_array_equal(f.float32("w", rows), a.astype(np.float32)[rows])
+    with pytest.raises(ValueError, match="contiguous rows"):
+        f.float32("w", slice(0, 7, 2))
+
+
+def test_float32_of_a_file_that_shrank_after_opening_is_a_format_error(tmp_path):
+    path = tmp_path / "s.safetensors"
+    np_save_file({"w": np.ones((64, 64), np.float32)}, str(path))
+    f = SafetensorsFile(path)
+    with open(path, "r+b") as fh:
+        fh.truncate(path.stat().st_size - 1024)
+    with pytest.raises(FileFormatError, match="'w' ends past the end of the file"):
+        f.float32("w")
+
+
 def test_float32_refuses_integer_tensors(tmp_path):
     path = tmp_path / "i.safetensors"
     np_save_file({"ids": np.arange(4)}, str(path))

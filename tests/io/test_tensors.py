@@ -13,7 +13,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from lowbit.errors import FileFormatError
-from lowbit.io import SUPPORTED_SUFFIXES, list_tensors, load_tensors
+from lowbit.io import SUPPORTED_SUFFIXES, iter_tensors, list_tensors, load_tensors
 
 
 def test_selection_by_glob_exclude_and_ndim(tmp_path):
@@ -111,6 +111,34 @@ def test_only_the_selected_tensors_are_read(tmp_path):
         tracemalloc.stop()
     assert list(loaded) == ["small"] and loaded["small"].tolist() == [[0, 1], [2, 3]]
     assert peak < 1 << 20, f"{peak} bytes allocated to load one 16-byte tensor"
+
+
+def test_iter_tensors_reads_each_tensor_when_its_turn_comes(tmp_path):
+    header = {f"t{i}": {"dtype": "BF16", "shape": [512, 1024], "data_offsets": [i << 20, (i + 1) << 20]}
+              for i in range(4)}  # 1 MiB each, 2 MiB once widened
+    path = tmp_path / "m.safetensors"
+    _write_safetensors(path, header, bytes(4 << 20))
+    tracemalloc.start()
+    try:
+        names = []
+        for name, array in iter_tensors(path):
+            names.append(name)
+            assert array.shape == (512, 1024) and array.dtype == np.float32
+            del array
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert names == ["t0", "t1", "t2", "t3"]
+    assert peak < 4 << 20, f"{peak} bytes held while iterating over four 2 MiB tensors (all four: 8 MiB)"
+    assert {n: a.tolist() for n, a in iter_tensors(path, ["t1"])} == {n: a.tolist() for n, a in
+                                                                      load_tensors(path, ["t1"]).items()}
+
+
+def test_iter_tensors_refuses_an_empty_selection_before_yielding(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_file({"w": np.ones((2, 2), np.float32)}, str(path))
+    with pytest.raises(FileFormatError, match="no floating-point tensor matches"):
+        iter_tensors(path, ["nope*"])
 
 
 @pytest.mark.parametrize("order", ["C", "F"])

@@ -1,6 +1,6 @@
 """Reading and writing tensors and quantized checkpoints.
 
-* :func:`load_tensors` / :func:`list_tensors`: float tensors of ``.npy``, ``.npz`` and
+* :func:`load_tensors` / :func:`iter_tensors` / :func:`list_tensors`: float tensors of ``.npy``, ``.npz`` and
   ``.safetensors`` files (validated, memory-mapped), for ``lowbit compare``;
 * :func:`save` / :func:`load`: lowbit checkpoints (docs/FORMAT.md), also ``lowbit.save`` and
   ``lowbit.load``.
@@ -12,6 +12,6 @@ Example:
 """
 
 from lowbit.io.checkpoint import load, open_checkpoint, save
-from lowbit.io.tensors import SUPPORTED_SUFFIXES, list_tensors, load_tensors
+from lowbit.io.tensors import SUPPORTED_SUFFIXES, iter_tensors, list_tensors, load_tensors
 
-__all__ = ["SUPPORTED_SUFFIXES", "list_tensors", "load_tensors", "save", "load", "open_checkpoint"]
+__all__ = ["SUPPORTED_SUFFIXES", "iter_tensors", "list_tensors", "load_tensors", "save", "load", "open_checkpoint"]

@@ -42,7 +42,7 @@ import numpy as np
 from lowbit.errors import FileFormatError
 from lowbit.io._safetensors import SafetensorsFile, _shape_error
 
-__all__ = ["SUPPORTED_SUFFIXES", "list_tensors", "load_tensors"]
+__all__ = ["SUPPORTED_SUFFIXES", "iter_tensors", "list_tensors", "load_tensors"]
 
 SUPPORTED_SUFFIXES = (".npy", ".npz", ".safetensors")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
@@ -258,12 +258,15 @@ def _check_path(path: str | Path) -> Path:
     return p
 
 
+def _reader(path: str | Path) -> _Reader:
+    p = _check_path(path)
+    kind: Any = {".safetensors": _SafetensorsReader, ".npz": _NpzReader}.get(p.suffix.lower(), _NpyReader)
+    return kind(p)
+
+
 @contextlib.contextmanager
 def _open(path: str | Path) -> Iterator[_Reader]:
-    p = _check_path(path)
-    suffix = p.suffix.lower()
-    kind: Any = {".safetensors": _SafetensorsReader, ".npz": _NpzReader}.get(suffix, _NpyReader)
-    reader = kind(p)
+    reader = _reader(path)
     try:
         yield reader
     finally:
@@ -304,6 +307,54 @@ def _select(path: Path, dtypes: dict[str, str], patterns: list[str] | None, excl
     return [n for n in chosen if dtypes[n] in _FLOATS]
 
 
+def iter_tensors(
+    path: str | Path,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] = (),
+    min_ndim: int = 0,
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield the selected floating-point tensors of a file one at a time, as :func:`load_tensors` selects them.
+
+    The file is validated and the selection checked before the first tensor is read; each tensor is
+    read only when its turn comes, so a caller that drops it before asking for the next holds one
+    tensor at a time (``lowbit compare`` on a checkpoint larger than memory).
+
+    Raises:
+        FileFormatError: as :func:`load_tensors`, before anything is yielded.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "m.npz")
+        >>> np.savez(path, w=np.ones((2, 2), np.float32), b=np.ones(2, np.float32))
+        >>> [(name, a.shape) for name, a in iter_tensors(path)]
+        [('w', (2, 2)), ('b', (2,))]
+    """
+    patterns = list(include) if include is not None else None
+    excluded = list(exclude)
+    reader = _reader(path)
+    try:
+        p, dtypes = reader.path, reader.dtypes
+        chosen = [n for n in _select(p, dtypes, patterns, excluded) if len(reader.shapes[n]) >= min_ndim]
+        if not chosen:
+            shown = ", ".join(f"{n} ({d})" for n, d in list(dtypes.items())[:20])
+            raise FileFormatError(
+                f"{p}: no floating-point tensor matches include={patterns} exclude={excluded} "
+                f"min_ndim={min_ndim}; the file holds: {shown}{' ...' if len(dtypes) > 20 else ''}"
+            )
+    except BaseException:
+        reader.close()
+        raise
+    return _each(reader, chosen)
+
+
+def _each(reader: _Reader, names: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+    try:
+        for name in names:
+            yield name, reader.read(name)
+    finally:
+        reader.close()
+
+
 def load_tensors(
     path: str | Path,
     include: Iterable[str] | None = None,
@@ -323,6 +374,7 @@ def load_tensors(
         before ``layer.10``; ``.npz``: archive order); non-float tensors are skipped unless named
         exactly in ``include`` (then an error says why they cannot be used).  BF16 is widened to
         float32; other arrays keep their dtype and may be read-only memory maps of the file.
+        :func:`iter_tensors` gives the same one tensor at a time.
 
     Raises:
         FileFormatError: a missing file, a folder, a pickle, a corrupt or truncated file (named
@@ -335,16 +387,4 @@ def load_tensors(
         >>> list(load_tensors(path, min_ndim=2))
         ['w']
     """
-    patterns = list(include) if include is not None else None
-    excluded = list(exclude)
-    with _open(path) as reader:
-        p, dtypes = reader.path, reader.dtypes
-        chosen = [n for n in _select(p, dtypes, patterns, excluded) if len(reader.shapes[n]) >= min_ndim]
-        arrays = {name: reader.read(name) for name in chosen}
-    if not arrays:
-        shown = ", ".join(f"{n} ({d})" for n, d in list(dtypes.items())[:20])
-        raise FileFormatError(
-            f"{p}: no floating-point tensor matches include={patterns} exclude={excluded} "
-            f"min_ndim={min_ndim}; the file holds: {shown}{' ...' if len(dtypes) > 20 else ''}"
-        )
-    return arrays
+    return dict(iter_tensors(path, include, exclude, min_ndim))
