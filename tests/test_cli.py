@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -155,3 +157,117 @@ def test_unknown_scale_format_is_an_argparse_error(weights, capsys):
     with pytest.raises(SystemExit):
         main(["compare", str(path), "--scale-format", "fp3"])
     assert "invalid choice: 'fp3'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- quantize / inspect / dequantize
+
+
+@pytest.fixture
+def float_file(tmp_path):
+    rng = np.random.default_rng(3)
+    arrays = {"w": rng.standard_normal((64, 128)).astype(np.float32), "b": np.zeros(64, np.float32)}
+    path = tmp_path / "float.safetensors"
+    save_file(arrays, str(path))
+    return path, arrays
+
+
+def test_quantize_inspect_dequantize_from_the_command_line(float_file, tmp_path, capsys):
+    import lowbit
+
+    src, arrays = float_file
+    q = tmp_path / "q.safetensors"
+    assert main(["quantize", str(src), str(q), "--qtype", "int4", "--granularity", "group:32", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    qt = lowbit.load(q)["w"]
+    np.testing.assert_array_equal(qt.codes, lowbit.quantize(arrays["w"], "int4", granularity="group:32").codes)
+    stored = sum(np.asarray(a).nbytes for a in (qt.data, qt.scale))  # packed codes + float32 scales
+    assert (summary["quantized"], summary["kept"]) == (1, 1)
+    assert summary["input_bytes"] == src.stat().st_size and summary["output_bytes"] == q.stat().st_size
+    assert summary["bits_per_weight"] == pytest.approx(8 * stored / arrays["w"].size) == pytest.approx(5.0)
+
+    assert main(["inspect", str(q), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = {t["name"]: t for t in doc["tensors"]}
+    assert rows["w"]["quantized"] and rows["w"]["format"] == "int4 group:32 sym" and rows["w"]["nbytes"] == stored
+    assert not rows["b"]["quantized"] and rows["b"]["nbytes"] == 64 * 4
+    assert doc["totals"]["quantized_tensors"] == 1 and doc["totals"]["bytes"] == stored + 64 * 4
+    assert main(["inspect", str(q)]) == 0
+    text = capsys.readouterr().out
+    assert "int4 group:32 sym" in text and "2 tensors in 1 file(s)" in text and "5.000 bits/weight" in text
+
+    back = tmp_path / "back.safetensors"
+    assert main(["dequantize", str(q), str(back), "--dtype", "float32", "--quiet"]) == 0
+    assert "dequantized 1 tensor(s), kept 1" in capsys.readouterr().out
+    np.testing.assert_array_equal(lowbit.load(back)["w"], qt.dequantize())
+
+
+def _one_line_error(capsys, command: str, fragment: str) -> None:
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"lowbit {command}: error: ") and fragment in err, err
+
+
+def test_checkpoint_commands_fail_in_one_line_and_write_nothing(float_file, tmp_path, capsys):
+    src, _ = float_file
+    out = tmp_path / "out.safetensors"
+    pickle = tmp_path / "pytorch_model.bin"
+    pickle.write_bytes(b"\x80\x04K\x01.")
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(src.read_bytes()[:-100])
+    cases = [
+        (["quantize", str(pickle), str(out)], "safetensors.torch.save_file"),
+        (["quantize", str(truncated), str(out)], "cut.safetensors"),
+        (["quantize", str(src), str(out), "--qtype", "int99"], "unknown qtype 'int99'"),
+        (["quantize", str(src), str(src)], "would overwrite the input"),
+        (["quantize", str(tmp_path / "none"), str(out)], "no such file or folder"),
+        (["inspect", str(truncated)], "cut.safetensors"),
+        (["dequantize", str(src), str(out), "--dtype", "float32"], "no quantized tensor"),
+    ]
+    for args, fragment in cases:
+        assert main(args) == 2, args
+        _one_line_error(capsys, args[0], fragment)
+        assert not out.exists()
+
+
+def test_an_existing_output_is_replaced_only_when_asked(float_file, tmp_path, capsys):
+    src, _ = float_file
+    q = tmp_path / "q.safetensors"
+    assert main(["quantize", str(src), str(q), "--qtype", "int8"]) == 0
+    first = q.read_bytes()
+    capsys.readouterr()
+    assert main(["quantize", str(src), str(q), "--qtype", "int4"]) == 2
+    _one_line_error(capsys, "quantize", "--overwrite")
+    assert q.read_bytes() == first
+    assert main(["quantize", str(q), str(tmp_path / "again.safetensors")]) == 2
+    _one_line_error(capsys, "quantize", "already quantized")
+    assert main(["quantize", str(src), str(q), "--qtype", "int4", "--overwrite"]) == 0
+    assert q.read_bytes() != first
+
+
+def test_progress_shows_on_a_terminal_and_quiet_turns_it_off(float_file, tmp_path):
+    import pty
+
+    src, _ = float_file
+    code = "import sys; from lowbit.cli import main; sys.exit(main(sys.argv[1:]))"
+    shown = {}
+    for flag in ("", "--quiet"):
+        leader, follower = pty.openpty()
+        out = tmp_path / f"p{flag}.safetensors"
+        proc = subprocess.Popen([sys.executable, "-c", code, "quantize", str(src), str(out), *([flag] if flag else [])],
+                                stdout=subprocess.DEVNULL, stderr=follower, env={**os.environ, "COLUMNS": "160"})
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 1 << 16)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait() == 0
+        os.close(leader)
+        shown[flag] = b"".join(chunks).decode(errors="replace")
+    bar = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown[""])  # without the terminal's colour codes
+    assert re.search(r"quantize .* \d+\.\d/33\.\d kB .* w\r", bar), bar  # bytes done of all, then the tensor
+    assert shown["--quiet"] == ""

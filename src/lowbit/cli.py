@@ -133,6 +133,7 @@ def _add_checkpoint_commands(sub: Any) -> None:
 
 
 def _output_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier output (otherwise an error)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
 
@@ -159,7 +160,8 @@ def _quantize(args: argparse.Namespace) -> str:
     summary = quantize_checkpoint(args.input, args.output, qtype=args.qtype, granularity=args.granularity,
                                   scale_format=args.scale_format, symmetric=symmetric, algorithm=args.algorithm,
                                   include=args.tensor, exclude=args.exclude, min_ndim=args.min_ndim,
-                                  resume=args.resume, progress=False if args.quiet else None)
+                                  resume=args.resume, overwrite=args.overwrite,
+                                  progress=False if args.quiet else None)
     return json.dumps(summary.to_dict(), indent=2) if args.json else _summary_text(summary, "quantized")
 
 
@@ -175,7 +177,7 @@ def _dequantize(args: argparse.Namespace) -> str:
 
     from lowbit.io.convert import dequantize_checkpoint
 
-    summary = dequantize_checkpoint(args.input, args.output, dtype=args.dtype,
+    summary = dequantize_checkpoint(args.input, args.output, dtype=args.dtype, overwrite=args.overwrite,
                                     progress=False if args.quiet else None)
     return json.dumps(summary.to_dict(), indent=2) if args.json else _summary_text(summary, "dequantized")
 

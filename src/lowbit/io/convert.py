@@ -1,7 +1,7 @@
 """Quantize (or dequantize) a safetensors checkpoint file by file, in bounded memory, resumably.
 
-``quantize_checkpoint(src, dst, qtype=..., granularity=...)`` reads each input tensor through a memory
-map (float32, float16, bfloat16 and float64, without torch), quantizes the float tensors that match
+``quantize_checkpoint(src, dst, qtype=..., granularity=...)`` reads each input tensor's rows straight
+from the file (float32, float16, bfloat16 and float64, without torch), quantizes the float tensors that match
 the selection a block of rows at a time, and streams the stored arrays into the output file, whose
 header is planned before any tensor is quantized (every stored array's size follows from the shape
 and the format). Memory stays near the largest tensor plus one block of rows, whatever the size of
@@ -13,7 +13,9 @@ the checkpoint. The result is exactly what :func:`lowbit.quantize` gives on the 
 * Every output file is written atomically; after each shard, ``.lowbit-quantize.json`` records its
   sha256. ``resume=True`` skips the shards whose file still has the recorded checksum for the same
   input and options, and redoes the others.
-* Pickle checkpoints are refused; every input is validated before any output is written.
+* Pickle checkpoints and checkpoints lowbit already quantized are refused; every input is validated
+  before any output is written. An existing output is replaced only with ``overwrite=True`` (or
+  completed with ``resume=True``), and never one that is also an input.
 
 Example:
     >>> import numpy as np, tempfile, os, lowbit
@@ -49,7 +51,7 @@ from lowbit.formats import get_qtype, scale_format_for
 from lowbit.granularity import Granularity, PerChannel, PerGroup, PerTensor, as_granularity, plan
 from lowbit.io._progress import Progress
 from lowbit.io._safetensors import SafetensorsFile, SafetensorsWriter
-from lowbit.io.checkpoint import INDEX_NAME, SINGLE_NAME, _files_of, write_json
+from lowbit.io.checkpoint import INDEX_NAME, SINGLE_NAME, _files_of, _lowbit_meta, write_json
 from lowbit.io.format import FORMAT_VERSION, META_KEY, description, planned_entries, tensor_entries
 
 __all__ = ["QuantizeOptions", "ConvertSummary", "quantize_checkpoint", "dequantize_checkpoint", "MANIFEST"]
@@ -368,15 +370,52 @@ def _copy_side_files(src: Path, dst: Path) -> None:
 def _inputs(src: Path) -> list[Path]:
     files = _files_of(src)
     for p in files:  # every input validated before any output is written
-        SafetensorsFile(p)
+        if _lowbit_meta(SafetensorsFile(p)).get("tensors"):
+            raise FileFormatError(f"{p} holds tensors lowbit already quantized; quantize the original float checkpoint "
+                                  "(or `lowbit dequantize` this one first)")
     return files
+
+
+def _outputs(src: Path, files: list[Path], dst: Path) -> list[Path]:
+    """The files a conversion writes (shards and, from a model folder, its index), inputs never among them."""
+    if dst.suffix == ".safetensors":
+        if len(files) > 1 or src.is_dir():
+            raise FileFormatError(f"{src} is a model folder; give a folder as the output, not {dst.name}")
+        outs = [dst]
+    else:
+        outs = [dst / (p.name if src.is_dir() else SINGLE_NAME) for p in files]
+        if src.is_dir():
+            outs.append(dst / INDEX_NAME)
+    inputs = {p.resolve() for p in files}
+    if (src.is_dir() and dst.resolve() == src.resolve()) or any(o.resolve() in inputs for o in outs):
+        raise FileFormatError(f"{dst} would overwrite the input {src}; write to another file or folder")
+    return outs
+
+
+def _check_fresh(dst: Path, outs: list[Path], overwrite: bool, resume: bool) -> None:
+    """Refuse to replace an earlier output unless asked; with ``overwrite``, remove the old index first (so a
+    killed run never leaves an old index over new shards) and then the old shards."""
+    if dst.suffix == ".safetensors":
+        old = [dst] if dst.exists() else []
+    else:
+        old = sorted({*dst.glob("*.safetensors"), *(p for p in (dst / INDEX_NAME, dst / MANIFEST) if p.exists())})
+    if not old or resume:
+        return
+    if not overwrite:
+        raise FileFormatError(f"{dst} already holds {', '.join(p.name for p in old[:3])}"
+                              f"{' ...' if len(old) > 3 else ''}; pass overwrite=True (--overwrite) to replace it, "
+                              "or resume=True (--resume) to finish an interrupted run")
+    for p in sorted(old, key=lambda p: p.name != INDEX_NAME):
+        if p not in outs or p.name == INDEX_NAME:
+            p.unlink()
 
 
 def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, qtype: str = "int4",
                         granularity: str = "group:64", scale_format: str | None = None,
                         symmetric: bool | None = None, algorithm: str = "rtn",
                         include: Iterable[str] | None = None, exclude: Iterable[str] = (), min_ndim: int = 2,
-                        resume: bool = False, progress: bool | None = None) -> ConvertSummary:
+                        resume: bool = False, overwrite: bool = False,
+                        progress: bool | None = None) -> ConvertSummary:
     """Quantize the float tensors of a safetensors checkpoint into a lowbit checkpoint (see the module docstring).
 
     Args:
@@ -388,13 +427,15 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
         include, exclude: glob patterns on tensor names (all float tensors when ``include`` is None).
         min_ndim: only tensors with at least this many dimensions (biases and norms stay float).
         resume: skip output shards already complete for the same input and options.
+        overwrite: replace an earlier output at ``dst`` (without it, an existing output is an error).
         progress: a progress display on stderr (default: when stderr is a terminal).
 
     Returns:
         A :class:`ConvertSummary`.
 
     Raises:
-        FileFormatError: a pickle, a missing or invalid input, a folder into a single file.
+        FileFormatError: a pickle, a missing or invalid input, an input already quantized, a folder into
+            a single file, an output that exists (without ``overwrite``/``resume``) or is also an input.
         QTypeError, GranularityError, OptionError: bad options. NonFiniteError: NaN/Inf in a tensor
             (the message names the file and the tensor).
     """
@@ -403,11 +444,10 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
     opts.check()
     src_p, dst_p = Path(src), Path(dst)
     files = _inputs(src_p)
+    _check_fresh(dst_p, _outputs(src_p, files, dst_p), overwrite, resume)
     start = time.perf_counter()
     summary = ConvertSummary(input_bytes=sum(p.stat().st_size for p in files))
     if dst_p.suffix == ".safetensors":
-        if len(files) > 1 or src_p.is_dir():
-            raise FileFormatError(f"{src_p} is a model folder; give a folder as the output, not {dst_p.name}")
         with Progress(summary.input_bytes, "quantize", progress) as bar:
             _quantize_file(files[0], dst_p, opts, summary, bar)
     else:
@@ -419,6 +459,7 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
 def _quantize_folder(src: Path, files: list[Path], dst: Path, opts: QuantizeOptions, summary: ConvertSummary,
                      resume: bool, progress: bool | None) -> None:
     dst.mkdir(parents=True, exist_ok=True)
+    (dst / INDEX_NAME).unlink(missing_ok=True)  # written again last: an index means every shard is complete
     options = json.loads(json.dumps(asdict(opts)))  # as the manifest records them (tuples become lists)
     done = _load_manifest(dst, options) if resume else {}
     record: dict[str, Any] = {}
@@ -461,11 +502,12 @@ def _cast(x: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def dequantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dtype: str = "bfloat16",
-                          progress: bool | None = None) -> ConvertSummary:
+                          overwrite: bool = False, progress: bool | None = None) -> ConvertSummary:
     """Turn a lowbit checkpoint back into a plain one: every quantized tensor dequantized to ``dtype``.
 
     Raises:
-        OptionError: a dtype other than float32, float16 or bfloat16. FileFormatError: a bad input.
+        OptionError: a dtype other than float32, float16 or bfloat16. FileFormatError: a bad input, one
+            without quantized tensors, an output that exists (without ``overwrite``) or is also an input.
 
     Example:
         >>> import numpy as np, tempfile, os, lowbit
@@ -481,11 +523,12 @@ def dequantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[st
 
     src_p, dst_p = Path(src), Path(dst)
     ckpt = open_checkpoint(src_p)
+    if not ckpt.tensors:
+        raise FileFormatError(f"{src_p} holds no quantized tensor: nothing to dequantize (it is a plain checkpoint)")
     start = time.perf_counter()
     summary = ConvertSummary(input_bytes=sum(f.size for f in ckpt.files.values()))
     single = dst_p.suffix == ".safetensors"
-    if single and len(ckpt.files) > 1:
-        raise FileFormatError(f"{src_p} has {len(ckpt.files)} shards; give a folder as the output")
+    _check_fresh(dst_p, _outputs(src_p, [f.path for f in ckpt.files.values()], dst_p), overwrite, False)
     if not single:
         dst_p.mkdir(parents=True, exist_ok=True)
     with Progress(summary.input_bytes, "dequantize", progress) as bar:
