@@ -6,6 +6,9 @@
    group-128 granularity, symmetric and affine.
 2. The MNIST CNN and all-MiniLM-L6-v2 quantized whole with a ladder of schemes
    (scripts/demo_models.py): size, accuracy / embedding cosine, worst layer.
+3. Ship it (scripts/demo_checkpoint.py): `lowbit quantize` turns the MiniLM model folder into a
+   4-bit lowbit folder, `lowbit inspect` lists it, and `lowbit.model.load_quantized` loads it back
+   into a skeleton built on the meta device; its embeddings are compared with fp32.
 """
 
 from __future__ import annotations
@@ -53,6 +56,10 @@ def run() -> int:
     start = time.perf_counter()
     model_ladders()
     print(f"\n({time.perf_counter() - start:.0f} s; bytes = every parameter and buffer as stored)")
+    from demo_checkpoint import main as ship
+
+    print("\n\nShip it: quantize the model folder on disk, inspect it, load it back into a model:\n")
+    ship()
     return 0
 
 

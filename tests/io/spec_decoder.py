@@ -131,6 +131,8 @@ def main(root: str, out: str) -> None:
             if name not in owned:
                 a = entry(header, data, name)
                 result[name] = (a.astype(np.uint32) << 16).view(np.float32) if e["dtype"] == "BF16" else a
+        for alias, target in doc.get("aliases", {}).items():
+            result[alias] = result[target]
     np.savez(out, **result)
 
 

@@ -130,3 +130,75 @@ def test_an_unknown_codebook_is_registered_from_its_table(tmp_path):
     doc = json.loads(checkpoint.open_checkpoint(tmp_path / "m.safetensors").files["m.safetensors"].metadata["lowbit"])
     assert doc["tensors"]["w"]["grid"] == [-1.0, -0.3, 0.0, 0.4, 1.0]
     np.testing.assert_array_equal(lowbit.load(tmp_path / "m.safetensors")["w"].dequantize(), qt.dequantize())
+
+
+def test_saving_again_into_a_folder_leaves_no_stale_shard_or_index(tmp_path):
+    tensors = _tensors()
+    lowbit.save(tensors, tmp_path / "m", max_shard_size=1)  # six shards and an index
+    lowbit.save({"norm": tensors["norm"]}, tmp_path / "m")  # now one model.safetensors
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.safetensors"]
+    assert list(lowbit.load(tmp_path / "m")) == ["norm"]
+    lowbit.save(tensors, tmp_path / "m", max_shard_size=1500)
+    assert "model.safetensors" not in {p.name for p in (tmp_path / "m").iterdir()}
+    assert list(lowbit.load(tmp_path / "m")) == list(tensors)
+
+
+class _Tied:
+    """A model whose output head shares the embedding's weight (as most language models do)."""
+
+    @staticmethod
+    def build(device="cpu"):
+        import torch
+
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = torch.nn.Embedding(50, 64, device=device)
+                self.mid = torch.nn.Linear(64, 64, device=device)
+                self.head = torch.nn.Linear(64, 50, bias=False, device=device)
+                self.head.weight = self.emb.weight
+
+            def forward(self, ids):
+                return self.head(torch.relu(self.mid(self.emb(ids))))
+
+        return Net()
+
+
+def test_tied_weights_are_stored_once_and_come_back_tied(tmp_path):
+    torch = pytest.importorskip("torch")
+    import lowbit.model as lm
+    from lowbit.io.inspect import inspect_checkpoint
+
+    torch.manual_seed(0)
+    net = _Tied.build()
+    lm.quantize_(net, lm.WeightOnly("int4", "group:32"), include=["mid"])
+    path = tmp_path / "tied.safetensors"
+    lowbit.save(net, path)
+    f = lowbit.io.open_checkpoint(path)
+    assert "head.weight" not in f.where and f.aliases == {"head.weight": "emb.weight"}
+    back = lowbit.load(path)
+    assert back["head.weight"] is back["emb.weight"]
+    np.testing.assert_array_equal(back["head.weight"], net.emb.weight.detach().numpy())
+    assert "head.weight shares emb.weight" in inspect_checkpoint(path).to_text()
+
+    skeleton = lm.load_quantized(path, _Tied.build(device="meta"))
+    assert skeleton.head.weight.data_ptr() == skeleton.emb.weight.data_ptr()
+    ids = torch.arange(50).reshape(5, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(skeleton(ids), net(ids), rtol=0, atol=0)
+
+
+def test_aliases_that_point_nowhere_are_refused(tmp_path):
+    from lowbit.io._safetensors import SafetensorsWriter
+
+    doc = {"format_version": 1, "tensors": {}, "aliases": {"head.weight": "missing"}}
+    path = tmp_path / "bad.safetensors"
+    with SafetensorsWriter(path, [("emb.weight", "F32", (2,))], {"format": "lowbit", "lowbit": json.dumps(doc)}) as w:
+        w.write("emb.weight", np.ones(2, np.float32))
+    with pytest.raises(lowbit.FileFormatError, match="aliases"):
+        lowbit.load(path)
+    doc["aliases"] = {"emb.weight": "emb.weight"}
+    with SafetensorsWriter(path, [("emb.weight", "F32", (2,))], {"format": "lowbit", "lowbit": json.dumps(doc)}) as w:
+        w.write("emb.weight", np.ones(2, np.float32))
+    with pytest.raises(lowbit.FileFormatError, match="name stored tensors"):
+        lowbit.load(path)

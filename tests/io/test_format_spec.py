@@ -72,3 +72,13 @@ def test_a_sharded_model_checkpoint_decodes(tmp_path):
     decoded = _decode(tmp_path / "m", tmp_path)
     np.testing.assert_array_equal(decoded["0.weight"], net[0].dequantized_weight().double().numpy())
     np.testing.assert_array_equal(decoded["2.weight"], net[2].weight.detach().float().numpy())  # BF16 widened
+
+
+def test_tied_weights_decode_by_the_document(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    net = torch.nn.Sequential(torch.nn.Embedding(10, 8), torch.nn.Linear(8, 10, bias=False))
+    net[1].weight = net[0].weight
+    lowbit.save(net, tmp_path / "t.safetensors")
+    decoded = _decode(tmp_path / "t.safetensors", tmp_path)
+    np.testing.assert_array_equal(decoded["1.weight"], net[0].weight.detach().numpy())

@@ -118,8 +118,9 @@ def _items_of_mapping(obj: Mapping[str, Any]) -> list[_Item]:
     return items
 
 
-def _items_of_model(model: Any) -> tuple[list[_Item], dict[str, Any]]:
-    """The tensors of a model quantized by lowbit, and the description of its lowbit layers."""
+def _items_of_model(model: Any) -> tuple[list[_Item], dict[str, Any], dict[str, str]]:
+    """The tensors of a model quantized by lowbit, the description of its lowbit layers, and the aliases of
+    tensors the model shares between names (tied weights: ``lm_head.weight`` -> ``model.embed_tokens.weight``)."""
     from lowbit.io._layers import layer_weight_keys, lowbit_layers
 
     layers = lowbit_layers(model)
@@ -132,8 +133,26 @@ def _items_of_model(model: Any) -> tuple[list[_Item], dict[str, Any]]:
         items.append(_quantized(f"{prefix}weight", module.weight_qtensor(), algorithm, options))
         modules[mname] = {"class": type(module).__name__, "config": module.config()}
         skipped |= {prefix + k for k in layer_weight_keys(module)}
-    items += [_plain(k, v) for k, v in state.items() if k not in skipped]
-    return items, modules
+    seen: dict[tuple[Any, ...], str] = {}
+    aliases: dict[str, str] = {}
+    for k, v in state.items():
+        if k in skipped:
+            continue
+        same = _storage_key(v)
+        if same is not None and same in seen:
+            aliases[k] = seen[same]
+            continue
+        if same is not None:
+            seen[same] = k
+        items.append(_plain(k, v))
+    return items, modules, aliases
+
+
+def _storage_key(t: Any) -> tuple[Any, ...] | None:
+    """What makes two state-dict tensors the same tensor (None: never shared, e.g. empty or on meta)."""
+    if not hasattr(t, "untyped_storage") or t.is_meta or t.numel() == 0:
+        return None
+    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
 
 
 # --------------------------------------------------------------------------- writing
@@ -161,10 +180,14 @@ def shard_metadata(items: list[_Item], modules: Mapping[str, Any], extra: Mappin
     return {"format": "lowbit", META_KEY: json.dumps(doc, separators=(",", ":"))}
 
 
-def write_items(path: Path, items: list[_Item], modules: Mapping[str, Any]) -> None:
-    """One safetensors file holding ``items``, written atomically."""
+def write_items(path: Path, items: list[_Item], modules: Mapping[str, Any],
+                aliases: Mapping[str, str] | None = None) -> None:
+    """One safetensors file holding ``items`` (and the aliases of those among them), written atomically."""
     entries = [(k, d, s) for it in items for k, d, s, _ in it.entries]
-    with SafetensorsWriter(path, entries, shard_metadata(items, modules)) as writer:
+    names = {it.name for it in items}
+    mine = {a: t for a, t in (aliases or {}).items() if t in names}
+    metadata = shard_metadata(items, modules, {"aliases": mine} if mine else None)
+    with SafetensorsWriter(path, entries, metadata) as writer:
         for it in items:
             for key, _, _, array in it.entries:
                 writer.write(key, array)
@@ -216,10 +239,11 @@ def save(obj: Any, path: str | os.PathLike[str], max_shard_size: int | str | Non
     """
     limit = parse_size(max_shard_size)
     modules: dict[str, Any]
+    aliases: dict[str, str] = {}
     if isinstance(obj, Mapping):
         items, modules = _items_of_mapping(obj), {}
     elif hasattr(obj, "state_dict") and hasattr(obj, "named_modules"):
-        items, modules = _items_of_model(obj)
+        items, modules, aliases = _items_of_model(obj)
     else:
         raise OptionError(f"save takes a dict of tensors or a torch model, got {type(obj).__name__}")
     target = Path(path)
@@ -228,22 +252,32 @@ def save(obj: Any, path: str | os.PathLike[str], max_shard_size: int | str | Non
         if len(shards) > 1:
             raise OptionError(f"{target}: {len(shards)} shards of at most {limit} bytes do not fit one file; "
                               "give a folder instead")
-        write_items(target, items, modules)
+        write_items(target, items, modules, aliases)
         return [target]
     target.mkdir(parents=True, exist_ok=True)
+    (target / INDEX_NAME).unlink(missing_ok=True)  # an earlier checkpoint here: its index goes first
     if len(shards) == 1:
-        write_items(target / SINGLE_NAME, items, modules)
+        write_items(target / SINGLE_NAME, items, modules, aliases)
+        _remove_stale(target, [target / SINGLE_NAME])
         return [target / SINGLE_NAME]
     written, weight_map = [], {}
     for i, shard in enumerate(shards, 1):
         file = target / shard_name(i, len(shards))
-        write_items(file, shard, modules)
+        write_items(file, shard, modules, aliases)
         written.append(file)
         weight_map.update({key: file.name for it in shard for key, _, _, _ in it.entries})
     index = {"metadata": {"total_size": sum(it.nbytes for it in items), "format": "lowbit",
                           "lowbit_format_version": FORMAT_VERSION}, "weight_map": weight_map}
+    _remove_stale(target, written)
     write_json(target / INDEX_NAME, index)
     return [*written, target / INDEX_NAME]
+
+
+def _remove_stale(folder: Path, written: list[Path]) -> None:
+    """Shard files of an earlier checkpoint in ``folder`` that the new one does not use."""
+    for p in [folder / SINGLE_NAME, *folder.glob("model-?????-of-?????.safetensors")]:
+        if p.is_file() and p not in written:
+            p.unlink()
 
 
 # --------------------------------------------------------------------------- reading
@@ -258,6 +292,7 @@ class Checkpoint:
     where: dict[str, str]  # entry name -> file name
     tensors: dict[str, dict[str, Any]] = field(default_factory=dict)
     modules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)  # name -> the plain entry that holds its value
 
     def array(self, entry: str) -> np.ndarray:
         """The raw array of an entry (a memory map; BF16 as uint16 bits)."""
@@ -282,12 +317,20 @@ class Checkpoint:
         return f.float32(name) if f.dtype(name) == "BF16" else np.array(f.array(name))
 
     def items(self) -> Iterator[tuple[str, Any]]:
-        """``(name, QTensor or ndarray)`` in file order."""
+        """``(name, QTensor or ndarray)`` in file order; an alias (a tied weight) comes after its target, as
+        the same array."""
+        owners = {k: n for n, info in self.tensors.items() for k in info.get("arrays", {}).values()}
+        tied: dict[str, list[str]] = {}
+        for alias, target in self.aliases.items():
+            tied.setdefault(target, []).append(alias)
         done = set()
         for entry in self.where:
-            owner = next((n for n, info in self.tensors.items() if entry in info.get("arrays", {}).values()), None)
+            owner = owners.get(entry)
             if owner is None:
-                yield entry, self.plain(entry)
+                value = self.plain(entry)
+                yield entry, value
+                for alias in tied.get(entry, []):
+                    yield alias, value
             elif owner not in done:
                 done.add(owner)
                 yield owner, self.qtensor(owner)
@@ -341,8 +384,8 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Open and validate a checkpoint (a file or a folder) without reading any tensor data.
 
     Raises:
-        FileFormatError: a pickle, a missing file, a bad header or index, a tensor named twice, or a
-            quantized tensor whose arrays are missing.
+        FileFormatError: a pickle, a missing file, a bad header or index, a tensor named twice, a
+            quantized tensor whose arrays are missing, or an alias that names no plain entry of its file.
     """
     root = Path(path)
     files = {p.name: SafetensorsFile(p) for p in _files_of(root)}
@@ -355,11 +398,19 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         doc = _lowbit_meta(f)
         ckpt.tensors.update(doc.get("tensors", {}))
         ckpt.modules.update(doc.get("modules", {}))
+        aliases = doc.get("aliases", {})
+        if not isinstance(aliases, dict) or not all(isinstance(v, str) and v in f.names for v in aliases.values()):
+            raise FileFormatError(f"{f.path}: its lowbit 'aliases' must map names to entries of the same file")
+        ckpt.aliases.update(aliases)
     for name, info in ckpt.tensors.items():
         arrays = info.get("arrays") if isinstance(info, dict) else None
         missing = [k for k in (arrays or {}).values() if k not in ckpt.where] if isinstance(arrays, dict) else ["?"]
         if missing:
             raise FileFormatError(f"{root}: quantized tensor {name!r} lacks its arrays {missing}")
+    owned = {k for info in ckpt.tensors.values() for k in info["arrays"].values()}
+    clash = [a for a, t in ckpt.aliases.items() if a in ckpt.where or a in ckpt.tensors or t in owned]
+    if clash:
+        raise FileFormatError(f"{root}: aliases {clash[:4]} name stored tensors or point into quantized ones")
     return ckpt
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lowbit._text import format_table
@@ -50,6 +50,7 @@ class Inspection:
     path: str
     files: int
     rows: list[TensorRow]
+    aliases: dict[str, str] = field(default_factory=dict)  # tied weights: name -> the stored tensor it shares
 
     def totals(self) -> dict[str, Any]:
         """Bytes and elements, all and quantized only."""
@@ -67,13 +68,14 @@ class Inspection:
         lines = [format_table(["tensor", "format", "shape", "bits/w", "bytes"], body),
                  f"{t['tensors']} tensors in {self.files} file(s), {t['bytes']:,} bytes; {t['quantized_tensors']} "
                  f"quantized: {t['quantized_bytes']:,} bytes, {t['quantized_bits_per_weight']:.3f} bits/weight"]
+        lines += [f"{alias} shares {target} (tied, stored once)" for alias, target in self.aliases.items()]
         return "\n".join(lines)
 
     def to_json(self) -> str:
-        """One JSON document: ``{"path", "files", "tensors": [...], "totals": {...}}``."""
+        """One JSON document: ``{"path", "files", "tensors": [...], "totals": {...}, "aliases": {...}}``."""
         tensors = [{**asdict(r), "shape": list(r.shape), "bits_per_weight": r.bits_per_weight} for r in self.rows]
-        return json.dumps({"path": self.path, "files": self.files, "tensors": tensors, "totals": self.totals()},
-                          indent=2)
+        return json.dumps({"path": self.path, "files": self.files, "tensors": tensors, "totals": self.totals(),
+                           "aliases": self.aliases}, indent=2)
 
 
 def inspect_checkpoint(path: str | os.PathLike[str]) -> Inspection:
@@ -107,5 +109,5 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> Inspection:
                 fmt += f" {info['algorithm']}"
             shape = tuple(int(s) for s in info["shape"])
             rows.append(TensorRow(name, fmt, shape, math.prod(shape), sizes[name], True))
-    return Inspection(str(path), len(ckpt.files), rows)
+    return Inspection(str(path), len(ckpt.files), rows, dict(ckpt.aliases))
 

@@ -151,6 +151,7 @@ def load_quantized(path: str | os.PathLike[str], model: Any) -> Any:
 
     ckpt = open_checkpoint(path)
     plain = {n: _tensor(ckpt, n) for n in ckpt.plain_names()}
+    plain.update({alias: plain[target] for alias, target in ckpt.aliases.items()})  # tied weights share one tensor
     layers = dict(ckpt.modules)
     for tensor in sorted(set(ckpt.tensors) - {f"{m}.weight" if m else "weight" for m in layers}):
         owner, _, leaf = tensor.rpartition(".")
