@@ -271,3 +271,12 @@ def test_progress_shows_on_a_terminal_and_quiet_turns_it_off(float_file, tmp_pat
     bar = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown[""])  # without the terminal's colour codes
     assert re.search(r"quantize .* \d+\.\d/33\.\d kB .* w\r", bar), bar  # bytes done of all, then the tensor
     assert shown["--quiet"] == ""
+
+
+def test_resume_of_a_finished_run_says_there_is_nothing_to_do(float_file, tmp_path, capsys):
+    src, _ = float_file
+    args = ["quantize", str(src), str(tmp_path / "out"), "--qtype", "int4", "--resume"]
+    assert main(args) == 0
+    assert "quantized 1 tensor(s), kept 1" in capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out.startswith("nothing to do: all 1 shard(s) already complete")

@@ -139,6 +139,9 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _summary_text(s: Any, verb: str) -> str:
+    if s.skipped_shards and not (s.quantized or s.kept):
+        return (f"nothing to do: all {s.skipped_shards} shard(s) already complete "
+                f"({s.input_bytes / 1e6:,.1f} MB -> {s.output_bytes / 1e6:,.1f} MB)")
     lines = [f"{verb} {s.quantized} tensor(s), kept {s.kept}: {s.input_bytes / 1e6:,.1f} MB -> "
              f"{s.output_bytes / 1e6:,.1f} MB in {s.seconds:.1f} s ({s.mb_per_s:,.0f} MB/s of input)"]
     if s.quantized_elements:

@@ -65,9 +65,12 @@ class Inspection:
         body = [[r.name, r.format, "x".join(map(str, r.shape)) or "()", f"{r.bits_per_weight:.3f}", f"{r.nbytes:,}"]
                 for r in self.rows]
         t = self.totals()
+        quantized = "none quantized"
+        if t["quantized_tensors"]:
+            quantized = (f"{t['quantized_tensors']} quantized: {t['quantized_bytes']:,} bytes, "
+                         f"{t['quantized_bits_per_weight']:.3f} bits/weight")
         lines = [format_table(["tensor", "format", "shape", "bits/w", "bytes"], body),
-                 f"{t['tensors']} tensors in {self.files} file(s), {t['bytes']:,} bytes; {t['quantized_tensors']} "
-                 f"quantized: {t['quantized_bytes']:,} bytes, {t['quantized_bits_per_weight']:.3f} bits/weight"]
+                 f"{t['tensors']} tensors in {self.files} file(s), {t['bytes']:,} bytes; {quantized}"]
         lines += [f"{alias} shares {target} (tied, stored once)" for alias, target in self.aliases.items()]
         return "\n".join(lines)
 
