@@ -307,7 +307,7 @@ class SafetensorsFile:
 
     def _pread(self, name: str, offset: int, size: int, dtype: np.dtype) -> np.ndarray:
         buf = np.empty(size // dtype.itemsize, dtype)
-        view, done = memoryview(buf).cast("B"), 0
+        view, done = memoryview(buf.view(np.uint8).data), 0
         fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
             while done < size:
