@@ -235,3 +235,18 @@ def test_killed_runs_leave_nothing_that_passes_for_complete_and_resume_finishes(
         json.loads((clean / "model.safetensors.index.json").read_text())
     for leftover in (p for p in out.iterdir() if p.name.startswith(".") and p.suffix == ".tmp"):
         os.unlink(leftover)  # temporaries of killed runs: hidden, never mistaken for shards
+
+
+def test_overwrite_replaces_a_folder_without_leaving_old_shards(tmp_path):
+    three = _model_folder(tmp_path / "three", shards=3, rows=64)
+    two = _model_folder(tmp_path / "two", shards=2, rows=64)
+    out = tmp_path / "out"
+    convert.quantize_checkpoint(three, out, progress=False)
+    with pytest.raises(lowbit.FileFormatError, match="--overwrite"):
+        convert.quantize_checkpoint(two, out, progress=False)
+    with pytest.raises(lowbit.FileFormatError, match="would overwrite the input"):
+        convert.quantize_checkpoint(two, two, progress=False, overwrite=True)
+    convert.quantize_checkpoint(two, out, progress=False, overwrite=True)
+    assert sorted(p.name for p in out.glob("*.safetensors")) == sorted(p.name for p in two.glob("*.safetensors"))
+    assert set(lowbit.load(out)) == {f"layers.{i}.{k}.weight" for i in (1, 2) for k in range(4)} | {
+        "layers.1.norm", "layers.2.norm"}  # nothing of the three-shard model is left
