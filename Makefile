@@ -20,7 +20,7 @@ $(VENV)/.core: $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.core
-	$(PIP) -e '.[torch,models,dev]'
+	$(PIP) -e '.[torch,models,gguf,onnx,dev]'
 	touch $@
 
 demo: $(VENV)/.core

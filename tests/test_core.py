@@ -443,3 +443,82 @@ def test_dequantize_out_buffer_is_used(dtype, rng):
     d2 = qt.dequantize(out=out2)
     assert np.shares_memory(d2, out2)
     np.testing.assert_array_equal(out2, d)
+
+
+# ---- float zero point: x = code * scale + offset (GGUF Q4_1 / Q5_1) ----
+
+def _q4_1_grid(rng: np.random.Generator, rows: int, cols: int, bits: int = 4) -> np.ndarray:
+    """Weights that sit exactly on a Q4_1-style grid: float16 scale and minimum per group of 32,
+    every group using its lowest and highest code (as GGUF Q4_1 weights do)."""
+    qmax = 2**bits - 1
+    codes = rng.integers(0, qmax + 1, (rows, cols // 32, 32))
+    codes[..., 0], codes[..., 1] = 0, qmax
+    d = rng.uniform(0.001, 0.05, (rows, cols // 32, 1)).astype(np.float16).astype(np.float32)
+    m = rng.uniform(-0.4, -0.01, (rows, cols // 32, 1)).astype(np.float16).astype(np.float32)
+    return (codes.astype(np.float32) * d + m).reshape(rows, cols)
+
+
+@pytest.mark.parametrize("qtype,bits", [("uint4", 4), ("uint5", 5)])
+def test_float_zero_point_is_lossless_on_a_gguf_min_grid(qtype: str, bits: int) -> None:
+    w = _q4_1_grid(np.random.default_rng(1), 16, 128, bits)
+    flt = lowbit.quantize(w, qtype, granularity="group:32", zero_point="float", scale_format="float16")
+    assert flt.float_zero_point and flt.zero_point.dtype == np.float16
+    np.testing.assert_array_equal(flt.dequantize(), w)
+    integer = lowbit.quantize(w, qtype, granularity="group:32", scale_format="float16")  # integer zero points
+    assert np.abs(integer.dequantize() - w).max() > 1e-4  # ...cannot hold a float minimum
+
+
+@pytest.mark.parametrize("gran", ["tensor", "channel", "group:16"])
+def test_float_zero_point_error_is_half_a_step(gran: str) -> None:
+    w = np.random.default_rng(2).standard_t(3, (8, 64)).astype(np.float32)
+    qt = lowbit.quantize(w, "uint4", granularity=gran, zero_point="float")
+    layout = lowbit.granularity.plan(qt.granularity, w.shape)
+    step = np.broadcast_to(qt.scale.reshape(layout.param_shape), layout.param_shape)
+    err = np.abs(qt.dequantize() - w)
+    assert err.max() <= step.max() / 2 * (1 + 1e-5)
+    assert qt.codes.min() == 0 and qt.codes.max() == 15
+    np.testing.assert_array_equal(lowbit.fake_quantize(w, "uint4", granularity=gran, zero_point="float"),
+                                  qt.dequantize())
+
+
+def test_float_zero_point_constant_block_is_exact() -> None:
+    w = np.full((2, 32), -3.25, np.float32)
+    np.testing.assert_array_equal(lowbit.quantize(w, "uint4", zero_point="float").dequantize(), w)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"qtype": "int4"}, "unsigned integer"),
+    ({"qtype": "nf4"}, "unsigned integer"),
+    ({"qtype": "uint4", "symmetric": True}, "symmetric"),
+    ({"qtype": "uint4", "scale_format": "double8"}, "scale_format"),
+    ({"qtype": "uint4", "method": "mse"}, "minmax"),
+    ({"qtype": "uint4", "scale": 0.1}, "scale="),
+])
+def test_float_zero_point_refusals(kwargs: dict, match: str) -> None:
+    with pytest.raises(lowbit.OptionError, match=match):
+        lowbit.quantize(np.ones(32, np.float32), zero_point="float", **kwargs)
+
+
+def test_zero_point_kind_is_validated() -> None:
+    with pytest.raises(lowbit.OptionError, match="zero_point must be one of"):
+        lowbit.quantize(np.ones(4, np.float32), "uint4", zero_point="floaty")
+    ints = lowbit.quantize(np.arange(4.0), "uint4", zero_point="int")
+    assert not ints.float_zero_point and ints.zero_point.dtype == np.uint8
+
+
+def test_float_zero_point_beyond_float16_is_refused() -> None:
+    with pytest.raises(lowbit.OptionError, match="float16"):
+        lowbit.quantize(np.array([-1e6, 1e6], np.float32), "uint8", zero_point="float", scale_format="float16")
+
+
+def test_float_zero_point_dict_round_trip_and_mismatch() -> None:
+    from lowbit.qtensor import QTensor
+
+    qt = lowbit.quantize(np.random.default_rng(3).standard_normal((4, 64)), "uint4", granularity="group:32",
+                         zero_point="float")
+    d = qt.to_dict()
+    assert d["meta"]["zero_point_kind"] == "float" and d["zero_point"].dtype == np.float64
+    np.testing.assert_array_equal(QTensor.from_dict(d).dequantize(), qt.dequantize())
+    del d["meta"]["zero_point_kind"]
+    with pytest.raises(lowbit.FileFormatError, match="zero_point_kind"):
+        QTensor.from_dict(d)

@@ -28,9 +28,71 @@ from lowbit.granularity import BlockLayout, Granularity, PerChannel, PerGroup, P
 from lowbit.qparams import affine_zero_points, choose_qparams, symmetric_divisor
 from lowbit.qtensor import QTensor
 
-__all__ = ["quantize", "dequantize", "fake_quantize", "ROUNDING_MODES"]
+__all__ = ["quantize", "dequantize", "fake_quantize", "ROUNDING_MODES", "ZERO_POINT_KINDS"]
 
 ROUNDING_MODES = ("nearest", "stochastic")
+#: ``zero_point=`` strings: integer zero points (the default) or a float zero point per block
+ZERO_POINT_KINDS = ("int", "float")
+#: scale formats a float zero point can be stored beside (it is stored in the same precision)
+OFFSET_SCALE_FORMATS = ("float32", "float16")
+
+
+def _zero_point_kind(zero_point: Any) -> tuple[bool, Any]:
+    """(float zero point asked for, the explicit zero points left: None for a kind string)."""
+    if not isinstance(zero_point, str):
+        return False, zero_point
+    if zero_point not in ZERO_POINT_KINDS:
+        raise OptionError(f"zero_point must be one of {ZERO_POINT_KINDS} or numbers, got {zero_point!r}")
+    return zero_point == "float", None
+
+
+def _offset_checks(qt: QType, symmetric: bool | None, scale: Any, est: Any, fmt: ScaleFormat) -> None:
+    """Refuse the options a float zero point (``x = code * scale + offset``) does not combine with."""
+    if qt.kind != "int" or qt.signed:
+        raise OptionError(f"zero_point='float' needs an unsigned integer format (uint4, uint5, uint8 ...), "
+                          f"got {qt.name}")
+    if symmetric:
+        raise OptionError("zero_point='float' is affine; drop symmetric=True")
+    if scale is not None:
+        raise OptionError("zero_point='float' chooses each block's scale and minimum; drop scale=")
+    if est is not None:
+        raise OptionError(f"zero_point='float' uses each block's min and max (method='minmax'), got {est!r}")
+    if fmt.name not in OFFSET_SCALE_FORMATS:
+        raise OptionError(f"zero_point='float' stores the minimum in the scales' precision, so it needs "
+                          f"scale_format in {OFFSET_SCALE_FORMATS}, got {fmt.name!r}")
+
+
+def _quantize_offset(x: Any, qtype: str | QType, granularity: Any, symmetric: bool | None, scale: Any, est: Any,
+                     scale_format: str | None, mode_seed: tuple[str, np.uint64], out: np.ndarray | None) -> QTensor:
+    """quantize() with a float zero point: codes ``rint((x - min) / scale)``, stored min and scale."""
+    from lowbit._kernels import block_minmax, quantize_kernel
+    from lowbit.qparams import offset_qparams
+
+    qt = get_qtype(qtype)
+    fmt = scale_format_for(qt, scale_format)
+    _offset_checks(qt, symmetric, scale, est, fmt)
+    gran = as_granularity(granularity, PerTensor())
+    flat, source = as_float_array(x)
+    layout = _layout(qt, gran, source.shape)
+    mins, maxs, nonfinite = block_minmax(flat, layout)
+    check_finite(flat, nonfinite, source.shape)
+    sdt = scale_dtype(source)
+    s, m = offset_qparams(mins.reshape(layout.param_shape), maxs.reshape(layout.param_shape), qt, sdt)
+    s, _, (fmt_name, arrays) = _encoded(s, np.zeros(s.shape, np.int64), mins, qt, False, fmt, False)
+    with np.errstate(over="ignore"):  # a minimum beyond float16 becomes inf, refused just below
+        offset = m.astype(np.float16) if fmt.name == "float16" else m
+    if not np.all(np.isfinite(offset)):
+        raise OptionError(f"a block minimum of the {source.shape} tensor is beyond float16's range; "
+                          "use scale_format='float32'")
+    n = flat.size
+    size, dtype = (qt.packed_nbytes(n), np.dtype(np.uint8)) if qt.packed else (n, qt.storage_dtype)
+    data = np.empty(size, dtype) if out is None else check_out(out, dtype, size, qt.name)
+    inv = (flat.dtype.type(1) / s.astype(flat.dtype)).reshape(-1)
+    zpf = (qt.qmin - offset.astype(flat.dtype).reshape(-1) * inv).astype(flat.dtype)
+    rounding, seed = mode_seed
+    quantize_kernel(flat, data, inv, zpf, layout.Q, layout.R, layout.T, qt.qmin, qt.qmax, qt.bits,
+                    _mode(rounding, gran), seed)
+    return QTensor(data, s, offset, qt, gran, False, source, fmt_name, arrays)
 
 
 def _mode(rounding: str, granularity: Granularity) -> int:
@@ -259,7 +321,10 @@ def quantize(
         rounding: ``"nearest"`` (round half to even) or ``"stochastic"``.
         rng: seed (int) or ``numpy.random.Generator`` for stochastic rounding.
         scale: optional fixed scale(s) instead of min-max (scalar or per block).
-        zero_point: optional fixed zero point(s), used with ``scale``.
+        zero_point: optional fixed zero point(s), used with ``scale``; or ``"float"``: a
+            float zero point per block, ``x = code * scale + offset`` with ``offset`` the
+            block minimum (unsigned formats, min-max; stored in the scale format, float32
+            or float16), as GGUF's Q4_1/Q5_1 store it. ``"int"`` is the default.
         out: optional buffer for the codes (storage dtype, or uint8 packed bytes).
         method: how the clipping range is estimated: ``"minmax"`` (default),
             ``"percentile"``, ``"mse"``, ``"entropy"``, ``"aciq"`` (see
@@ -289,9 +354,14 @@ def quantize(
         ([0, 85, 255], 85)
         >>> lowbit.quantize(np.arange(8.0).reshape(2, 4), "int4", granularity="token").scale.tolist()
         [0.42857142857142855, 1.0]
+        >>> lowbit.quantize(np.array([0.5, 1.5, 3.5]), "uint2", zero_point="float").dequantize().tolist()
+        [0.5, 1.5, 3.5]
     """
     seed = _seed(rounding, rng, qtype)
     est = _range_estimator(method, method_options, deprecated, "quantize()")
+    float_zp, zero_point = _zero_point_kind(zero_point)
+    if float_zp:
+        return _quantize_offset(x, qtype, granularity, symmetric, scale, est, scale_format, (rounding, seed), out)
     flat, source, qt, gran, sym, layout, s, z, enc = _prepare(
         x, qtype, granularity, symmetric, scale, zero_point, est, scale_format
     )
@@ -372,6 +442,10 @@ def fake_quantize(
     """
     seed = _seed(rounding, rng, qtype)
     est = _range_estimator(method, method_options, deprecated, "fake_quantize()")
+    float_zp, zero_point = _zero_point_kind(zero_point)
+    if float_zp:
+        return _quantize_offset(x, qtype, granularity, symmetric, scale, est, scale_format, (rounding, seed),
+                                None).dequantize()
     flat, source, qt, gran, _, layout, s, z, _ = _prepare(
         x, qtype, granularity, symmetric, scale, zero_point, est, scale_format
     )

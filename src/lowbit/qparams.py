@@ -32,7 +32,7 @@ import numpy as np
 from lowbit.errors import QTypeError
 from lowbit.formats import QType, get_qtype
 
-__all__ = ["choose_qparams"]
+__all__ = ["choose_qparams", "offset_qparams"]
 
 
 def symmetric_divisor(qtype: QType) -> tuple[int, int]:
@@ -132,3 +132,24 @@ def choose_qparams(
         bool(symmetric), zero, steps, scale.reshape(-1), zp.reshape(-1),
     )
     return scale, zp
+
+
+def offset_qparams(mins: np.ndarray, maxs: np.ndarray, qtype: str | QType, scale_dtype: np.dtype | type = np.float32
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and float zero point (the block minimum) of unsigned affine blocks: ``x = code * scale + offset``.
+
+    ``scale = (max - min) / qmax`` and ``offset = min``, with no widening of the range to
+    include 0 (GGUF's Q4_1/Q5_1 rule).  A constant block gets scale 1 and stores its
+    value as the offset, so it round-trips exactly.
+
+    Example:
+        >>> s, m = offset_qparams(np.array([-1.0]), np.array([2.0]), "uint4")
+        >>> float(s[0]), float(m[0])
+        (0.2, -1.0)
+    """
+    qt = get_qtype(qtype)
+    sdt = np.dtype(scale_dtype)
+    lo, hi = np.broadcast_arrays(np.asarray(mins, np.float64), np.asarray(maxs, np.float64))
+    span = (hi - lo) / (qt.qmax - qt.qmin)
+    scale = np.where(span > 0, np.maximum(span, np.finfo(sdt).tiny), 1.0).astype(sdt)
+    return scale, lo.astype(sdt)

@@ -45,7 +45,9 @@ class QTensor:
         scale: per-block scales as the kernels use them (decoded from the stored
             form), shaped ``()`` (tensor), ``(C,)`` (channel) or like the tensor with
             the grouped axis divided by the group size.
-        zero_point: per-block zero points in the format's storage dtype, same shape.
+        zero_point: per-block zero points in the format's storage dtype, same shape; or,
+            for a float zero point (``quantize(..., zero_point="float")``), the per-block
+            float offsets (float16/float32/float64): ``x = code * scale + offset``.
         qtype: the number format.
         granularity: how blocks were formed.
         symmetric: scale-only quantization (zero points are fixed and not stored).
@@ -95,6 +97,17 @@ class QTensor:
         from lowbit._kernels import unpack_codes
 
         return unpack_codes(self.data, self.numel, self.qtype.bits, self.qtype.signed).reshape(self.shape)
+
+    @property
+    def float_zero_point(self) -> bool:
+        """Whether the zero points are float offsets (``x = code * scale + offset``, GGUF Q4_1's rule).
+
+        Example:
+            >>> import lowbit, numpy as np
+            >>> lowbit.quantize(np.arange(4.0), "uint4", zero_point="float").float_zero_point
+            True
+        """
+        return self.zero_point.dtype.kind == "f"
 
     @property
     def stored_scale(self) -> dict[str, np.ndarray]:
@@ -164,6 +177,13 @@ class QTensor:
             grid = grid_tables(qt)[0].astype(sdt)
             dequantize_grid_kernel(self.data, n, result, scale, grid, layout.Q, layout.R, layout.T, qt.bits)
             return restore(result, src)
+        if self.float_zero_point:
+            from lowbit._kernels.quant import dequantize_offset_kernel
+
+            offset = self.zero_point.astype(sdt).reshape(-1)
+            dequantize_offset_kernel(self.data, n, result, scale, offset, layout.Q, layout.R, layout.T, qt.bits,
+                                     qt.signed)
+            return restore(result, src)
         from lowbit._kernels import dequantize_kernel
 
         zp = self.zero_point.astype(np.int32).reshape(-1)
@@ -192,6 +212,7 @@ class QTensor:
                 "dtype": self.source.dtype,
                 "shape": list(self.shape),
                 "scale_format": self.scale_format,
+                **({"zero_point_kind": "float"} if self.float_zero_point else {}),
             },
         }
 
@@ -229,6 +250,9 @@ class QTensor:
                 scale, fmt_name, arrays = cls._read_scales(d, meta, qtype, gran, shape, source)
             qt = cls(np.asarray(d["data"]), scale, np.asarray(d["zero_point"]), qtype, gran,
                      bool(meta["symmetric"]), source, fmt_name, arrays)
+            if qt.float_zero_point != (meta.get("zero_point_kind", "int") == "float"):
+                raise FileFormatError(f"zero_point is {qt.zero_point.dtype} but meta zero_point_kind is "
+                                      f"{meta.get('zero_point_kind', 'int')!r}")
             qt._validate()
         except FileFormatError:
             raise
@@ -266,11 +290,7 @@ class QTensor:
             problems.append(f"data is {self.data.dtype}{self.data.shape} (want {data_dtype} ({want},))")
         if self.scale.shape != layout.param_shape or self.scale.dtype.kind != "f":
             problems.append(f"scale is {self.scale.dtype}{self.scale.shape} (want float {layout.param_shape})")
-        if self.zero_point.shape != layout.param_shape or self.zero_point.dtype != self.qtype.storage_dtype:
-            problems.append(
-                f"zero_point is {self.zero_point.dtype}{self.zero_point.shape} "
-                f"(want {self.qtype.storage_dtype} {layout.param_shape})"
-            )
+        problems += self._zero_point_problems(layout.param_shape)
         try:
             fmt = scale_format_for(self.qtype, self.scale_format)
         except LowbitError as err:
@@ -285,8 +305,21 @@ class QTensor:
         if problems:
             raise FileFormatError(f"QTensor {self.shape} {self.granularity} {self.qtype.name}: " + "; ".join(problems))
 
+    def _zero_point_problems(self, param_shape: tuple[int, ...]) -> list[str]:
+        """What is wrong with the zero points (integer codes, or float offsets of an unsigned affine format)."""
+        zp = self.zero_point
+        if self.float_zero_point:
+            ok = zp.dtype in (np.float16, np.float32, np.float64) and not self.symmetric
+            ok = ok and self.qtype.kind == "int" and not self.qtype.signed and bool(np.all(np.isfinite(zp)))
+            want = "finite float offsets of an unsigned affine format"
+        else:
+            ok, want = zp.dtype == self.qtype.storage_dtype, str(self.qtype.storage_dtype)
+        if ok and zp.shape == param_shape:
+            return []
+        return [f"zero_point is {zp.dtype}{zp.shape} (want {want} {param_shape})"]
+
     def __repr__(self) -> str:
-        kind = "sym" if self.symmetric else "affine"
+        kind = "sym" if self.symmetric else "affine, float zero point" if self.float_zero_point else "affine"
         fmt = "" if self.scale_format == DEFAULT_SCALE_FORMAT else f", scales={self.scale_format}"
         return (
             f"QTensor({self.qtype.name}, {self.granularity}, {kind}, shape={self.shape}, "

@@ -27,7 +27,8 @@ from lowbit._kernels._bits import pack_run, uniform01, unpack_run
 from lowbit._kernels._intrinsics import fma
 
 __all__ = [
-    "quantize_kernel", "dequantize_kernel", "fake_quantize_kernel", "CHUNK", "FUSED", "UNFUSED", "STOCHASTIC"
+    "quantize_kernel", "dequantize_kernel", "dequantize_offset_kernel", "fake_quantize_kernel", "CHUNK", "FUSED",
+    "UNFUSED", "STOCHASTIC",
 ]
 
 CHUNK = 1 << 14
@@ -183,3 +184,43 @@ def fake_quantize_kernel(x, out, inv, zpf, scale, zpi, Q, R, T, qmin, qmax, mode
         stop = min(n, start + CHUNK)
         _quant_chunk(x, start, stop, inv, zpf, Q, R, T, fmin, fmax, mode, seed, out, 0)
         _dequant_chunk(out, 0, start, stop, scale, zpi, Q, R, T, out)
+
+
+@njit(inline="always", cache=True)
+def _offset_chunk(codes, c0, start, stop, scale, offset, Q, R, T, out):  # pragma: no cover
+    """out[e] = codes[e - c0] * scale + offset for e in [start, stop) (the product rounded first)."""
+    e = start
+    while e < stop:
+        end, p = _segment(e, stop, Q, R, T)
+        cs = codes[e - c0 : end - c0]
+        os_ = out[e:end]
+        if T == 1:
+            s = scale[p]
+            m = offset[p]
+            for i in range(end - e):
+                os_[i] = scale.dtype.type(cs[i]) * s + m
+        else:
+            ss = scale[p : p + end - e]
+            ms = offset[p : p + end - e]
+            for i in range(end - e):
+                os_[i] = ss.dtype.type(cs[i]) * ss[i] + ms[i]
+        e = end
+
+
+@njit(parallel=True, cache=True)
+def dequantize_offset_kernel(data, n, out, scale, offset, Q, R, T, bits, signed):  # pragma: no cover
+    """Dequantize codes with a float zero point: ``code * scale + offset`` (GGUF Q4_1's rule).
+
+    ``scale`` and ``offset`` have out's dtype.
+    """
+    packed = bits != 8 and bits != 16
+    nchunks = (n + CHUNK - 1) // CHUNK
+    for c in prange(nchunks):
+        start = c * CHUNK
+        stop = min(n, start + CHUNK)
+        if packed:
+            scratch = np.empty(CHUNK, np.int32)
+            unpack_run(data, start * bits // 8, stop - start, bits, signed, scratch)
+            _offset_chunk(scratch, start, start, stop, scale, offset, Q, R, T, out)
+        else:
+            _offset_chunk(data, 0, start, stop, scale, offset, Q, R, T, out)

@@ -52,8 +52,12 @@ def _array_dtype(key: str, array: np.ndarray) -> str:
 
 
 def description(qtype: str | QType, granularity: Any, symmetric: bool, scale_format: str, shape: Any, dtype: str,
-                algorithm: str | None = "rtn", options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                algorithm: str | None = "rtn", options: Mapping[str, Any] | None = None, *,
+                zero_point_kind: str = "int") -> dict[str, Any]:
     """The JSON description of a quantized tensor (``tensors[name]`` of the metadata), without ``arrays``.
+
+    ``zero_point_kind="float"`` (a float zero point, ``x = code * scale + zero_point``) adds
+    ``"zero_point_kind": "float"``; integer zero points leave the key out.
 
     Example:
         >>> d = description("nf4", "group:64", True, "float32", [2, 64], "bfloat16")
@@ -68,6 +72,7 @@ def description(qtype: str | QType, granularity: Any, symmetric: bool, scale_for
         "zero_point": _fixed_zero_point(q) if symmetric else None,
         "scale_format": scale_format, "shape": [int(s) for s in shape], "dtype": dtype,
         "algorithm": algorithm, "algorithm_options": dict(options or {}),
+        **({"zero_point_kind": "float"} if zero_point_kind == "float" else {}),
     }
 
 
@@ -80,7 +85,7 @@ def describe(qt: QTensor, algorithm: str | None = "rtn", options: Mapping[str, A
         True
     """
     return description(qt.qtype, qt.granularity, qt.symmetric, qt.scale_format, qt.shape, qt.dtype, algorithm,
-                       options)
+                       options, zero_point_kind="float" if qt.float_zero_point else "int")
 
 
 def tensor_entries(name: str, qt: QTensor) -> list[tuple[str, str, tuple[int, ...], np.ndarray]]:
@@ -120,8 +125,14 @@ def planned_entries(name: str, info: Mapping[str, Any]) -> list[tuple[str, str, 
     for key, (dtype, shp) in fmt.specs(layout.param_shape, sdt).items():
         out.append((f"{name}.{key}", _SEMANTIC.get(key, safetensors_dtype(np.empty(0, dtype))), tuple(shp)))
     if not info["symmetric"]:
-        out.append((f"{name}.zero_point", safetensors_dtype(np.empty(0, qt.storage_dtype)), layout.param_shape))
+        zdt = _offset_dtype(fmt.name, sdt) if info.get("zero_point_kind") == "float" else qt.storage_dtype
+        out.append((f"{name}.zero_point", safetensors_dtype(np.empty(0, zdt)), layout.param_shape))
     return out
+
+
+def _offset_dtype(scale_format: str, sdt: np.dtype) -> np.dtype:
+    """dtype of float zero points: float16 beside float16 scales, else the scales' compute dtype."""
+    return np.dtype(np.float16) if scale_format == "float16" else sdt
 
 
 def _resolve_qtype(info: Mapping[str, Any]) -> QType:
@@ -168,7 +179,8 @@ def read_qtensor(name: str, info: Mapping[str, Any], fetch: Callable[[str], np.n
             d["zero_point"] = np.asarray(fetch(f"{name}.zero_point"))
         d["meta"] = {"format_version": QTENSOR_VERSION, "qtype": qt.name, "granularity": info["granularity"],
                      "symmetric": bool(info["symmetric"]), "kind": "numpy", "dtype": str(info["dtype"]),
-                     "shape": shape, "scale_format": fmt.name}
+                     "shape": shape, "scale_format": fmt.name,
+                     "zero_point_kind": str(info.get("zero_point_kind", "int"))}
         return QTensor.from_dict(d)
     except (KeyError, TypeError, ValueError) as err:  # LowbitError subclasses included
         raise FileFormatError(f"quantized tensor {name!r}: {err}") from None

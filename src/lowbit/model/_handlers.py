@@ -84,7 +84,7 @@ def _weight_only(module: Any, name: str, cfg: WeightOnly, stat: Any) -> Any:
         takes = "Linear and Embedding layers" if cfg.algorithm == "hqq" else "Linear layers that ran on the batches"
         scheme = f"{scheme} -> rtn ({cfg.algorithm} takes {takes})"
     new = cls.from_float(module, qtype=cfg.qtype, granularity=gran, symmetric=cfg.symmetric, method=cfg.method,
-                         scale_format=cfg.scale_format, method_options=cfg.method_options)
+                         scale_format=cfg.scale_format, method_options=cfg.method_options, zero_point=cfg.zero_point)
     return _record(new, "rtn", {}), scheme
 
 

@@ -76,6 +76,8 @@ def _inferred(model: Any, name: str, info: dict[str, Any]) -> dict[str, Any]:
     except AttributeError:
         raise ModelError(f"quantized tensor {name}.weight has no module {name!r} in the skeleton") from None
     fmt = {k: info[k] for k in ("qtype", "granularity", "symmetric", "scale_format")}
+    if info.get("zero_point_kind") == "float":
+        fmt["zero_point"] = "float"
     if isinstance(module, nn.Linear):
         return {"class": "WeightOnlyLinear", "config": {"in_features": module.in_features, "out_features":
                 module.out_features, "bias": module.bias is not None, **fmt}}

@@ -111,6 +111,27 @@ class Config(abc.ABC):
         return None
 
 
+def _check_zero_point(cfg: Any, qt: Any) -> None:
+    """Refuse a float zero point where round to nearest of an unsigned affine format cannot keep it."""
+    from lowbit.core import OFFSET_SCALE_FORMATS, ZERO_POINT_KINDS
+
+    if cfg.zero_point not in ZERO_POINT_KINDS:
+        raise OptionError(f"zero_point must be one of {ZERO_POINT_KINDS}, got {cfg.zero_point!r}")
+    if cfg.zero_point == "int":
+        return
+    problems = []
+    if qt.kind != "int" or qt.signed:
+        problems.append(f"an unsigned integer format (got {qt.name})")
+    if cfg.symmetric:
+        problems.append("symmetric=None/False")
+    if cfg.algorithm != "rtn" or cfg.method != "minmax":
+        problems.append(f"algorithm='rtn' with method='minmax' (got {cfg.algorithm!r}, {cfg.method!r})")
+    if (cfg.scale_format or "float32") not in OFFSET_SCALE_FORMATS:
+        problems.append(f"scale_format in {OFFSET_SCALE_FORMATS} (got {cfg.scale_format!r})")
+    if problems:
+        raise OptionError("zero_point='float' needs " + "; ".join(problems))
+
+
 def _float_layers(embeddings: bool) -> tuple[type, ...]:
     import torch.nn as tnn
 
@@ -200,6 +221,10 @@ class WeightOnly(Config):
             ``"float16"``, ``"double8"``, ``"kquant6"`` ...); None for the format's default
             (float32, or e8m0 for MX). Weights GPTQ/AWQ/HQQ computed are re-stored with
             their scales in this format (codes recomputed for the stored scales).
+        zero_point: ``"int"`` (default) or ``"float"``: a float zero point per block,
+            ``w = code * scale + min`` (unsigned formats, round to nearest, float32 or
+            float16 scales) as GGUF's Q4_1/Q5_1 store it; ``WeightOnly("uint4", "group:32",
+            scale_format="float16", zero_point="float")`` is Q4_1's scheme.
 
     Raises:
         QTypeError, GranularityError, OptionError: a bad format, granularity or option.
@@ -207,6 +232,8 @@ class WeightOnly(Config):
     Example:
         >>> WeightOnly("uint4", "group:64", algorithm="hqq").scheme
         'W4 uint4 group:64 hqq'
+        >>> WeightOnly("uint4", "group:32", scale_format="float16", zero_point="float").scheme
+        'W4 uint4 group:32 float16 scales float zero point'
     """
 
     qtype: str = "int8"
@@ -218,11 +245,13 @@ class WeightOnly(Config):
     embeddings: bool = True
     algorithm_options: dict[str, Any] = field(default_factory=dict, hash=False)
     scale_format: str | None = None
+    zero_point: str = "int"
 
     def __post_init__(self) -> None:
         from lowbit.formats import scale_format_for
 
         qt = get_qtype(self.qtype)
+        _check_zero_point(self, qt)
         default = PerGroup(qt.block_size) if qt.is_mx else PerChannel(0)
         gran = as_granularity(self.granularity, default, allowed=(PerTensor, PerChannel, PerGroup))
         object.__setattr__(self, "granularity", gran)
@@ -242,7 +271,8 @@ class WeightOnly(Config):
         """Short label, e.g. ``W4 int4 group:32``."""
         algorithm = "" if self.algorithm == "rtn" else f" {self.algorithm}"
         scales = "" if self.scale_format is None else f" {self.scale_format} scales"
-        return f"W{get_qtype(self.qtype).bits} {self.qtype} {self.granularity}{algorithm}{scales}"
+        zp = " float zero point" if self.zero_point == "float" else ""
+        return f"W{get_qtype(self.qtype).bits} {self.qtype} {self.granularity}{algorithm}{scales}{zp}"
 
     def targets(self) -> tuple[type, ...]:
         """Linear and Conv2d layers, and Embedding tables unless ``embeddings=False``."""

@@ -90,7 +90,9 @@ class _Plan:
         q = module.weight_qtensor()
         groups = k // cols
         self.scale = np.ascontiguousarray(_per_row(q.scale, n, groups), np.float32)
-        zero = _per_row(q.zero_point, n, groups)
+        # a float zero point (x = code * scale + offset) is the code offset -offset / scale
+        zp = -q.zero_point.astype(np.float64) / q.scale if q.float_zero_point else q.zero_point
+        zero = _per_row(zp, n, groups)
         self.lut: np.ndarray | None = None
         if qt.is_grid:
             from lowbit._kernels.grid import grid_tables

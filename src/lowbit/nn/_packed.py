@@ -12,7 +12,8 @@ Buffers (all tensors, so ``torch.load(weights_only=True)`` reads them):
   + ``weight_scale_block_scale`` + ``weight_scale_mean`` (double8),
   ``weight_scale_codes`` + ``weight_scale_super`` (kquant6);
 * ``weight_zero_point``: storage dtype, same shape; only for affine formats
-  (``None`` when symmetric: the zero point is then fixed by the format).
+  (``None`` when symmetric: the zero point is then fixed by the format); with
+  ``zero_point="float"`` the float offsets (float32, or float16 beside float16 scales).
 
 The format, granularity, symmetry, scale format and shape are constructor
 arguments, so a freshly built module of the same configuration loads the state
@@ -49,11 +50,13 @@ class PackedWeightModule(DtypeCheckedLoad):
     bias: torch.nn.Parameter | None
 
     def _init_weight(self, shape: tuple[int, ...], qtype: str | QType, granularity: Granularity | str | None,
-                     symmetric: bool | None, scale_format: str | None = None) -> None:
+                     symmetric: bool | None, scale_format: str | None = None, zero_point: str = "int") -> None:
         name = type(self).__name__
         with error_context(f"{name} weight {shape}"):
             qt = get_qtype(qtype)
             fmt = scale_format_for(qt, scale_format)
+            float_zp = _float_zero_point(zero_point, qt, symmetric, fmt.name)
+            symmetric = False if float_zp else symmetric
             gran = as_granularity(granularity, PerGroup(qt.block_size) if qt.is_mx else PerChannel(0),
                                   allowed=(PerTensor, PerChannel, PerGroup))
             if (qt.is_grid or qt.is_mx) and symmetric is not None and not symmetric:
@@ -63,13 +66,16 @@ class PackedWeightModule(DtypeCheckedLoad):
             zero = _fixed_zero_point(qt) if sym else 0
         self.qtype, self.granularity, self.symmetric, self.weight_shape = qt, gran, sym, tuple(shape)
         self.scale_format = fmt.name
+        self.zero_point_kind = "float" if float_zp else "int"
         numel = math.prod(shape)
         dtype = torch.uint8 if qt.packed else TORCH_STORAGE[qt.storage_dtype]
         self.register_buffer("weight_data", torch.zeros(qt.packed_nbytes(numel) if qt.packed else numel, dtype=dtype))
         ones = np.ones(layout.param_shape, np.float32)
         for key, arr in fmt.encode(ones, np.dtype(np.float32)).items():  # scale 1 until a weight is stored
             self.register_buffer(f"weight_{key}", _scale_buffer(arr))
-        zp = None if sym else torch.full(layout.param_shape, zero, dtype=TORCH_STORAGE[qt.storage_dtype])
+        zp_dtype = (torch.float16 if fmt.name == "float16" else torch.float32) if float_zp \
+            else TORCH_STORAGE[qt.storage_dtype]
+        zp = None if sym else torch.full(layout.param_shape, zero, dtype=zp_dtype)
         self.register_buffer("weight_zero_point", zp)
 
     def _scale_keys(self) -> list[str]:
@@ -89,7 +95,7 @@ class PackedWeightModule(DtypeCheckedLoad):
         with error_context(f"{type(self).__name__}.from_float({type(module).__name__}) weight {tuple(weight.shape)}"):
             qt = quantize(weight, self.qtype, granularity=self.granularity, symmetric=self.symmetric,
                           method=method, method_options=method_options, scale_format=self.scale_format,
-                          **deprecated)
+                          zero_point=None if self.zero_point_kind == "int" else "float", **deprecated)
         self._store(qt)
         if self.bias is not None:
             self.bias.data.copy_(module.bias.detach())
@@ -108,7 +114,7 @@ class PackedWeightModule(DtypeCheckedLoad):
     def _zero_point_array(self, param_shape: tuple[int, ...], zp: torch.Tensor | None) -> np.ndarray:
         dt = self.qtype.storage_dtype
         if zp is not None:
-            return from_buffer(zp, dt)
+            return zp.detach().numpy() if zp.is_floating_point() else from_buffer(zp, dt)
         return np.full(param_shape, _fixed_zero_point(self.qtype), dt)
 
     def load_qtensor(self, qt: QTensor) -> None:
@@ -125,10 +131,12 @@ class PackedWeightModule(DtypeCheckedLoad):
             >>> layer.dequantized_weight().tolist()[0][:2]
             [1.0, 1.0]
         """
-        mine = (self.qtype.name, str(self.granularity), self.symmetric, self.scale_format, self.weight_shape)
-        theirs = (qt.qtype.name, str(qt.granularity), qt.symmetric, qt.scale_format, tuple(qt.shape))
+        mine = (self.qtype.name, str(self.granularity), self.symmetric, self.scale_format, self.weight_shape,
+                self.zero_point_kind)
+        theirs = (qt.qtype.name, str(qt.granularity), qt.symmetric, qt.scale_format, tuple(qt.shape),
+                  "float" if qt.float_zero_point else "int")
         if mine != theirs:
-            fields = ("qtype", "granularity", "symmetric", "scale_format", "shape")
+            fields = ("qtype", "granularity", "symmetric", "scale_format", "shape", "zero_point")
             diffs = [f"{f} {b!r} (module has {a!r})" for f, a, b in zip(fields, mine, theirs, strict=True) if a != b]
             raise OptionError(f"{type(self).__name__}.load_qtensor: " + "; ".join(diffs))
         self._store(qt)
@@ -156,8 +164,9 @@ class PackedWeightModule(DtypeCheckedLoad):
 
     def _weight_config(self) -> dict[str, Any]:
         """The weight's format settings, as constructor keywords (JSON values)."""
+        float_zp = {"zero_point": "float"} if self.zero_point_kind == "float" else {}
         return {"qtype": self.qtype.name, "granularity": str(self.granularity), "symmetric": self.symmetric,
-                "scale_format": self.scale_format}
+                "scale_format": self.scale_format, **float_zp}
 
     def config(self) -> dict[str, Any]:
         """Constructor keywords (JSON values) that rebuild an empty layer of this configuration.
@@ -189,7 +198,24 @@ class PackedWeightModule(DtypeCheckedLoad):
     def _weight_repr(self) -> str:
         text = f"qtype={self.qtype.name}, granularity={self.granularity}, symmetric={self.symmetric}"
         default = self.qtype.scale_format or DEFAULT_SCALE_FORMAT
-        return text if self.scale_format == default else f"{text}, scale_format={self.scale_format}"
+        text = text if self.scale_format == default else f"{text}, scale_format={self.scale_format}"
+        return f"{text}, zero_point=float" if self.zero_point_kind == "float" else text
+
+
+def _float_zero_point(zero_point: str, qt: QType, symmetric: bool | None, scale_format: str) -> bool:
+    """Whether a layer keeps float zero points (``"float"``) or integer ones (``"int"``); refuses bad combinations."""
+    from lowbit.core import OFFSET_SCALE_FORMATS, ZERO_POINT_KINDS
+
+    if zero_point not in ZERO_POINT_KINDS:
+        raise OptionError(f"zero_point must be one of {ZERO_POINT_KINDS}, got {zero_point!r}")
+    if zero_point == "int":
+        return False
+    if qt.kind != "int" or qt.signed or symmetric:
+        raise OptionError(f"zero_point='float' needs an unsigned integer format, affine (got {qt.name}, "
+                          f"symmetric={symmetric})")
+    if scale_format not in OFFSET_SCALE_FORMATS:
+        raise OptionError(f"zero_point='float' needs scale_format in {OFFSET_SCALE_FORMATS}, got {scale_format!r}")
+    return True
 
 
 def _fixed_zero_point(qt: QType) -> int:

@@ -57,7 +57,8 @@ class WeightOnlyEmbedding(PackedWeightModule):
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
                  max_norm: float | None = None, norm_type: float = 2.0, scale_grad_by_freq: bool = False,
                  sparse: bool = False, *, qtype: str | QType = "int8", granularity: Granularity | str | None = None,
-                 symmetric: bool | None = None, scale_format: str | None = None) -> None:
+                 symmetric: bool | None = None, scale_format: str | None = None,
+                 zero_point: str = "int") -> None:
         super().__init__()
         self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
         if padding_idx is not None:
@@ -68,13 +69,15 @@ class WeightOnlyEmbedding(PackedWeightModule):
             padding_idx %= self.num_embeddings
         self.padding_idx, self.max_norm, self.norm_type = padding_idx, max_norm, norm_type
         self.scale_grad_by_freq, self.sparse = scale_grad_by_freq, sparse
-        self._init_weight((self.num_embeddings, self.embedding_dim), qtype, granularity, symmetric, scale_format)
+        self._init_weight((self.num_embeddings, self.embedding_dim), qtype, granularity, symmetric, scale_format,
+                          zero_point)
         self.bias = None
 
     @classmethod
     def from_float(cls, module: nn.Module, qtype: str | QType = "int8", granularity: Granularity | str | None = None,
                    symmetric: bool | None = None, method: Any = "minmax", *, scale_format: str | None = None,
-                   method_options: dict[str, Any] | None = None, **deprecated: Any) -> WeightOnlyEmbedding:
+                   method_options: dict[str, Any] | None = None, zero_point: str = "int",
+                   **deprecated: Any) -> WeightOnlyEmbedding:
         """Quantize a ``torch.nn.Embedding``'s table (arguments as :meth:`WeightOnlyLinear.from_float`).
 
         Example:
@@ -86,7 +89,7 @@ class WeightOnlyEmbedding(PackedWeightModule):
             raise InputTypeError(f"{cls.__name__}.from_float expects a torch.nn.Embedding, got {type(module).__name__}")
         new = cls(module.num_embeddings, module.embedding_dim, module.padding_idx, module.max_norm,
                   module.norm_type, module.scale_grad_by_freq, module.sparse, qtype=qtype, granularity=granularity,
-                  symmetric=symmetric, scale_format=scale_format)
+                  symmetric=symmetric, scale_format=scale_format, zero_point=zero_point)
         new._quantize_from(module, method, method_options, deprecated)
         return new
 

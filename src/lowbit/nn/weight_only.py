@@ -65,17 +65,20 @@ class WeightOnlyLinear(SmoothedInput, PackedWeightModule):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, qtype: str | QType = "int8",
                  granularity: Granularity | str | None = None, symmetric: bool | None = None,
-                 smooth: bool = False, scale_format: str | None = None) -> None:
+                 smooth: bool = False, scale_format: str | None = None,
+                 zero_point: str = "int") -> None:
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self._init_weight((self.out_features, self.in_features), qtype, granularity, symmetric, scale_format)
+        self._init_weight((self.out_features, self.in_features), qtype, granularity, symmetric, scale_format,
+                          zero_point)
         self._init_smooth(self.in_features, smooth)
         self._init_bias(self.out_features, bias)
 
     @classmethod
     def from_float(cls, module: nn.Module, qtype: str | QType = "int8", granularity: Granularity | str | None = None,
                    symmetric: bool | None = None, method: Any = "minmax", *, scale_format: str | None = None,
-                   method_options: dict[str, Any] | None = None, **deprecated: Any) -> WeightOnlyLinear:
+                   method_options: dict[str, Any] | None = None, zero_point: str = "int",
+                   **deprecated: Any) -> WeightOnlyLinear:
         """Quantize a ``torch.nn.Linear``'s weight with :func:`lowbit.quantize`.
 
         Args:
@@ -98,7 +101,7 @@ class WeightOnlyLinear(SmoothedInput, PackedWeightModule):
         if not isinstance(module, nn.Linear):
             raise InputTypeError(f"{cls.__name__}.from_float expects a torch.nn.Linear, got {type(module).__name__}")
         new = cls(module.in_features, module.out_features, module.bias is not None, qtype=qtype,
-                  granularity=granularity, symmetric=symmetric, scale_format=scale_format)
+                  granularity=granularity, symmetric=symmetric, scale_format=scale_format, zero_point=zero_point)
         new._quantize_from(module, method, method_options, deprecated)
         return new
 
@@ -152,17 +155,20 @@ class WeightOnlyConv2d(PackedWeightModule):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
                  dilation: Any = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
                  qtype: str | QType = "int8", granularity: Granularity | str | None = None,
-                 symmetric: bool | None = None, scale_format: str | None = None) -> None:
+                 symmetric: bool | None = None, scale_format: str | None = None,
+                 zero_point: str = "int") -> None:
         super().__init__()
         self.conv = ConvSettings.build(type(self).__name__, in_channels, out_channels, kernel_size, stride,
                                        padding, dilation, groups, padding_mode)
-        self._init_weight(self.conv.weight_shape, qtype, granularity, symmetric, scale_format)
+        self._init_weight(self.conv.weight_shape, qtype, granularity, symmetric, scale_format,
+                          zero_point)
         self._init_bias(out_channels, bias)
 
     @classmethod
     def from_float(cls, module: nn.Module, qtype: str | QType = "int8", granularity: Granularity | str | None = None,
                    symmetric: bool | None = None, method: Any = "minmax", *, scale_format: str | None = None,
-                   method_options: dict[str, Any] | None = None, **deprecated: Any) -> WeightOnlyConv2d:
+                   method_options: dict[str, Any] | None = None, zero_point: str = "int",
+                   **deprecated: Any) -> WeightOnlyConv2d:
         """Quantize a ``torch.nn.Conv2d``'s weight (arguments as :meth:`WeightOnlyLinear.from_float`).
 
         Raises:
@@ -174,7 +180,7 @@ class WeightOnlyConv2d(PackedWeightModule):
             (4, 2, 3, 3)
         """
         new = cls(**ConvSettings.kwargs_of(module, cls.__name__), qtype=qtype, granularity=granularity,
-                  symmetric=symmetric, scale_format=scale_format)
+                  symmetric=symmetric, scale_format=scale_format, zero_point=zero_point)
         new._quantize_from(module, method, method_options, deprecated)
         return new
 
