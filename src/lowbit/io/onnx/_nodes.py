@@ -193,8 +193,11 @@ class Builder:
         acc = self.node("MatMulInteger", [codes, self.const(f"{base}.qweight", w_t),
                                           self.const(f"{base}.zp128", np.uint8(128))], base)
         accf = self.node("Cast", [acc], base, to=1)  # FLOAT
-        scale = self.node("Mul", [s_x, self.const(f"{base}.weight_scale", np.asarray(qt.scale, np.float32))], base)
-        return self.node("Mul", [accf, scale], base, out=out)
+        s_w = self.const(f"{base}.weight_scale", np.asarray(qt.scale, np.float32))
+        if per_token:  # ORT fuses MatMulInteger-Cast-Mul into MatMulIntegerToFloat, which gets an (M, N) scale
+            # wrong (ORT 1.32): keep the fused Mul per column and apply the per-row scale after it
+            return self.node("Mul", [self.node("Mul", [accf, s_w], base), s_x], base, out=out)
+        return self.node("Mul", [accf, self.node("Mul", [s_x, s_w], base)], base, out=out)
 
 
 def _typed(qt: Any) -> tuple[np.ndarray, np.ndarray]:
