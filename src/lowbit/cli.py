@@ -6,6 +6,8 @@ Example:
     $ lowbit quantize model_dir/ model_int4/ --qtype int4 --granularity group:64 --scale-format float16
     $ lowbit inspect model_int4/
     $ lowbit dequantize model_int4/ model_bf16/ --dtype bfloat16
+    $ lowbit export gguf smollm2/ smollm2-q4_0.gguf --type q4_0
+    $ lowbit export onnx minilm/ minilm-int8.onnx --scheme w8a8-dynamic
 """
 
 from __future__ import annotations
@@ -52,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Quantize tensors from a .npy, .npz or .safetensors file with every combination of "
         "--qtype x --granularity x --symmetry and print the error of each (SQNR, MSE, max error, size).",
     )
-    cmp.add_argument("file", help="a .npy, .npz or .safetensors file")
+    cmp.add_argument("file", help="a .npy, .npz or .safetensors file; or a .gguf file with --reference")
+    cmp.add_argument("--reference", metavar="FLOAT_WEIGHTS",
+                     help="with a .gguf FILE: the float .safetensors (file or model folder) it was made from; "
+                     "prints what the GGUF quantization lost per tensor and overall")
     cmp.add_argument("--tensor", nargs="+", metavar="NAME", help="tensor names or glob patterns (default: all)")
     cmp.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN", help="glob patterns of tensors to skip")
     cmp.add_argument("--min-ndim", type=int, default=0, help="only tensors with at least this many dimensions")
@@ -88,7 +93,26 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--long", action="store_true", help="one row per tensor and scheme with every metric")
     cmp.set_defaults(func=_compare)
     _add_checkpoint_commands(sub)
+    _add_export_commands(sub)
     return parser
+
+
+#: ``lowbit export TARGET``: each target's module defines HELP, DESCRIPTION, add_arguments(parser) and run(args)
+_EXPORT_TARGETS = {"gguf": "lowbit.io.gguf.cli", "onnx": "lowbit.io.onnx.cli"}
+
+
+def _add_export_commands(sub: Any) -> None:
+    import importlib
+
+    export = sub.add_parser("export", help="write a quantized model for a runtime: GGUF (llama.cpp) or ONNX",
+                            description="Write a model in a runtime's own format, keeping lowbit's codes and scales.")
+    targets = export.add_subparsers(dest="target", metavar="TARGET")
+    targets.required = True
+    for name, module_name in _EXPORT_TARGETS.items():
+        module = importlib.import_module(module_name)
+        p = targets.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)
 
 
 def _add_checkpoint_commands(sub: Any) -> None:
@@ -212,6 +236,8 @@ def _compare(args: argparse.Namespace) -> str:
     from lowbit.metrics import CompareTable, compare
     from lowbit.report import render_compare
 
+    if args.reference is not None or str(args.file).lower().endswith(".gguf"):
+        return _compare_gguf(args)
     schemes = _schemes(args)
     rows = []
     for name, array in iter_tensors(args.file, args.tensor, args.exclude, args.min_ndim):  # one tensor at a time
@@ -219,6 +245,19 @@ def _compare(args: argparse.Namespace) -> str:
             rows.extend(compare(array, schemes, name=name).rows)
     fmt = "json" if args.json else "markdown" if args.markdown else "text"
     return render_compare(CompareTable(rows), fmt, long=args.long)
+
+
+def _compare_gguf(args: argparse.Namespace) -> str:
+    from lowbit.errors import OptionError
+
+    if args.reference is None or not str(args.file).lower().endswith(".gguf"):
+        raise OptionError("--reference compares a .gguf FILE with the float weights it came from; give both "
+                          f"(got FILE={args.file!r}, --reference={args.reference!r})")
+    from lowbit.io.gguf.compare import compare_gguf
+    from lowbit.report import render_compare
+
+    fmt = "json" if args.json else "markdown" if args.markdown else "text"
+    return render_compare(compare_gguf(args.file, args.reference), fmt, long=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -418,8 +418,11 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a lowbit checkpoint: name -> :class:`~lowbit.QTensor` for quantized tensors, NumPy arrays for
     the others (bfloat16 widened to float32, exactly). Needs NumPy only; never imports torch.
 
+    A ``.gguf`` file is read with :func:`lowbit.io.gguf.read_gguf` (GGUF tensor names; needs ``gguf``).
+
     Args:
-        path: a ``.safetensors`` file, or a folder with ``model.safetensors`` or an index and shards.
+        path: a ``.safetensors`` file, a folder with ``model.safetensors`` or an index and shards, or a
+            ``.gguf`` file.
 
     Raises:
         FileFormatError: see :func:`open_checkpoint`; a quantized tensor whose arrays do not fit it.
@@ -431,4 +434,8 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
         >>> lowbit.load(p)["x"].dequantize().tolist()
         [0.0, 1.0, 2.0, 3.0]
     """
+    if str(path).lower().endswith(".gguf"):
+        from lowbit.io.gguf.reader import read_gguf
+
+        return read_gguf(path)
     return dict(open_checkpoint(path).items())
