@@ -95,9 +95,7 @@ def _plan(source: Source, requested: str | None) -> list[_Planned]:
 def _reordered(p: _Planned, value: Any, config: dict[str, Any]) -> Any:
     """The tensor with llama.cpp's q/k row order (float array or QTensor parts)."""
     heads = qk_heads(p.src.name, config)
-    if heads is None:
-        return value
-    order = qk_row_order(p.src.shape[0], heads)
+    order = slice(None) if heads is None else qk_row_order(p.src.shape[0], heads)
     if isinstance(value, QTensor):
         return value.codes[order], value.scale[order], value.zero_point[order]
     return value[order]
