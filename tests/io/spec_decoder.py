@@ -106,11 +106,16 @@ def decode(info: dict, arrays: dict) -> np.ndarray:
     pshape, block_of = param_shape(info["granularity"], shape)
     s = scales(info["scale_format"], arrays, pshape, sdt).astype(np.float64) * 2.0 ** info["implicit_exp"]
     s = s.astype(sdt)
+    if info.get("zero_point_kind") == "float":
+        offsets = np.asarray(arrays["zero_point"]).astype(sdt)
     zp = (np.full(pshape, info["zero_point"]) if info["symmetric"] else arrays["zero_point"]).astype(np.int64)
     codes = unpack(arrays["data"], n, info["bits"], info["signed"]).reshape(shape)
     idx = np.indices(shape).reshape(len(shape), -1).T
     blocks = [block_of(tuple(i)) for i in idx]
     s_el = np.array([s[b] for b in blocks], sdt).reshape(shape)
+    if info.get("zero_point_kind") == "float":
+        m_el = np.array([offsets[b] for b in blocks], sdt).reshape(shape)
+        return (codes.astype(sdt) * s_el + m_el).astype(np.float64)
     if info["kind"] == "int":
         z_el = np.array([zp[b] for b in blocks], np.int64).reshape(shape)
         return ((codes - z_el).astype(sdt) * s_el).astype(np.float64)

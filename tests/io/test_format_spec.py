@@ -52,6 +52,9 @@ def test_every_format_family_decodes_by_the_document(tmp_path, dtype):
     x = rng.standard_normal((16, 64)).astype(dtype)
     tensors = {f"t{i}": lowbit.quantize(x, q, granularity=g, scale_format=f, symmetric=s)
                for i, (q, g, f, s) in enumerate(CASES)}
+    tensors["float_zp_f16"] = lowbit.quantize(x, "uint4", granularity="group:32", scale_format="float16",
+                                              zero_point="float")
+    tensors["float_zp"] = lowbit.quantize(x, "uint5", granularity="channel", zero_point="float")
     tensors["plain"] = x[:2]
     lowbit.save(tensors, tmp_path / "m.safetensors")
     decoded = _decode(tmp_path / "m.safetensors", tmp_path)
