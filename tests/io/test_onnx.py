@@ -115,11 +115,11 @@ def test_w8a8_static_is_qdq_with_lowbits_scales(tmp_path):
     inits, model = _initializers(tmp_path / "s.onnx")
     q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear")
     assert inits[q.input[1]] == np.float32(net[0].act_scale) and inits[q.input[2]].dtype == np.int8
-    x = torch.randn(4, 64)
+    assert summary.nodes["Clip"] == 2  # lowbit's codes stop at -127, QuantizeLinear's at -128
+    x = torch.randn(64, 64) * 4  # far outside the calibrated range: codes saturate on both sides
     with torch.no_grad():
         want = net(x).numpy()
-    got = _run(tmp_path / "s.onnx", {"input": x})
-    assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max() + 1e-5
+    np.testing.assert_allclose(_run(tmp_path / "s.onnx", {"input": x}), want, rtol=1e-5, atol=1e-6)
 
 
 class _Cnn(torch.nn.Module):
@@ -288,6 +288,30 @@ def _ort_embed(path, tokenizer, texts):
     return np.concatenate(parts)
 
 
+def _quantizer_mismatches(path, q, feeds) -> dict[str, int]:
+    """Per quantizer (named by its layer): how many of ONNX Runtime's int8 activation codes differ from
+    ``lowbit.nn.quantize_activations`` of the very float input ONNX Runtime quantized."""
+    from lowbit.nn import quantize_activations
+
+    proto = onnx.load(str(path))
+    made = {o: n for n in proto.graph.node for o in n.output}
+    points = []
+    for n in proto.graph.node:
+        if n.op_type == "QuantizeLinear":  # its input is Clip(x) (static) or Mul(x, 1 / s) (dynamic)
+            points.append((n.name.rsplit(".", 1)[0], made[n.input[0]].input[0], n.output[0]))
+    names = [v for _, x, c in points for v in (x, c)]
+    proto.graph.output.extend(onnx.helper.make_empty_tensor_value_info(v) for v in names)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = dict(zip(names, session.run(names, feeds), strict=True))
+    found = {}
+    for layer, x, codes in points:
+        xo = torch.from_numpy(got[x])
+        want = quantize_activations(xo.reshape(-1, xo.shape[-1]), q.get_submodule(layer).act_scale)[0].numpy()
+        c = got[codes].astype(np.int16) - (128 if got[codes].dtype == np.uint8 else 0)
+        found[layer] = int((c.reshape(want.shape) != want).sum())
+    return found
+
+
 @pytest.mark.model
 @pytest.mark.parametrize("scheme", ["int4", "w8a8-dynamic", "w8a8-static"])
 def test_minilm_embeddings_in_onnx_runtime(tmp_path, minilm, scheme):
@@ -310,11 +334,18 @@ def test_minilm_embeddings_in_onnx_runtime(tmp_path, minilm, scheme):
     cos = (ours * theirs).sum(1)
     if scheme == "int4":
         assert cos.min() >= 0.9999
-    else:
-        # int8 activation codes flip where ORT's float operators round differently from torch's; the
-        # flips compound over 6 layers, so compare quality against fp32 instead of bit-exactness
-        assert cos.mean() >= 0.99 and cos.min() >= 0.95
-        assert (theirs * fp32).sum(1).mean() >= (ours * fp32).sum(1).mean() - 0.005
+        return
+    # W8A8: every int8 quantizer of the graph gives lowbit's codes exactly on ONNX Runtime's own input
+    batch = dict(tok(texts[32:], padding=True, truncation=True, max_length=256, return_tensors="np"))
+    mismatches = _quantizer_mismatches(tmp_path / "m.onnx", q, batch)
+    assert len(mismatches) >= 24 and not any(mismatches.values()), mismatches
+    # but end to end the 0.9999 target is out of reach of any implementation that does not round
+    # torch's float operators bit for bit (see lowbit.io.onnx.export, "W8A8 parity"): a ~3e-7 input
+    # difference at one rounding tie flips one code, and the flips grow ~5x per quantizer.  lowbit
+    # against itself (torch's sdpa vs eager attention) reaches only min 0.984 (dynamic) / 0.9966
+    # (static) here, so the export is held to the quality of lowbit's model instead
+    assert cos.mean() >= 0.99 and cos.min() >= 0.95
+    assert (theirs * fp32).sum(1).mean() >= (ours * fp32).sum(1).mean() - 0.005
 
 
 @pytest.mark.model
