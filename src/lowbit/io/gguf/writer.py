@@ -80,13 +80,12 @@ def _plan(source: Source, requested: str | None) -> list[_Planned]:
                                                       has_output=has_output), False))
             continue
         gtype = exact_type(t.scheme, t.shape)
-        if gtype is None or (requested not in (None, gtype.lower())):
+        if gtype is None:
             refused.append(f"{t.name} ({t.scheme})")
             continue
         plan.append(_Planned(t, name, gtype, True))
     if refused:
-        want = f" as {requested}" if requested else ""
-        raise OptionError(f"{len(refused)} quantized tensor(s) cannot be written{want} without re-quantizing: "
+        raise OptionError(f"{len(refused)} quantized tensor(s) cannot be written without re-quantizing: "
                           f"{', '.join(refused[:4])}{' ...' if len(refused) > 4 else ''}. Schemes that map "
                           f"exactly: {MAPPABLE_SCHEMES}; or export the float model with --type")
     return plan
@@ -195,9 +194,9 @@ def export_gguf(model: Any, path: str | os.PathLike[str], type: str | None = Non
         path: the ``.gguf`` file to write.
         type: the GGUF type of float matrices: ``"q8_0"``, ``"q4_0"``, ``"q4_1"``, ``"q5_0"``, ``"q5_1"``,
             ``"q4_k"``, ``"q6_k"``, ``"q4_k_m"`` (llama.cpp's mix), ``"f16"`` or ``"f32"`` (llama.cpp's
-            reference quantizers, byte for byte). Tensors lowbit quantized keep their codes when a block
-            type holds them exactly (``int4`` group:32 float16 scales is Q4_0, ...); ``type`` must then
-            be that type or None.
+            reference quantizers, byte for byte; None: f32). Tensors lowbit quantized always keep their
+            codes, in the block type that holds them exactly (``int4`` group:32 float16 scales is Q4_0,
+            ...), whatever ``type`` says for the float ones.
         tokenizer_dir: the folder with ``tokenizer.json`` (default: the model folder).
         name: ``general.name`` (default: the folder or the config's name).
         tokenizer_pre: llama.cpp's pre-tokenizer name (``"smollm"`` for SmolLM2, ``"llama-bpe"`` ...).
