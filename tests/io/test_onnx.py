@@ -19,7 +19,7 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import numpy_helper  # noqa: E402
 
 import lowbit.model as lm  # noqa: E402
-from lowbit.errors import FileFormatError, ModelError, OptionError  # noqa: E402
+from lowbit.errors import FileFormatError, GranularityError, ModelError, OptionError  # noqa: E402
 from lowbit.io.onnx import _probe, _write, cli, export_onnx  # noqa: E402
 
 
@@ -250,11 +250,14 @@ def test_verification_refuses_outputs_that_differ(tmp_path, monkeypatch):
 
 def test_cli_parses_schemes_and_refuses_bad_input(tmp_path):
     assert cli.parse_scheme("w8a8-dynamic-token") == ("dynamic", "int8", "token")
-    assert cli.parse_scheme("int4:g32") == ("weight-only", "int4", "group:32")
-    for bad in ("nf4", "int4:32", "int4:g0", "w8a8"):
+    assert cli.parse_scheme("int4:group:32") == ("weight-only", "int4", "group:32")
+    for bad in ("nf4", "w8a8"):
         with pytest.raises(OptionError, match="QTYPE"):
             cli.parse_scheme(bad)
-    args = argparse.Namespace(model=str(tmp_path), output=str(tmp_path / "o.onnx"), scheme="int4:g32",
+    for bad in ("int4:32", "int4:group:0", "int4:g32"):  # granularities in lowbit's one spelling only
+        with pytest.raises(GranularityError):
+            cli.parse_scheme(bad)
+    args = argparse.Namespace(model=str(tmp_path), output=str(tmp_path / "o.onnx"), scheme="int4:group:32",
                               accuracy_level=0, calibration=64, exclude=[])
     with pytest.raises(FileFormatError, match=r"config\.json"):
         cli.run(args)

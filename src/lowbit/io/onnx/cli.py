@@ -8,15 +8,15 @@ transformers and onnx are imported by :func:`run` only.
 
 Schemes: ``w8a8-dynamic`` (per-tensor activation scales), ``w8a8-dynamic-token`` (per token),
 ``w8a8-static`` (activation ranges calibrated on ``--calibration`` sentences of lowbit's
-corpus), or a weight-only format with an optional group size: ``int4:g32``, ``uint4:g64``,
-``int8`` (per channel).
+corpus), or a weight-only format with an optional granularity in lowbit's one spelling:
+``int4:group:32``, ``uint4:group:64``, ``int8`` (per channel, ``int8:channel``).
 
 Example:
     >>> import argparse
     >>> p = argparse.ArgumentParser(); add_arguments(p)
-    >>> p.parse_args(["m/", "m.onnx", "--scheme", "int4:g32"]).scheme
-    'int4:g32'
-    >>> parse_scheme("uint4:g64")
+    >>> p.parse_args(["m/", "m.onnx", "--scheme", "int4:group:32"]).scheme
+    'int4:group:32'
+    >>> parse_scheme("uint4:group:64")
     ('weight-only', 'uint4', 'group:64')
 """
 
@@ -47,7 +47,8 @@ def parse_scheme(text: str) -> tuple[str, str, str]:
     """(mode, qtype or "int8", granularity) of a ``--scheme`` value.
 
     Raises:
-        OptionError: not a W8A8 scheme name nor ``QTYPE[:gSIZE]`` (the message lists the choices).
+        OptionError: not a W8A8 scheme name nor ``QTYPE[:GRANULARITY]`` (the message lists the choices).
+        GranularityError: a granularity lowbit does not parse.
 
     Example:
         >>> parse_scheme("w8a8-static"), parse_scheme("int8")
@@ -58,11 +59,13 @@ def parse_scheme(text: str) -> tuple[str, str, str]:
     if text in W8A8_SCHEMES:
         mode, act = W8A8_SCHEMES[text]
         return mode, "int8", act
-    qtype, _, group = text.partition(":")
-    if qtype in SUPPORTED_QTYPES and (not group or (group[:1] == "g" and group[1:].isdigit() and int(group[1:]))):
-        return "weight-only", qtype, f"group:{int(group[1:])}" if group else "channel"
-    raise OptionError(f"--scheme {text!r} is not one of {', '.join(W8A8_SCHEMES)} or QTYPE[:gSIZE] with QTYPE in "
-                      f"{', '.join(SUPPORTED_QTYPES)} (e.g. int4:g32, uint4:g64, int8)")
+    from lowbit.granularity import as_granularity
+
+    qtype, _, gran = text.partition(":")
+    if qtype in SUPPORTED_QTYPES:
+        return "weight-only", qtype, str(as_granularity(gran or "channel"))
+    raise OptionError(f"--scheme {text!r} is not one of {', '.join(W8A8_SCHEMES)} or QTYPE[:GRANULARITY] with QTYPE "
+                      f"in {', '.join(SUPPORTED_QTYPES)} (e.g. int4:group:32, uint4:group:64, int8)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a transformers model folder (config.json, weights, tokenizer)")
     parser.add_argument("output", help="the .onnx file to write (replaced atomically)")
     parser.add_argument("--scheme", default="w8a8-dynamic", metavar="SCHEME",
-                        help=f"{', '.join(W8A8_SCHEMES)}, or weight-only QTYPE[:gSIZE] such as int4:g32, uint4:g64, "
+                        help=f"{', '.join(W8A8_SCHEMES)}, or weight-only QTYPE[:GRANULARITY] such as int4:group:32, "
+                        "uint4:group:64, "
                         "int8 (default: w8a8-dynamic)")
     parser.add_argument("--accuracy-level", type=int, default=0, choices=(0, 1, 2, 3, 4),
                         help="MatMulNBits accuracy_level: 0 computes in float32 from the exact weights (default), "

@@ -111,7 +111,7 @@ def _check_zero_points(plans: Sequence[LayerPlan]) -> None:
         raise OptionError(
             f"ONNX Runtime on this CPU computes 4-bit MatMulNBits with zero points wrong for a single input row "
             f"({ISSUE}); layers {affine[:5]}{' ...' if len(affine) > 5 else ''} are asymmetric. Quantize with a "
-            "symmetric format (WeightOnly('int4', symmetric=True), scheme int4:g32) or 8 bits, or export on a CPU "
+            "symmetric format (WeightOnly('int4', symmetric=True), scheme int4:group:32) or 8 bits, or export on a CPU "
             "with AVX-512"
         )
 
