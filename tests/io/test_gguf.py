@@ -239,3 +239,20 @@ def test_smollm2_q4_1_weights_are_lossless_with_a_float_zero_point() -> None:
         np.testing.assert_array_equal(qt.dequantize(), w)
         checked += 1
     assert checked == 7
+
+
+def test_gptq_codes_survive_the_export(tiny: Path, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from lowbit.model import WeightOnly, quantize_
+
+    model = transformers.LlamaForCausalLM.from_pretrained(tiny).eval()
+    batches = [{"input_ids": torch.randint(0, 93, (2, 16), generator=torch.Generator().manual_seed(i))}
+               for i in range(2)]
+    quantize_(model, WeightOnly("int4", "group:32", scale_format="float16", algorithm="gptq"),
+              include=["model.layers.*"], batches=batches)
+    out = tmp_path / "gptq.gguf"
+    summary = export_gguf(model, out, "q8_0", tokenizer_dir=tiny)
+    assert summary.exact == 14 and summary.types["Q4_0"] == 14
+    got = lowbit.load(out)["blk.1.ffn_down.weight"]
+    np.testing.assert_array_equal(got.dequantize(), model.model.layers[1].mlp.down_proj.weight_qtensor().dequantize())
