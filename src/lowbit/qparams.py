@@ -143,9 +143,9 @@ def offset_qparams(mins: np.ndarray, maxs: np.ndarray, qtype: str | QType, scale
     value as the offset, so it round-trips exactly.
 
     Example:
-        >>> s, m = offset_qparams(np.array([-1.0]), np.array([2.0]), "uint4")
+        >>> s, m = offset_qparams(np.array([-1.0]), np.array([2.75]), "uint4")
         >>> float(s[0]), float(m[0])
-        (0.2, -1.0)
+        (0.25, -1.0)
     """
     qt = get_qtype(qtype)
     sdt = np.dtype(scale_dtype)
