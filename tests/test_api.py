@@ -225,3 +225,46 @@ def test_deprecation_points_at_the_callers_line():
     with pytest.deprecated_call() as record:
         lowbit.quantize(_x(), "int8", method="percentile", percentile=99.0)
     assert record[0].filename == __file__
+
+
+# Hostile arrays (issue 16): every entry point reads them through lowbit._arrays.
+
+
+@pytest.mark.parametrize("order", [">f4", ">f8", "<f4"])
+def test_non_native_byte_order_is_converted(order):
+    x = np.random.default_rng(5).standard_normal((4, 64))
+    swapped = x.astype(order)
+    native = swapped.astype(swapped.dtype.newbyteorder("="))
+    qt = lowbit.quantize(swapped, "int4", granularity="group:32")
+    np.testing.assert_array_equal(qt.codes, lowbit.quantize(native, "int4", granularity="group:32").codes)
+    fq = lowbit.fake_quantize(swapped, "int8")
+    assert fq.dtype.isnative and fq.dtype.name == native.dtype.name
+    np.testing.assert_array_equal(fq, lowbit.fake_quantize(native, "int8"))
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+@pytest.mark.parametrize("layout", ["to_sparse", "to_sparse_csr"])
+def test_sparse_tensor_is_refused_naming_to_dense(layout):
+    x = getattr(torch.eye(4), layout)()
+    with pytest.raises(lowbit.InputTypeError, match=r"sparse.*\.to_dense\(\)"):
+        lowbit.quantize(x, "int8")
+
+
+def test_read_only_out_is_refused():
+    x = _x()
+    out = np.empty(x.size, np.int8)
+    out.flags.writeable = False
+    with pytest.raises(lowbit.OptionError, match="read-only"):
+        lowbit.quantize(x, "int8", out=out)
+    dq = np.empty(x.shape, np.float32)
+    dq.flags.writeable = False
+    with pytest.raises(lowbit.OptionError, match="read-only"):
+        lowbit.dequantize(lowbit.quantize(x, "int8"), out=dq)
+
+
+def test_axis_keyword_points_at_granularity():
+    x = _x()
+    options: list[dict[str, Any]] = [{}, {"method": "percentile"}]
+    for kwargs in options:
+        with pytest.raises(lowbit.OptionError, match=r"axis=0.*granularity=PerChannel\(0\)"):
+            lowbit.quantize(x, "int8", axis=0, **kwargs)

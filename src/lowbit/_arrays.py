@@ -47,6 +47,12 @@ def is_torch_tensor(x: Any) -> bool:
 def _torch_to_numpy(x: Any) -> tuple[np.ndarray, str]:
     if x.device.type != "cpu":
         raise InputTypeError(f"lowbit works on CPU tensors; got a tensor on {x.device}: call .cpu() first")
+    layout = str(getattr(x, "layout", "torch.strided")).removeprefix("torch.")
+    if layout != "strided":
+        raise InputTypeError(
+            f"lowbit works on dense tensors; got a {layout} tensor of shape {tuple(x.shape)}: "
+            "call .to_dense() first"
+        )
     dtype = str(x.dtype).removeprefix("torch.")
     if dtype not in FLOAT_DTYPES:
         raise InputTypeError(
@@ -62,10 +68,12 @@ def as_float_array(x: Any, *, allow_empty: bool = False) -> tuple[np.ndarray, So
     """Flat, C-contiguous float32/float64 view (or copy) of ``x`` and where it came from.
 
     float16/bfloat16 inputs are widened to float32 (one copy); float32 and
-    float64 are used as they are when already contiguous.
+    float64 are used as they are when already contiguous and in the machine's
+    byte order (non-native arrays such as ``x.astype(">f4")`` are converted, one copy).
 
     Raises:
-        InputTypeError: not a floating-point array or CPU tensor.
+        InputTypeError: not a floating-point array or dense CPU tensor (a sparse
+            tensor: call ``.to_dense()``).
         EmptyInputError: the input has no elements.
 
     Example:
@@ -89,6 +97,8 @@ def as_float_array(x: Any, *, allow_empty: bool = False) -> tuple[np.ndarray, So
             )
         if dtype != "float64" and dtype != "float32":
             arr = arr.astype(np.float32)
+        elif not arr.dtype.isnative:  # big-endian data on a little-endian machine (or the reverse)
+            arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.size == 0 and not allow_empty:
         raise EmptyInputError(f"cannot quantize an empty tensor (shape {arr.shape})")
     source = Source(kind, dtype, tuple(int(s) for s in arr.shape))
@@ -148,12 +158,20 @@ def check_out(out: Any, dtype: np.dtype, size: int, what: str) -> np.ndarray:
     """``out`` flattened, after checking it is a C-contiguous NumPy array of ``dtype`` with ``size`` elements.
 
     Raises:
-        OptionError: any other buffer.
+        OptionError: any other buffer, or a read-only one (the message names what is wrong with it).
 
     Example:
         >>> check_out(np.zeros((2, 2), np.float32), np.dtype(np.float32), 4, "x").shape
         (4,)
     """
-    if not isinstance(out, np.ndarray) or out.dtype != dtype or out.size != size or not out.flags.c_contiguous:
-        raise OptionError(f"out= must be a C-contiguous {dtype} NumPy array with {size} elements for {what}")
+    want = f"out= must be a writable, C-contiguous {dtype} NumPy array with {size} elements for {what}"
+    if not isinstance(out, np.ndarray):
+        raise OptionError(f"{want}; got {type(out).__name__}")
+    problems = [f"dtype {out.dtype.str if out.dtype.name == dtype.name else out.dtype}" if out.dtype != dtype else "",
+                f"{out.size} elements" if out.size != size else "",
+                "not C-contiguous" if not out.flags.c_contiguous else "",
+                "read-only (flags.writeable is False; pass a copy, e.g. np.empty_like(out))"
+                if not out.flags.writeable else ""]
+    if any(problems):
+        raise OptionError(f"{want}; got {', '.join(p for p in problems if p)}")
     return out.reshape(-1)

@@ -249,3 +249,24 @@ def test_shape_mismatch_names_both_shapes(layer):
         gptq_quantize(w, h[:128, :128], "int4")
     with pytest.raises(OptionError, match="2-d"):
         gptq_quantize(w[0], h, "int4")
+
+
+def test_all_zero_calibration_data_falls_back_to_round_to_nearest():
+    w = np.random.default_rng(3).standard_normal((8, 32)).astype(np.float32)
+    h = HessianAccumulator(32).partial_fit(np.zeros((16, 32), np.float32)).hessian_
+    with pytest.warns(RuntimeWarning, match="Hessian of this \\(8, 32\\) weight is all zero"):
+        qt = gptq_quantize(w, h, "int4", granularity="group:16")
+    rtn = lowbit.quantize(w, "int4", granularity=lowbit.PerGroup(16))
+    np.testing.assert_array_equal(qt.dequantize(), rtn.dequantize())
+    assert np.any(qt.dequantize())
+
+
+def test_activations_whose_squares_overflow_are_refused_and_not_added():
+    acc = HessianAccumulator(4).partial_fit(np.ones((3, 4)))
+    before = acc.hessian_
+    with pytest.raises(NonFiniteError, match=r"reach \|x\| = 1e\+200: their squared sums overflow float64"):
+        acc.partial_fit(np.full((8, 4), 1e200))
+    assert acc.n_samples_ == 3
+    np.testing.assert_array_equal(acc.hessian_, before)
+    acc.partial_fit(np.full((1, 4), 1e150))  # large but representable: accepted
+    assert np.isfinite(acc.hessian_).all() and acc.n_samples_ == 4

@@ -58,3 +58,60 @@ def test_qtype_is_frozen_and_hashable():
     with pytest.raises(dataclasses.FrozenInstanceError):
         qt.qmax = 1  # type: ignore[misc]
     assert len({get_qtype("int8"), get_qtype("int8"), get_qtype("uint8")}) == 2
+
+
+@pytest.mark.parametrize(
+    "fields,match",
+    [
+        ({"bits": 0, "qmin": 0, "qmax": 0}, r"bits must be an int in 1\.\.16, got 0"),
+        ({"bits": -1, "qmin": 0, "qmax": 1}, r"bits must be an int in 1\.\.16, got -1"),
+        ({"bits": 17, "qmin": -1, "qmax": 1}, r"bits must be an int in 1\.\.16, got 17"),
+        ({"bits": True}, r"bits must be an int in 1\.\.16, got True"),
+        ({"bits": 4, "qmin": 7, "qmax": -8}, r"qmin=7 must be below qmax=-8"),
+        ({"bits": 4, "qmin": 3, "qmax": 3}, r"qmin=3 must be below qmax=3"),
+        ({"bits": 4, "qmin": -9, "qmax": 7}, r"codes -9\.\.7 do not fit in 4 signed bits \(-8\.\.7\)"),
+        ({"bits": 4, "signed": False, "qmin": -1, "qmax": 7}, r"do not fit in 4 unsigned bits \(0\.\.15\)"),
+        ({"bits": 4, "qmin": 0.5, "qmax": 3}, r"qmin must be an int, got 0\.5"),
+        ({"bits": 4, "kind": "posit"}, r"kind must be one of"),
+    ],
+    ids=["bits0", "bits-1", "bits17", "bits-bool", "qmin>qmax", "one-code", "too-wide", "unsigned-negative",
+         "float-qmin", "kind"],
+)
+def test_user_qtype_is_validated_when_built(fields, match):
+    args = {"name": "user", "kind": "int", "signed": True, **fields}
+    with pytest.raises(lowbit.QTypeError, match=match) as info:
+        QType(**args)
+    assert "invalid QType 'user'" in str(info.value)
+
+
+def test_user_qtype_lists_every_problem_at_once():
+    with pytest.raises(lowbit.QTypeError) as info:
+        QType("", "posit", 99, True)
+    msg = str(info.value)
+    assert "name must be a non-empty str" in msg and "kind must be one of" in msg and "bits must be" in msg
+
+
+def test_grid_qtype_needs_a_sorted_grid_its_codes_index():
+    with pytest.raises(lowbit.QTypeError, match="at least two values"):
+        QType("g", "float", 4, False)
+    with pytest.raises(lowbit.QTypeError, match="strictly increasing"):
+        QType("g", "codebook", 2, False, grid=(0.0, 1.0, 1.0))
+    with pytest.raises(lowbit.QTypeError, match=r"qmax=len\(grid\)-1=2, got 0\.\.3"):
+        QType("g", "codebook", 2, False, qmin=0, qmax=3, grid=(-1.0, 0.0, 1.0))
+    assert QType("g", "codebook", 2, False, grid=(-1.0, 0.0, 1.0)).qmax == 2
+
+
+@pytest.mark.parametrize("bits,signed,narrow,lo,hi", [(5, True, False, -16, 15), (5, True, True, -15, 15),
+                                                      (3, False, False, 0, 7)])
+def test_user_qtype_range_defaults_to_its_bits(bits, signed, narrow, lo, hi):
+    qt = QType("user", "int", bits, signed, narrow)
+    assert (qt.qmin, qt.qmax) == (lo, hi)
+    x = np.linspace(-1, 1, 16, dtype=np.float32)
+    codes = lowbit.quantize(x, qt, symmetric=signed).codes
+    assert codes.min() >= lo and codes.max() <= hi
+
+
+def test_every_registered_format_passes_the_checks():
+    for name in list_qtypes():
+        qt = get_qtype(name)
+        assert dataclasses.replace(qt) == qt  # rebuilding runs __post_init__ again

@@ -93,3 +93,15 @@ def test_sink_weight_counts_the_first_position_of_each_sequence_more():
     rows, weights = x.reshape(-1, 8).double().numpy(), w.reshape(-1).double().numpy()
     expected = 2 * (rows * weights[:, None]).T @ rows / rows.shape[0]
     np.testing.assert_allclose(stat.hessian_, expected, rtol=1e-12)
+
+
+def test_a_module_called_twice_feeds_both_inputs():
+    torch.manual_seed(0)
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(shared, nn.Tanh(), shared).eval()
+    x = torch.randn(5, 4)
+    [(_, _, stat)] = list(layer_statistics(model, [("0", shared)], [x], lambda n, m: HessianAccumulator(4)))
+    with torch.no_grad():
+        rows = torch.cat([x, torch.tanh(shared(x))]).double().numpy()
+    assert stat.n_samples_ == 10
+    np.testing.assert_allclose(stat.hessian_, 2 / 10 * rows.T @ rows, rtol=1e-6)

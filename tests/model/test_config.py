@@ -46,3 +46,9 @@ def test_granularity_spellings_of_weight_only():
     assert lm.WeightOnly("int4", granularity="group:16") == lm.WeightOnly("int4", lowbit.PerGroup(16))
     with pytest.raises(lowbit.GranularityError, match="granularity 'token' is not taken here"):
         lm.WeightOnly("int4", granularity="token")
+
+
+@pytest.mark.parametrize("granularity", ["group:0", "group:-4"])
+def test_zero_or_negative_group_size_is_refused_when_the_config_is_built(granularity):
+    with pytest.raises(lowbit.GranularityError, match="PerGroup size must be an int >= 1"):
+        lm.WeightOnly("int4", granularity)

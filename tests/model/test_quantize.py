@@ -16,6 +16,7 @@ from torch import nn  # noqa: E402
 
 import lowbit  # noqa: E402
 import lowbit.model as lm  # noqa: E402
+import lowbit.nn as lnn  # noqa: E402
 
 
 def test_weight_only_swaps_every_supported_layer(net, net_inputs):
@@ -95,3 +96,97 @@ def test_an_error_midway_leaves_the_model_as_it_was(stack, monkeypatch, stack_ba
     x = stack_batches(1)[0]
     with torch.no_grad():
         torch.testing.assert_close(model(x), stack(x), rtol=0, atol=0)
+
+
+class _Tied(nn.Module):
+    """One Linear used at two places (``first`` and ``again``), around a float one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.first = nn.Linear(16, 16)
+        self.mid = nn.Linear(16, 16)
+        self.again = self.first
+
+    def forward(self, x):
+        return self.again(torch.relu(self.mid(torch.relu(self.first(x)))))
+
+
+def test_a_shared_module_is_quantized_once_for_every_place():
+    model = _Tied()
+    expected = lnn.WeightOnlyLinear.from_float(model.first, "int4", "group:8")
+    summary = lm.quantize_(model, lm.WeightOnly("int4", "group:8"), exclude="mid")
+    assert model.first is model.again and isinstance(model.first, lnn.WeightOnlyLinear)
+    assert [(r.name, r.shared_with) for r in summary.rows] == [("first", ("again",))]
+    assert "first (= again)" in str(summary)
+    assert torch.equal(model.first.dequantized_weight(), expected.dequantized_weight())
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), expected(torch.relu(model.mid(torch.relu(expected(x))))))
+
+
+def test_a_shared_module_selected_at_one_place_only_is_refused():
+    model = _Tied()
+    with pytest.raises(lowbit.ModelError, match=r"'first' is the same module object at 2 places \('first': "
+                                                r"quantized, 'again': kept float\)"):
+        lm.quantize_(model, lm.WeightOnly("int8"), exclude=["again"])
+    plan = {"first": lm.WeightOnly("int8"), "again": lm.WeightOnly("int4"), "mid": None}
+    with pytest.raises(lowbit.ModelError, match=r"'first': W8 int8 channel, 'again': W4 int4 channel"):
+        lm.quantize_(model, plan)
+    assert type(model.first) is nn.Linear and model.first is model.again  # left as it was
+
+
+def test_a_shared_module_becomes_one_int8_layer_after_static_convert():
+    model = _Tied().eval()
+    lm.quantize_(model, lm.Static(), include=["first", "again"])
+    assert model.first is model.again
+    lm.calibrate(model, torch.randn(8, 16), progress=False)
+    summary = lm.convert(model)
+    assert model.first is model.again and isinstance(model.first, lnn.Int8Linear)
+    assert [r.shared_with for r in summary.rows] == [("again",)]
+
+
+def test_one_string_is_one_pattern(net):
+    summary = lm.quantize_(net, lm.WeightOnly("int8"), include="encoder.*", exclude="encoder.2")
+    assert [r.name for r in summary.rows] == ["encoder.0"]
+    with pytest.raises(lowbit.OptionError, match=r"exclude patterns must be strings .* got 3"):
+        lm.quantize_(net, lm.WeightOnly("int8"), exclude=["head", 3])
+    with pytest.raises(lowbit.OptionError, match="include must be a glob pattern or a list of them, got int"):
+        lm.quantize_(net, lm.WeightOnly("int8"), include=5)
+
+
+def test_exclude_lm_head_as_a_string_keeps_it_float():
+    model = nn.Sequential()
+    model.add_module("body", nn.Linear(8, 8))
+    model.add_module("lm_head", nn.Linear(8, 8))
+    lm.quantize_(model, lm.WeightOnly("int8"), exclude="lm_head")
+    assert type(model.lm_head) is nn.Linear and isinstance(model.body, lnn.WeightOnlyLinear)
+
+
+def test_one_tensor_is_one_batch():
+    torch.manual_seed(0)
+    float_model = nn.Sequential(nn.Linear(16, 16)).eval()
+    batch = torch.randn(2, 6, 16) * torch.linspace(0.1, 3, 16)
+
+    def gptq(batches):
+        model = copy.deepcopy(float_model)
+        lm.quantize_(model, lm.WeightOnly("int4", algorithm="gptq"), batches=batches, progress=False)
+        layer = model[0]
+        assert isinstance(layer, lnn.WeightOnlyLinear)
+        return layer.dequantized_weight()
+
+    as_tensor = gptq(batch)
+    assert torch.equal(as_tensor, gptq([batch]))
+    assert not torch.equal(as_tensor, gptq(list(batch)))  # the sink weight needs (batch, sequence, features)
+    model = nn.Sequential(nn.Linear(16, 4)).eval()
+    lm.quantize_(model, lm.Static())
+    assert lm.calibrate(model, torch.randn(5, 16), progress=False) == 1
+
+
+def test_a_model_that_is_not_a_module_is_refused():
+    with pytest.raises(lowbit.InputTypeError, match=r"quantize_ expects a torch\.nn\.Module as model, got NoneType"):
+        lm.quantize_(None, lm.WeightOnly("int8"))
+    with pytest.raises(lowbit.InputTypeError, match=r"convert expects a torch\.nn\.Module as model, got str"):
+        lm.convert("model")
+    with pytest.raises(lowbit.InputTypeError, match=r"calibrate expects a torch\.nn\.Module as model, got NoneType"):
+        lm.calibrate(None, [torch.ones(1)])

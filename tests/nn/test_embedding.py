@@ -168,3 +168,16 @@ def test_empty_index_tensor_gives_an_empty_float32_result(gran, shape):
     out = q(torch.zeros(shape, dtype=torch.long))
     assert out.shape == (*shape, 4) and out.dtype == torch.float32
     assert out.shape == F.embedding(torch.zeros(shape, dtype=torch.long), torch.zeros(6, 4)).shape
+
+
+def test_bad_table_sizes_are_refused():
+    with pytest.raises(OptionError, match=r"WeightOnlyEmbedding sizes must be positive ints, got num_embeddings=0, "
+                                          r"embedding_dim=-3"):
+        lnn.WeightOnlyEmbedding(0, -3)
+
+
+def test_mx_table_rows_are_looked_up_from_the_whole_table():
+    torch.manual_seed(0)
+    emb = lnn.WeightOnlyEmbedding.from_float(torch.nn.Embedding(10, 64), "mxfp4")
+    idx = torch.tensor([[3, 0], [9, 3]])
+    assert torch.equal(emb(idx), emb.dequantized_weight()[idx])

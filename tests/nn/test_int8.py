@@ -222,3 +222,26 @@ def test_int8_matmul_is_exact_at_the_extremes(m, k, n):
     assert torch.equal(got.long(), a.long() @ b.long())
     if m >= 17 and k % 8 == 0 and n % 8 == 0:  # the shapes torch._int_mm accepts on CPU
         assert torch.equal(got, torch._int_mm(a, b))
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan"), float("inf"), "big"], ids=repr)
+def test_static_activation_scale_must_be_finite_and_positive(scale):
+    with pytest.raises(OptionError, match="static activation scale must be a finite float > 0"):
+        lnn.quantize_activations(torch.randn(4, 8), scale=scale)
+
+
+def test_static_activation_scale_must_be_one_usable_number():
+    with pytest.raises(OptionError, match=r"must be one number, got shape \(2,\)"):
+        lnn.quantize_activations(torch.randn(4, 8), scale=torch.tensor([0.1, 0.2]))
+    with pytest.raises(OptionError, match="reciprocal overflows float32"):
+        lnn.quantize_activations(torch.randn(4, 8), scale=1e-45)
+    codes, s = lnn.quantize_activations(torch.tensor([[0.5, -1.0]]), scale=torch.tensor(0.5))
+    assert codes.tolist() == [[1, -2]] and float(s) == 0.5
+
+
+def test_int8_layer_sizes_are_refused_naming_each():
+    with pytest.raises(OptionError, match=r"Int8Linear sizes must be positive ints, got in_features=-1, "
+                                          r"out_features=0"):
+        lnn.Int8Linear(-1, 0)
+    with pytest.raises(OptionError, match=r"Int8Conv2d: in_channels must be a positive int, got 0"):
+        lnn.Int8Conv2d(0, 4, 3)

@@ -133,3 +133,10 @@ def test_errors():
     with pytest.raises(OptionError, match="weight_only=True"):
         qat4.to_quantized()
     assert isinstance(qat4.to_quantized(weight_only=True), lnn.WeightOnlyLinear)
+
+
+def test_bad_layer_sizes_are_refused():
+    with pytest.raises(OptionError, match=r"QATLinear sizes must be positive ints, got in_features=-1"):
+        lnn.QATLinear(-1, 4)
+    with pytest.raises(OptionError, match=r"QATConv2d: kernel_size must be an int >= 1 or a pair of them, got \(3,\)"):
+        lnn.QATConv2d(3, 4, (3,))

@@ -212,3 +212,25 @@ def test_new_formats_conv_and_embedding(qtype, gran, fmt, roundtrip):
     assert torch.equal(qe(idx), F.embedding(idx, _stored_fq(emb.weight, qtype, gran, fmt)))
     fresh = lnn.WeightOnlyEmbedding(10, 64, qtype=qtype, granularity=gran, scale_format=fmt)
     assert torch.equal(roundtrip(qe, fresh)(idx), qe(idx))
+
+
+@pytest.mark.parametrize(
+    "build,match",
+    [
+        (lambda: lnn.WeightOnlyLinear(-1, 4), r"WeightOnlyLinear sizes must be positive ints, got in_features=-1$"),
+        (lambda: lnn.WeightOnlyLinear(0, 2.5), r"got in_features=0, out_features=2\.5$"),
+        (lambda: lnn.WeightOnlyLinear(True, 4), r"got in_features=True$"),
+        (lambda: lnn.WeightOnlyConv2d(3, -4, -1, stride=0),
+         r"WeightOnlyConv2d: out_channels must be a positive int, got -4; kernel_size must be an int >= 1 or a "
+         r"pair of them, got -1; stride must be an int >= 1 or a pair of them, got 0$"),
+    ],
+    ids=["linear-negative", "linear-zero-and-float", "linear-bool", "conv-every-problem"],
+)
+def test_bad_layer_sizes_are_refused_naming_each(build, match):
+    with pytest.raises(OptionError, match=match):
+        build()
+
+
+def test_numpy_int_sizes_are_accepted():
+    layer = lnn.WeightOnlyLinear(np.int64(8), np.int32(4))
+    assert (layer.in_features, layer.out_features) == (8, 4) and type(layer.in_features) is int

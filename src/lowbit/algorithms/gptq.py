@@ -10,7 +10,9 @@ of that squared output error, ``H = 2/n * sum_x x x^T`` (in x in), which
 
 Steps (all in float64; rounding itself follows lowbit's kernels exactly):
 
-1. inputs that never fire (``H_ii == 0``) get ``H_ii = 1`` and zero weights;
+1. inputs that never fire (``H_ii == 0``) get ``H_ii = 1`` and zero weights; when
+   no input fires at all (all-zero calibration data) the Hessian is replaced by
+   the identity instead, with a warning: plain round-to-nearest, not a zero matrix;
 2. ``damp * mean(diag H)`` is added to the diagonal; the upper Cholesky factor
    ``U`` of ``H^-1`` is computed (if either Cholesky fails, the dampening is
    multiplied by 10 and a warning says so; as a last resort the Hessian is
@@ -53,7 +55,7 @@ from lowbit._arrays import as_float_array, check_finite
 from lowbit._deprecation import warn_renamed
 from lowbit.algorithms._checks import _UNSET, weight_granularity
 from lowbit.core import quantize
-from lowbit.errors import EmptyInputError, NotCalibratedError, OptionError
+from lowbit.errors import EmptyInputError, NonFiniteError, NotCalibratedError, OptionError
 from lowbit.formats import QType, get_qtype
 from lowbit.granularity import Granularity, PerChannel
 from lowbit.qparams import choose_qparams
@@ -111,7 +113,9 @@ class HessianAccumulator:
 
         Raises:
             OptionError: the last axis is not ``in_features`` long.
-            EmptyInputError: the batch has no rows. NonFiniteError: NaN/Inf in it.
+            EmptyInputError: the batch has no rows. NonFiniteError: NaN/Inf in it, or values so
+                large (|x| around 1e154 and up, float64 input only) that ``x x^T`` overflows float64;
+                a refused batch leaves the accumulator as it was.
             InputTypeError: not a float array or CPU tensor.
 
         Example:
@@ -133,12 +137,23 @@ class HessianAccumulator:
         m = rows.shape[0]
         step = max(256, _ROWS_ELEMENTS // self.in_features)
         gram = np.zeros_like(self._h)
-        for r in range(0, m, step):  # float64 copies of a few MB at a time; x^T x runs as a BLAS syrk
-            chunk = rows[r : r + step].astype(np.float64)
-            gram += chunk.T @ chunk
-        total = self.n_samples_ + m
-        self._h *= self.n_samples_ / total
-        self._h += (2.0 / total) * gram
+        with np.errstate(over="ignore", invalid="ignore"):
+            for r in range(0, m, step):  # float64 copies of a few MB at a time; x^T x runs as a BLAS syrk
+                chunk = rows[r : r + step].astype(np.float64)
+                gram += chunk.T @ chunk
+            total = self.n_samples_ + m
+            keep = self.n_samples_ / total
+            gram *= 2.0 / total
+            # |H_ij| <= max diag of a Gram matrix, so bounding the new diagonal bounds every entry
+            peak = float(np.max(np.diag(self._h))) * keep + float(np.max(np.diag(gram)))
+        if not (np.isfinite(gram).all() and peak < np.finfo(np.float64).max):
+            raise NonFiniteError(
+                f"activations of shape {tuple(shape)} reach |x| = {float(np.abs(rows).max()):.3g}: their squared "
+                "sums overflow float64 (keep |x| well below 1e150); the batch was not added. Rescale the "
+                "layer's inputs: GPTQ's result does not change when every input is scaled by one factor"
+            )
+        self._h *= keep
+        self._h += gram
         self.n_samples_ = total
         return self
 
@@ -345,7 +360,8 @@ def gptq_quantize(
 
     Returns:
         A QTensor of float32 (float64 for float64 weights) NumPy source whose
-        ``dequantize()`` is the GPTQ weight; weights of dead inputs are 0.
+        ``dequantize()`` is the GPTQ weight; weights of dead inputs (``H_ii == 0``) are 0,
+        except when every input is dead: then the weight is rounded to nearest (RuntimeWarning).
 
     Raises:
         OptionError: shapes that do not match, a non-integer format, bad ``damp``/``block_size``.
@@ -372,6 +388,15 @@ def gptq_quantize(
     sym = qt.signed if symmetric is None else bool(symmetric)
 
     dead = np.diag(h) == 0
+    if dead.all():  # no input ever fired (all-zero calibration data): nothing to weigh the errors by
+        warnings.warn(
+            f"GPTQ: the Hessian of this {w.shape} weight is all zero (the calibration inputs of the layer were "
+            "all zero); falling back to the identity Hessian (plain round-to-nearest) instead of zeroing every "
+            "weight. Calibrate with representative inputs",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        h, dead = np.eye(n), np.zeros(n, bool)
     if dead.any():
         h = h.copy()  # may be the caller's array
         h[dead, dead] = 1.0

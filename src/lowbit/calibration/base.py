@@ -424,6 +424,13 @@ def estimator_for(
 def _check_legacy(legacy: Mapping[str, Any], cls: type[RangeEstimator], where: str) -> None:
     import difflib
 
+    if "axis" in legacy:  # the entry point sets the estimator's axis from its granularity: axis= would be ignored
+        axis = legacy["axis"]
+        raise OptionError(
+            f"{where} got axis={axis!r}: the axis of the ranges follows granularity=, not axis=; "
+            f"use granularity=PerChannel({axis!r}) (or 'channel:{axis}') for one range per index along it, "
+            "or leave axis out for one range over the whole tensor"
+        )
     valid = cls._param_names()
     unknown = [k for k in legacy if k not in valid]
     if unknown:

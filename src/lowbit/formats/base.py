@@ -10,7 +10,9 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +26,8 @@ GRID_KINDS = ("float", "codebook")
 
 _REGISTRY: dict[str, QType] = {}
 _ALIASES: dict[str, str] = {}
+_DERIVED: Any = None  # default of qmin/qmax: the full code range of ``bits`` (see QType)
+MAX_QTYPE_BITS = 16
 
 
 @dataclass(frozen=True)
@@ -48,22 +52,43 @@ class QType:
         implicit_exp: the element format's own fixed scale ``2^implicit_exp``
             (``mxint8``: -6, so code ``k`` means ``k / 64`` times the stored scale).
 
+    ``narrow``, ``qmin`` and ``qmax`` may be left out: the code range is then the
+    whole range of ``bits`` (``-2^(bits-1)..2^(bits-1)-1``, without the most
+    negative code when ``narrow``; ``0..2^bits-1`` unsigned; ``0..len(grid)-1``
+    for grid formats).  Every field is checked when the QType is built.
+
+    Raises:
+        QTypeError: bits outside 1..16, an unknown kind, ``qmin >= qmax``, codes
+            that do not fit in ``bits``, or a grid that does not match the codes;
+            the message lists every problem at once.
+
     Example:
         >>> QType("int3", "int", 3, True, True, -3, 3).levels
         7
+        >>> QType("user5", "int", 5, signed=True).qmin
+        -16
+        >>> QType("bad", "int", 4, True, qmin=7, qmax=-8)
+        Traceback (most recent call last):
+        ...
+        lowbit.errors.QTypeError: invalid QType 'bad': qmin=7 must be below qmax=-8 (a format needs at least two codes)
     """
 
     name: str
     kind: str
     bits: int
     signed: bool
-    narrow: bool
-    qmin: int
-    qmax: int
+    narrow: bool = False
+    qmin: int = _DERIVED
+    qmax: int = _DERIVED
     grid: tuple[float, ...] = ()
     block_size: int = 0
     scale_format: str = ""
     implicit_exp: int = 0
+
+    def __post_init__(self) -> None:
+        problems = _qtype_problems(self)
+        if problems:
+            raise QTypeError(f"invalid QType {self.name!r}: " + "; ".join(problems))
 
     @property
     def is_grid(self) -> bool:
@@ -125,6 +150,91 @@ class QType:
 
     def __str__(self) -> str:
         return self.name
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _code_range(bits: int, signed: bool, narrow: bool) -> tuple[int, int]:
+    """The codes that ``bits`` hold: two's complement (narrow: without the most negative) or unsigned."""
+    if not signed:
+        return 0, 2**bits - 1
+    half = 2 ** (bits - 1)
+    return -half + int(narrow), half - 1
+
+
+def _as_grid(grid: Any) -> tuple[float, ...] | None:
+    try:
+        return tuple(float(v) for v in grid) if isinstance(grid, (tuple, list, np.ndarray)) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _field_problems(qt: QType) -> list[str]:
+    """Problems of the fields that do not depend on each other (normalising numpy scalars in place)."""
+    fix, problems = object.__setattr__, []
+    if not isinstance(qt.name, str) or not qt.name.strip():
+        problems.append(f"name must be a non-empty str, got {qt.name!r}")
+    if qt.kind not in ("int", *GRID_KINDS):
+        problems.append(f"kind must be one of {('int', *GRID_KINDS)}, got {qt.kind!r}")
+    for flag in ("signed", "narrow"):
+        if not isinstance(getattr(qt, flag), (bool, np.bool_)):
+            problems.append(f"{flag} must be True or False, got {getattr(qt, flag)!r}")
+        else:
+            fix(qt, flag, bool(getattr(qt, flag)))
+    if not (_is_int(qt.bits) and 1 <= qt.bits <= MAX_QTYPE_BITS):
+        problems.append(f"bits must be an int in 1..{MAX_QTYPE_BITS}, got {qt.bits!r}")
+    grid = _as_grid(qt.grid)
+    if grid is None:
+        problems.append(f"grid must be a tuple of floats, got {qt.grid!r}")
+    for name, low in (("block_size", 0), ("implicit_exp", None)):
+        value = getattr(qt, name)
+        if not _is_int(value) or (low is not None and value < low):
+            problems.append(f"{name} must be an int{'' if low is None else f' >= {low}'}, got {value!r}")
+    if not isinstance(qt.scale_format, str):
+        problems.append(f"scale_format must be a str, got {qt.scale_format!r}")
+    if not problems:
+        fix(qt, "bits", int(qt.bits))
+        fix(qt, "grid", grid)
+        fix(qt, "block_size", int(qt.block_size))
+        fix(qt, "implicit_exp", int(qt.implicit_exp))
+    return problems
+
+
+def _range_problems(qt: QType) -> list[str]:
+    """Problems of the code range of a QType whose other fields are valid (deriving a range left out)."""
+    if qt.is_grid and len(qt.grid) < 2:
+        return [f"a {qt.kind} format needs a grid of at least two values (its codes index it), got {len(qt.grid)}"]
+    lo, hi = (0, len(qt.grid) - 1) if qt.is_grid else _code_range(qt.bits, qt.signed, qt.narrow)
+    object.__setattr__(qt, "qmin", lo if qt.qmin is _DERIVED else qt.qmin)
+    object.__setattr__(qt, "qmax", hi if qt.qmax is _DERIVED else qt.qmax)
+    bad = [f"{end} must be an int, got {getattr(qt, end)!r}" for end in ("qmin", "qmax")
+           if not _is_int(getattr(qt, end))]
+    if bad:
+        return bad
+    object.__setattr__(qt, "qmin", int(qt.qmin))
+    object.__setattr__(qt, "qmax", int(qt.qmax))
+    problems = []
+    if qt.qmin >= qt.qmax:
+        problems.append(f"qmin={qt.qmin} must be below qmax={qt.qmax} (a format needs at least two codes)")
+    lo, hi = _code_range(qt.bits, qt.signed, False)
+    if not lo <= min(qt.qmin, qt.qmax) or not max(qt.qmin, qt.qmax) <= hi:
+        kind = "signed" if qt.signed else "unsigned"
+        problems.append(f"codes {qt.qmin}..{qt.qmax} do not fit in {qt.bits} {kind} bits ({lo}..{hi})")
+    if not qt.is_grid:
+        return problems + (["an int format has no grid (grid=())"] if qt.grid else [])
+    if (qt.qmin, qt.qmax) != (0, len(qt.grid) - 1):
+        problems.append(f"a {qt.kind} format's codes index its grid: qmin=0, qmax=len(grid)-1={len(qt.grid) - 1}, "
+                        f"got {qt.qmin}..{qt.qmax}")
+    if not np.all(np.isfinite(qt.grid)) or np.any(np.diff(qt.grid) <= 0):
+        problems.append("grid must be finite and strictly increasing")
+    return problems
+
+
+def _qtype_problems(qt: QType) -> list[str]:
+    """Every reason ``qt`` is not a usable format (the range is checked once the other fields are valid)."""
+    return _field_problems(qt) or _range_problems(qt)
 
 
 def register_qtype(qtype: QType) -> QType:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable, Sized
 from typing import Any
 
-from lowbit.errors import ModelError
+from lowbit.errors import InputTypeError, ModelError
 
 __all__ = ["calibrate"]
 
@@ -33,6 +33,35 @@ def run_batch(model: Any, batch: Any) -> Any:
     if isinstance(batch, (tuple, list)):
         return model(*batch)
     return model(batch)
+
+
+def one_batch_as_list(batches: Any) -> Any:
+    """``[batches]`` when ``batches`` is one batch (a tensor or a dict of keyword tensors), else ``batches``:
+    a lone tensor must not be iterated row by row, nor a dict key by key.
+
+    Example:
+        >>> import torch
+        >>> len(one_batch_as_list(torch.ones(4, 3))), len(one_batch_as_list([torch.ones(4, 3)]))
+        (1, 1)
+    """
+    import torch
+
+    return [batches] if isinstance(batches, (dict, torch.Tensor)) else batches
+
+
+def check_model(model: Any, where: str) -> None:
+    """InputTypeError unless ``model`` is a ``torch.nn.Module``.
+
+    Example:
+        >>> check_model(None, "calibrate")
+        Traceback (most recent call last):
+        ...
+        lowbit.errors.InputTypeError: calibrate expects a torch.nn.Module as model, got NoneType
+    """
+    import torch.nn as tnn
+
+    if not isinstance(model, tnn.Module):
+        raise InputTypeError(f"{where} expects a torch.nn.Module as model, got {type(model).__name__}")
 
 
 class Progress:
@@ -60,13 +89,15 @@ def calibrate(model: Any, batches: Iterable[Any], progress: bool | None = None) 
 
     Args:
         model: a model prepared with ``quantize_(model, Static(...))``.
-        batches: inputs, each a tensor, a tuple of tensors or a dict of keyword tensors.
+        batches: inputs, each a tensor, a tuple of tensors or a dict of keyword tensors (a
+            single tensor or dict is one batch).
         progress: show a progress meter on stderr (default: when stderr is a terminal).
 
     Returns:
         The number of batches run.
 
     Raises:
+        InputTypeError: ``model`` is not a ``torch.nn.Module``.
         ModelError: the model has no observer (calibrate before prepare), is in
             training mode (call ``model.eval()``), or no batch was given.
     """
@@ -74,6 +105,7 @@ def calibrate(model: Any, batches: Iterable[Any], progress: bool | None = None) 
 
     from lowbit.model._observed import Observed
 
+    check_model(model, "calibrate")
     if not any(isinstance(m, Observed) for m in model.modules()):
         raise ModelError(
             "calibrate before prepare: the model has no observers; run "
@@ -81,6 +113,7 @@ def calibrate(model: Any, batches: Iterable[Any], progress: bool | None = None) 
         )
     if model.training:
         raise ModelError("the model is in training mode (dropout and batch-norm would skew ranges); call model.eval()")
+    batches = one_batch_as_list(batches)
     total = len(batches) if isinstance(batches, Sized) else None
     meter = Progress(total, sys.stderr.isatty() if progress is None else progress)
     done = 0

@@ -25,7 +25,8 @@ Two orders:
 
 Layers that receive the very same input tensor (a transformer's q/k/v
 projections, gate/up projections) share one statistic object, which sees that
-input once per call.
+input once per call.  A module called several times in one forward pass (one
+module object used at several places) feeds every one of its inputs.
 
 ``sink_weight`` gives the first position of every sequence (inputs shaped
 ``(batch, sequence, features)``) that many times the weight of the other rows,
@@ -79,7 +80,7 @@ class _Feeder:
         self.sink_weight = sink_weight
         self.stats: dict[str, Any] = {}
         self._batch_inputs: dict[int, tuple[torch.Tensor, Any]] = {}  # id(input) -> (input kept alive, stat)
-        self._fed: set[int] = set()
+        self._fed: set[tuple[int, int]] = set()
         self._handles: list[Any] = []
 
     def __enter__(self) -> _Feeder:
@@ -108,8 +109,8 @@ class _Feeder:
                 stat = seen[1] if seen is not None and seen[0] is x else self.factory(name, module)
                 self.stats[name] = stat
             self._batch_inputs.setdefault(id(x), (x, stat))  # kept alive, so the id stays unique
-            if id(stat) not in self._fed:
-                self._fed.add(id(stat))
+            if (id(stat), id(x)) not in self._fed:  # each input once per statistic: a module called
+                self._fed.add((id(stat), id(x)))  # twice (shared at two places) sees both of its inputs
                 stat.partial_fit(_as_rows(x.detach(), self.sink_weight))
 
         return hook

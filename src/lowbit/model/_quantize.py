@@ -33,6 +33,7 @@ from typing import Any
 
 from lowbit._text import format_table
 from lowbit.errors import ModelError, OptionError, error_context
+from lowbit.model._calibrate import check_model, one_batch_as_list
 from lowbit.model._registry import get_handler, is_config
 from lowbit.model.config import Config, StatPlan
 from lowbit.model.reports import module_nbytes
@@ -45,13 +46,14 @@ Plan = Mapping[str, Config | None]
 
 @dataclass(frozen=True)
 class SummaryRow:
-    """One swapped layer."""
+    """One swapped layer; ``shared_with`` lists the other names of a module used at several places."""
 
     name: str
     layer: str
     scheme: str
     bytes_before: int
     bytes_after: int
+    shared_with: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ class Summary:
         return sum(r.bytes_after for r in self.rows)
 
     def __str__(self) -> str:
-        body = [[r.name, r.layer, r.scheme, f"{r.bytes_before:,}", f"{r.bytes_after:,}"] for r in self.rows]
+        body = [[r.name + "".join(f" (= {a})" for a in r.shared_with), r.layer, r.scheme, f"{r.bytes_before:,}",
+                 f"{r.bytes_after:,}"] for r in self.rows]
         body.append(["total", "", "", f"{self.bytes_before:,}", f"{self.bytes_after:,}"])
         return format_table(["module", "layer", "scheme", "bytes before", "bytes after"], body)
 
@@ -97,23 +100,79 @@ def _pattern_problem(pattern: str, named: list, targets: tuple[type, ...], what:
     return None
 
 
+def _aliases(model: Any) -> dict[int, list[str]]:
+    """Every name of every submodule, by ``id``: a module used at several places has several names
+    (the first is the one ``named_modules()`` gives)."""
+    names: dict[int, list[str]] = {}
+    for n, m in model.named_modules(remove_duplicate=False):
+        if n:
+            names.setdefault(id(m), []).append(n)
+    return names
+
+
+def _tie_problem(names: list[str], decisions: list[Any], describe: Any) -> str | None:
+    """Why the names of one shared module cannot all get what they were given, or None when they agree."""
+    if len({id(d) for d in decisions}) <= 1:
+        return None
+    given = ", ".join(f"{n!r}: {describe(d)}" for n, d in zip(names, decisions, strict=True))
+    return (f"module {names[0]!r} is the same module object at {len(names)} places ({given}); it has one weight, "
+            "so it is quantized once for all of them: select all its names or none (include/exclude/plan)")
+
+
+def _raise_ties(problems: list[str]) -> None:
+    if problems:
+        raise ModelError("; ".join(problems))
+
+
 def _select(model: Any, config: Config, include: list[str] | None, exclude: list[str]) -> list:
-    """The ``(name, module)`` pairs one config quantizes; ModelError naming every bad pattern."""
+    """The ``(name, module)`` pairs one config quantizes; ModelError naming every bad pattern.
+
+    A module used at several places (tied) is chosen once, under its first name, when all its
+    names are selected; a selection that takes some of its names and not others is refused."""
     targets, what = get_handler(config).targets(config), type(config).__name__
+    aliases = _aliases(model)
     named = [(n, m) for n, m in model.named_modules() if n]
-    chosen = [
-        (n, m) for n, m in named
-        if isinstance(m, targets) and (include is None or _matches(n, include)) and not _matches(n, exclude)
-    ]
-    problems = [p for p in (_pattern_problem(pat, named, targets, what) for pat in include or []) if p]
+    every_name = [(n, m) for n, m in model.named_modules(remove_duplicate=False) if n]
+
+    def picked(n: str) -> bool:
+        return (include is None or _matches(n, include)) and not _matches(n, exclude)
+
+    chosen, ties = [], []
+    for n, m in named:
+        if not isinstance(m, targets):
+            continue
+        names = aliases[id(m)]
+        decisions = [config if picked(a) else None for a in names]
+        tie = _tie_problem(names, decisions, lambda d: "quantized" if d is not None else "kept float")
+        if tie:
+            ties.append(tie)
+        elif decisions[0] is not None:
+            chosen.append((n, m))
+    problems = [p for p in (_pattern_problem(pat, every_name, targets, what) for pat in include or []) if p]
     if problems:
         raise ModelError("include " + "; include ".join(problems))
+    _raise_ties(ties)
     if not chosen:
         raise ModelError(
             f"{what} found no module to quantize: the model has no {_type_names(targets)} "
             f"layer matching include={include} exclude={exclude}"
         )
     return chosen
+
+
+def _patterns(value: Any, what: str) -> list[str]:
+    """Glob patterns from one string (one pattern, not its characters) or an iterable of strings."""
+    if isinstance(value, str):
+        return [value]
+    try:
+        patterns = list(value)
+    except TypeError:
+        raise OptionError(f"{what} must be a glob pattern or a list of them, got {type(value).__name__}") from None
+    bad = [repr(p) for p in patterns if not isinstance(p, str)]
+    if bad:
+        raise OptionError(f"{what} patterns must be strings (module-name globs such as 'lm_head' or 'layers.*.mlp'), "
+                          f"got {', '.join(bad)}")
+    return patterns
 
 
 def _check_plan(plan: Mapping[Any, Any]) -> list[tuple[str, Config | None]]:
@@ -129,26 +188,41 @@ def _check_plan(plan: Mapping[Any, Any]) -> list[tuple[str, Config | None]]:
 def _select_plan(model: Any, plan: Plan, include: list[str] | None, exclude: list[str]) -> list[tuple[Config, list]]:
     """Per config, in plan order, the layers whose first matching pattern (among those targeting them) is its."""
     entries = _check_plan(plan)
-    named = [(n, m) for n, m in model.named_modules() if n]
-    claimed: set[str] = set()
-    groups: dict[int, tuple[Config, list]] = {}
+    every_name = [(n, m) for n, m in model.named_modules(remove_duplicate=False) if n]
+    targets = [(object,) if cfg is None else get_handler(cfg).targets(cfg) for _, cfg in entries]
     problems = []
-    for pattern, cfg in entries:
-        targets = (object,) if cfg is None else get_handler(cfg).targets(cfg)
-        problem = _pattern_problem(pattern, named, targets, "None" if cfg is None else type(cfg).__name__)
+    for (pattern, cfg), kinds in zip(entries, targets, strict=True):
+        problem = _pattern_problem(pattern, every_name, kinds, "None" if cfg is None else type(cfg).__name__)
         if problem:
             problems.append(problem)
-            continue
-        for n, m in named:
-            if n in claimed or not fnmatch.fnmatchcase(n, pattern) or not isinstance(m, targets):
-                continue
-            if (include is not None and not _matches(n, include)) or _matches(n, exclude):
-                continue
-            claimed.add(n)
-            if cfg is not None:
-                groups.setdefault(id(cfg), (cfg, []))[1].append((n, m))
     if problems:
         raise ModelError("plan " + "; plan ".join(problems))
+
+    def decision(n: str, m: Any) -> Config | None:
+        if (include is not None and not _matches(n, include)) or _matches(n, exclude):
+            return None
+        for (pattern, cfg), kinds in zip(entries, targets, strict=True):
+            if fnmatch.fnmatchcase(n, pattern) and isinstance(m, kinds):
+                return cfg
+        return None
+
+    aliases = _aliases(model)
+    decided, ties = {}, []
+    for n, m in model.named_modules():
+        if n:
+            names = aliases[id(m)]
+            decisions = [decision(a, m) for a in names]
+            tie = _tie_problem(names, decisions, lambda d: "kept float" if d is None else d.scheme)
+            if tie:
+                ties.append(tie)
+            elif decisions[0] is not None:
+                decided[n] = (decisions[0], m)
+    _raise_ties(ties)
+    groups: dict[int, tuple[Config, list]] = {}
+    for _, cfg in entries:
+        layers = [(n, m) for n, (c, m) in decided.items() if c is cfg]
+        if cfg is not None and id(cfg) not in groups and layers:
+            groups[id(cfg)] = (cfg, layers)
     if not groups:
         raise ModelError(f"the plan selects no module to quantize (include={include} exclude={exclude})")
     return list(groups.values())
@@ -178,9 +252,12 @@ def _layers_with_statistics(
 
 def _apply(model: Any, config: Config, chosen: list, batches: Any, progress: bool | None, swapped: list,
            rows: list) -> None:
-    """Replace every chosen layer with the config's handler, recording swaps (for rollback) and rows."""
+    """Replace every chosen layer with the config's handler, recording swaps (for rollback) and rows.
+
+    A module used at several places is replaced at all of them by the same new module."""
     record = get_handler(config)
     plan = record.statistics(config)
+    aliases = _aliases(model)
     items = ((n, m, None) for n, m in chosen) if plan is None else _layers_with_statistics(
         model, chosen, plan, batches, progress
     )
@@ -189,9 +266,12 @@ def _apply(model: Any, config: Config, chosen: list, batches: Any, progress: boo
             before = module_nbytes(module)
             with error_context(f"module {name!r} ({type(module).__name__})"):
                 new, scheme = record.replace(module, name, config, stat)
-            _swap(model, name, new)
-            swapped.append((name, module))
-            rows.append(SummaryRow(name, type(module).__name__, scheme, before, module_nbytes(new)))
+            names = aliases.get(id(module), [name])
+            for alias in names:
+                _swap(model, alias, new)
+                swapped.append((alias, module))
+            others = tuple(a for a in names if a != name)
+            rows.append(SummaryRow(name, type(module).__name__, scheme, before, module_nbytes(new), others))
     finally:
         items.close()  # a generator either way; closing removes calibration hooks
 
@@ -212,25 +292,33 @@ def quantize_(
             or one registered with :func:`register_handler`), or a plan: a dict of
             module-name glob patterns to configs or None (leave float); each layer
             takes the first pattern that matches it and whose config targets its type.
-        include: glob patterns on module names (``"encoder.*.dense"``); None selects all.
-        exclude: glob patterns to leave in float.
+        include: glob patterns on module names (``"encoder.*.dense"``), or one pattern as a
+            string; None selects all.
+        exclude: glob patterns to leave in float, or one pattern as a string (``"lm_head"``).
         batches: calibration inputs for configs that need data (``WeightOnly(algorithm="gptq"/"awq")``,
             ``Static``/``Dynamic`` with ``smoothquant``): each a tensor, a tuple of tensors or a
-            dict of keyword tensors, as ``model`` takes them. The model must be in eval mode.
+            dict of keyword tensors, as ``model`` takes them; a single tensor or dict is one
+            batch (not iterated row by row). The model must be in eval mode.
             For inputs shaped ``(batch, sequence, features)`` the first position of every
             sequence (a causal LM's "attention sink") counts ``sink_weight`` times
             (``algorithm_options``; GPTQ default 32).
         progress: progress meter on stderr while calibrating (default: when stderr is a terminal).
 
+    A module object used at several places (a tied ``nn.Linear``) is quantized once and the
+    same new module is put at every place; its summary row lists the other names
+    (``shared_with``). Selecting some of its names but not the others is a ModelError.
+
     Returns:
         A Summary: which modules, which scheme, bytes before and after.
 
     Raises:
+        InputTypeError: ``model`` is not a ``torch.nn.Module``.
         ModelError: a pattern matches no module, matches only unsupported
             layer types, or nothing is left to quantize (each message names
             the module and the fix); a data-driven config without ``batches`` or
-            with the model in training mode. OptionError: a bad config value, a bad
-            plan, or ``batches`` given to configs that use none. A LowbitError raised
+            with the model in training mode; a shared module whose names are
+            selected differently. OptionError: a bad config value, a bad plan,
+            patterns that are not strings, or ``batches`` given to configs that use none. A LowbitError raised
             for one layer names it. On any error the layers already replaced are put
             back, so the model is left as it was.
 
@@ -240,13 +328,16 @@ def quantize_(
         >>> lm.quantize_(net, lm.WeightOnly("int8")).rows[0].scheme
         'W8 int8 channel'
     """
-    include_list = None if include is None else list(include)
+    check_model(model, "quantize_")
+    include_list = None if include is None else _patterns(include, "include")
+    exclude_list = _patterns(exclude, "exclude")
     if isinstance(config, Mapping):
-        groups = _select_plan(model, config, include_list, list(exclude))
+        groups = _select_plan(model, config, include_list, exclude_list)
     elif is_config(config):
-        groups = [(config, _select(model, config, include_list, list(exclude)))]
+        groups = [(config, _select(model, config, include_list, exclude_list))]
     else:
         raise OptionError(f"config must be a lowbit.model.Config or a plan (dict), got {type(config).__name__}")
+    batches = one_batch_as_list(batches)
     needs_data = [cfg.scheme for cfg, _ in groups if get_handler(cfg).statistics(cfg) is not None]
     if not needs_data and batches is not None:
         raise OptionError(f"{', '.join(cfg.scheme for cfg, _ in groups)} uses no calibration data; drop batches=")
@@ -286,6 +377,7 @@ def convert(model: Any) -> Summary:
     """
     from lowbit.model._observed import Observed
 
+    check_model(model, "convert")
     observed = [(n, m) for n, m in model.named_modules() if isinstance(m, Observed)]
     if not observed:
         raise ModelError("convert found no observed layer: run quantize_(model, Static(...)) and calibrate first")
@@ -296,9 +388,13 @@ def convert(model: Any) -> Summary:
             "run lowbit.model.calibrate(model, batches) first"
         )
     rows = []
+    aliases = _aliases(model)
     for name, module in observed:
         before = module_nbytes(module.module)
         new = module.to_quantized()
-        _swap(model, name, new)
-        rows.append(SummaryRow(name, type(module.module).__name__, module.config.scheme, before, module_nbytes(new)))
+        names = aliases.get(id(module), [name])
+        for alias in names:  # a shared observed layer becomes one quantized layer at every place
+            _swap(model, alias, new)
+        rows.append(SummaryRow(name, type(module.module).__name__, module.config.scheme, before, module_nbytes(new),
+                               tuple(a for a in names if a != name)))
     return Summary(rows)

@@ -20,10 +20,12 @@ __all__ = ["ConvSettings"]
 Pair = tuple[int, int]
 
 
-def _pair(value: Any, name: str, layer: str, minimum: int) -> Pair:
+def _pair(value: Any, name: str, minimum: int, problems: list[str]) -> Pair:
+    """``value`` as a pair of ints >= ``minimum``; a problem is noted (and ``(minimum, minimum)`` returned) if not."""
     vals = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
     if len(vals) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < minimum for v in vals):
-        raise OptionError(f"{layer} {name} must be an int >= {minimum} or a pair of them, got {value!r}")
+        problems.append(f"{name} must be an int >= {minimum} or a pair of them, got {value!r}")
+        return (minimum, minimum)
     return (int(vals[0]), int(vals[1]))
 
 
@@ -42,30 +44,34 @@ class ConvSettings:
     @classmethod
     def build(cls, layer: str, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
               padding: Any = 0, dilation: Any = 1, groups: int = 1, padding_mode: str = "zeros") -> ConvSettings:
-        """Validate the settings of ``layer`` (raises OptionError naming the bad setting)."""
+        """Validate the settings of ``layer`` (one OptionError naming every bad setting)."""
         if padding_mode != "zeros":
             raise OptionError(
                 f"{layer} supports padding_mode='zeros' only, got padding_mode={padding_mode!r}; pad the input "
                 "yourself (torch.nn.functional.pad with that mode) and use padding=0, or keep this layer in float"
             )
+        problems: list[str] = []
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise OptionError(f"{layer} {name} must be a positive int, got {v!r}")
-        if in_channels % groups or out_channels % groups:
-            raise OptionError(
-                f"{layer} groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
-            )
-        stride_ = _pair(stride, "stride", layer, 1)
+                problems.append(f"{name} must be a positive int, got {v!r}")
+        if not problems and (in_channels % groups or out_channels % groups):
+            problems.append(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+        kernel = _pair(kernel_size, "kernel_size", 1, problems)
+        stride_ = _pair(stride, "stride", 1, problems)
+        dilation_ = _pair(dilation, "dilation", 1, problems)
+        pad: Pair | str = (0, 0)
         if isinstance(padding, str):
             if padding not in ("same", "valid"):
-                raise OptionError(f"{layer} padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
-            if padding == "same" and stride_ != (1, 1):
-                raise OptionError(f"{layer} padding='same' needs stride=1, got stride={stride!r}; give padding as ints")
-            pad: Pair | str = (0, 0) if padding == "valid" else "same"
+                problems.append(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+            elif padding == "same" and stride_ != (1, 1):
+                problems.append(f"padding='same' needs stride=1, got stride={stride!r}; give padding as ints")
+            elif padding == "same":
+                pad = "same"
         else:
-            pad = _pair(padding, "padding", layer, 0)
-        return cls(in_channels, out_channels, _pair(kernel_size, "kernel_size", layer, 1), stride_, pad,
-                   _pair(dilation, "dilation", layer, 1), groups)
+            pad = _pair(padding, "padding", 0, problems)
+        if problems:
+            raise OptionError(f"{layer}: " + "; ".join(problems))
+        return cls(in_channels, out_channels, kernel, stride_, pad, dilation_, groups)
 
     @staticmethod
     def kwargs_of(module: nn.Module, layer: str) -> dict[str, Any]:

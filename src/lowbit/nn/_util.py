@@ -15,13 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from lowbit.errors import InputTypeError
+from lowbit.errors import InputTypeError, OptionError
 
 __all__ = [
     "TORCH_STORAGE",
     "to_buffer",
     "from_buffer",
     "check_float_input",
+    "check_sizes",
     "tensor_bytes",
     "DtypeCheckedLoad",
 ]
@@ -56,6 +57,23 @@ def check_float_input(x: Any, layer: str) -> None:
         raise InputTypeError(f"{layer} expects a torch.Tensor, got {type(x).__name__}; wrap it with torch.as_tensor")
     if not x.is_floating_point():
         raise InputTypeError(f"{layer} expects a floating-point tensor, got {x.dtype}; cast it with .float()")
+
+
+def check_sizes(layer: str, **sizes: Any) -> tuple[int, ...]:
+    """The given layer sizes as ints, after checking that each is an int >= 1 (numpy ints too).
+
+    Raises:
+        OptionError: naming every bad size of ``layer`` at once.
+
+    Example:
+        >>> check_sizes("WeightOnlyLinear", in_features=8, out_features=np.int64(4))
+        (8, 4)
+    """
+    bad = [f"{name}={value!r}" for name, value in sizes.items()
+           if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1]
+    if bad:
+        raise OptionError(f"{layer} sizes must be positive ints, got {', '.join(bad)}")
+    return tuple(int(v) for v in sizes.values())
 
 
 def tensor_bytes(*tensors: torch.Tensor | None) -> int:

@@ -34,6 +34,7 @@ from lowbit.errors import InputTypeError, OptionError
 from lowbit.formats import QType
 from lowbit.granularity import Granularity, PerChannel, PerGroup, PerTensor
 from lowbit.nn._packed import PackedWeightModule
+from lowbit.nn._util import check_sizes
 from lowbit.qtensor import QTensor
 
 __all__ = ["WeightOnlyEmbedding"]
@@ -60,7 +61,8 @@ class WeightOnlyEmbedding(PackedWeightModule):
                  symmetric: bool | None = None, scale_format: str | None = None,
                  zero_point: str = "int") -> None:
         super().__init__()
-        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        self.num_embeddings, self.embedding_dim = check_sizes(type(self).__name__, num_embeddings=num_embeddings,
+                                                              embedding_dim=embedding_dim)
         if padding_idx is not None:
             if not -self.num_embeddings <= padding_idx < self.num_embeddings:
                 raise OptionError(
@@ -106,11 +108,12 @@ class WeightOnlyEmbedding(PackedWeightModule):
                 "scale_grad_by_freq": self.scale_grad_by_freq, "sparse": self.sparse, **self._weight_config()}
 
     def _row_wise(self) -> bool:
-        """Whether rows can be dequantized on their own (parameters never span rows)."""
+        """Whether rows can be dequantized on their own (parameters never span rows; the rows' decoded
+        scales are held as float32, which MX formats, bound to E8M0 scales, do not allow)."""
         g = self.granularity
         row_aligned = not self.qtype.packed or self.embedding_dim * self.qtype.bits % 8 == 0
         per_row = isinstance(g, (PerTensor, PerChannel)) or (isinstance(g, PerGroup) and g.axis % 2 == 1)
-        return row_aligned and per_row
+        return row_aligned and per_row and not self.qtype.is_mx
 
     def _rows(self, idx: np.ndarray) -> torch.Tensor:
         """Dequantize the rows ``idx`` (sorted, unique, in range) of the table."""

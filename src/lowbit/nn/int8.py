@@ -41,7 +41,7 @@ from lowbit.granularity import Granularity, PerChannel, PerTensor, PerToken, as_
 from lowbit.nn._conv import ConvSettings
 from lowbit.nn._int8mm import int8_mm
 from lowbit.nn._smooth import SmoothedInput
-from lowbit.nn._util import DtypeCheckedLoad, check_float_input, tensor_bytes
+from lowbit.nn._util import DtypeCheckedLoad, check_float_input, check_sizes, tensor_bytes
 from lowbit.qtensor import QTensor
 
 __all__ = ["Int8Linear", "Int8Conv2d", "quantize_activations", "int8_matmul"]
@@ -68,7 +68,8 @@ def quantize_activations(x: torch.Tensor, scale: float | torch.Tensor | None = N
 
     Args:
         x: float tensor ``(M, K)``.
-        scale: a static positive scale, or None for a dynamic one (absmax / 127).
+        scale: a static scale (one finite float > 0, or a one-element tensor), or None
+            for a dynamic one (absmax / 127).
         granularity: ``PerTensor()`` / ``"tensor"`` (one scale) or ``PerToken()`` /
             ``"token"`` (one per row; dynamic only).
 
@@ -78,7 +79,8 @@ def quantize_activations(x: torch.Tensor, scale: float | torch.Tensor | None = N
 
     Raises:
         NonFiniteError: NaN or Inf in ``x``. GranularityError: bad granularity.
-        OptionError: bad scale.
+        OptionError: a static scale that is not one finite number > 0 (0, negative, NaN, Inf,
+            several values or not a number).
 
     Example:
         >>> import torch
@@ -100,10 +102,29 @@ def quantize_activations(x: torch.Tensor, scale: float | torch.Tensor | None = N
     elif per_token:
         raise GranularityError("a static act_scale is one scale per tensor; use act_granularity='tensor'")
     else:
-        s = torch.as_tensor(scale, dtype=torch.float32).reshape(())
+        s = _checked_scale(scale)
     scaled = xf * (1.0 / s)  # the one float temporary: rounded and clamped in place
     codes = scaled.round_().clamp_(-QMAX, QMAX).to(torch.int8)
     return codes, s
+
+
+def _checked_scale(scale: Any) -> torch.Tensor:
+    """A static activation scale as a float32 0-d tensor; OptionError unless it is one finite number > 0."""
+    try:
+        s = torch.as_tensor(scale, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError):
+        raise OptionError(f"the static activation scale must be a finite float > 0, got {scale!r}") from None
+    if s.numel() != 1:
+        raise OptionError(f"the static activation scale must be one number, got shape {tuple(s.shape)}; "
+                          "use granularity='token' with scale=None for one scale per row")
+    s = s.reshape(())
+    if not bool(torch.isfinite(s)) or not bool(s > 0):
+        raise OptionError(f"the static activation scale must be a finite float > 0, got {float(s)}; "
+                          "calibrate the input range (a constant-zero input takes scale=None)")
+    if not bool(torch.isfinite(1.0 / s)):
+        raise OptionError(f"the static activation scale {float(s)} is too small: its reciprocal overflows float32 "
+                          f"(use a scale >= {float(torch.finfo(torch.float32).tiny)})")
+    return s
 
 
 def int8_matmul(x_q: torch.Tensor, w_q_t: torch.Tensor) -> torch.Tensor:
@@ -273,7 +294,8 @@ class Int8Linear(SmoothedInput, _Int8Base):
                  act_granularity: Granularity | str = "tensor", weight_granularity: Granularity | str | None = None,
                  smooth: bool = False) -> None:
         super().__init__()
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features, self.out_features = check_sizes(type(self).__name__, in_features=in_features,
+                                                          out_features=out_features)
         self._init_int8(self.out_features, self.in_features, bias, act_scale, act_granularity, weight_granularity)
         self._init_smooth(self.in_features, smooth)
 

@@ -36,7 +36,7 @@ from lowbit.errors import InputTypeError, NotCalibratedError, OptionError, error
 from lowbit.formats import QType
 from lowbit.granularity import PerChannel
 from lowbit.nn._conv import ConvSettings
-from lowbit.nn._util import check_float_input
+from lowbit.nn._util import check_float_input, check_sizes
 from lowbit.nn.fake_quant import FakeQuantize
 from lowbit.nn.int8 import Int8Conv2d, Int8Linear
 from lowbit.nn.weight_only import WeightOnlyConv2d, WeightOnlyLinear
@@ -147,7 +147,8 @@ class QATLinear(_QATBase):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, weight_qtype: str | QType = "int4",
                  act_qtype: str | QType | None = None, method: str = "lsq", init: str | None = None) -> None:
         super().__init__()
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features, self.out_features = check_sizes(type(self).__name__, in_features=in_features,
+                                                          out_features=out_features)
         self._init_params((self.out_features, self.in_features), bias, weight_qtype, act_qtype, method, init)
 
     @classmethod

@@ -35,7 +35,7 @@ from lowbit.nn._conv import ConvSettings
 from lowbit.nn._fused import fused_linear
 from lowbit.nn._packed import PackedWeightModule
 from lowbit.nn._smooth import SmoothedInput
-from lowbit.nn._util import check_float_input
+from lowbit.nn._util import check_float_input, check_sizes
 
 __all__ = ["WeightOnlyLinear", "WeightOnlyConv2d"]
 
@@ -68,7 +68,8 @@ class WeightOnlyLinear(SmoothedInput, PackedWeightModule):
                  smooth: bool = False, scale_format: str | None = None,
                  zero_point: str = "int") -> None:
         super().__init__()
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features, self.out_features = check_sizes(type(self).__name__, in_features=in_features,
+                                                          out_features=out_features)
         self._init_weight((self.out_features, self.in_features), qtype, granularity, symmetric, scale_format,
                           zero_point)
         self._init_smooth(self.in_features, smooth)
