@@ -256,3 +256,83 @@ def test_stored_scale_arrays_are_required_for_other_scale_formats(rng):
     qt = lowbit.quantize(rng.standard_normal(8).astype(np.float32), "int8")
     with pytest.raises(lowbit.OptionError, match="scale_arrays"):
         QTensor(qt.data, qt.scale, qt.zero_point, qt.qtype, qt.granularity, qt.symmetric, qt.source, "float16")
+
+
+# -- issue 16: every QTensor is validated before a kernel touches it ------------------------------------------------
+def _issue16_dict(**changes):
+    import numpy as np
+
+    qt = lowbit.quantize(np.linspace(-1, 1, 64, dtype=np.float32).reshape(2, 32), "uint4", granularity="channel")
+    d = qt.to_dict()
+    d["meta"] = dict(d["meta"])
+    for key, value in changes.items():
+        (d["meta"] if key in d["meta"] else d)[key] = value
+    return d
+
+
+def test_issue16_one_byte_of_codes_for_1e8_int4_elements_is_refused_at_construction():
+    import numpy as np
+
+    from lowbit._arrays import Source
+    from lowbit.qtensor import QTensor
+
+    with pytest.raises(lowbit.FileFormatError, match=r"data is uint8\(1,\) \(want uint8 \(50000000,\)\)"):
+        QTensor(np.zeros(1, np.uint8), np.ones((), np.float32), np.zeros((), np.int8), lowbit.get_qtype("int4"),
+                lowbit.PerTensor(), True, Source("numpy", "float32", (10**8,)))
+
+
+@pytest.mark.parametrize(("changes", "fragment"), [
+    ({"scale": [1.0, 1.0, 1.0]}, r"scale is float\d+\(3,\)"),
+    ({"zero_point": [200, 3]}, r"zero_point 200 is outside uint4's codes \[0, 15\]"),
+    ({"scale": [-1.0, 1.0]}, "not finite and positive .*-1.0"),
+    ({"scale": [0.0, 1.0]}, "not finite and positive .*0.0"),
+    ({"scale": [float("nan"), 1.0]}, "not finite and positive .*nan"),
+    ({"format_version": 2.5}, r"format_version must be an integer 1\.\.3, got 2\.5"),
+    ({"format_version": True}, r"format_version must be an integer 1\.\.3, got True"),
+    ({"kind": "tensorflow"}, "kind must be one of numpy, torch, got 'tensorflow'"),
+    ({"shape": "64"}, "shape must be a list of non-negative ints"),
+    ({"symmetric": "false"}, "symmetric must be true or false"),
+], ids=["3-scales", "zp-200", "negative-scale", "zero-scale", "nan-scale", "version-2.5", "version-true",
+        "kind-tensorflow", "shape-string", "symmetric-string"])
+def test_issue16_from_dict_refuses_out_of_range_fields(changes, fragment):
+    import numpy as np
+
+    from lowbit.qtensor import QTensor
+
+    d = _issue16_dict(**changes)
+    for key in ("scale", "zero_point"):
+        if isinstance(d[key], list):
+            d[key] = np.array(d[key], np.float32 if key == "scale" else np.uint8)
+    with pytest.raises(lowbit.FileFormatError, match=fragment):
+        QTensor.from_dict(d)
+
+
+def test_issue16_grid_codes_past_the_value_table_are_refused_from_dicts():
+    import numpy as np
+
+    from lowbit.qtensor import QTensor
+
+    qt = lowbit.quantize(np.linspace(-1, 1, 64, dtype=np.float32), "fp4_bnb")  # 15 values, 4-bit codes
+    d = qt.to_dict()
+    d["data"] = np.full_like(d["data"], 0xFF)
+    with pytest.raises(lowbit.FileFormatError, match=r"code 15 is outside the format's codes 0\.\.14"):
+        QTensor.from_dict(d)
+
+
+def test_issue16_gguf_style_negative_and_zero_scales_stay_readable():
+    """llama.cpp's Q4_0 stores d = max / -8 and d = 0 for zero blocks; int4_full keeps them (GGUF reads)."""
+    import numpy as np
+
+    from lowbit._arrays import Source
+    from lowbit.qtensor import QTensor
+
+    codes = np.array([-8, 7] * 32, np.int8)
+    from lowbit._kernels import pack_codes
+
+    qt = QTensor(pack_codes(codes, 4), np.array([-0.25, 0.0], np.float32), np.zeros(2, np.int8),
+                 lowbit.get_qtype("int4_full"), lowbit.PerGroup(32), True, Source("numpy", "float32", (64,)))
+    expected = codes.astype(np.float64) * np.repeat([-0.25, 0.0], 32)  # float64 reference
+    assert np.array_equal(qt.dequantize(), expected.astype(np.float32))
+    with pytest.raises(lowbit.FileFormatError, match="not finite"):
+        QTensor(qt.data, np.array([np.inf, 1.0], np.float32), qt.zero_point, qt.qtype, qt.granularity, True,
+                qt.source)

@@ -202,3 +202,33 @@ def test_aliases_that_point_nowhere_are_refused(tmp_path):
         w.write("emb.weight", np.ones(2, np.float32))
     with pytest.raises(lowbit.FileFormatError, match="name stored tensors"):
         lowbit.load(path)
+
+
+@pytest.mark.parametrize(("path", "value", "fragment"), [
+    (("format_version",), 2.5, "format_version 2.5"),
+    (("format_version",), True, "format_version True"),
+    (("modules",), [], "'modules' and 'aliases' are objects"),
+    (("tensors", "w", "arrays"), ["w.data"], "lack an 'arrays' object"),
+    (("tensors", "w", "arrays", "data"), ["w.data"], "lack an 'arrays' object"),
+    (("tensors", "w", "shape"), "8", "'shape' must be a list of non-negative ints"),
+    (("tensors", "w", "shape"), [2**40, 2**40], "needs 604462909807314587353088"),
+    (("tensors", "w", "symmetric"), "yes", "'symmetric' must be true or false"),
+], ids=["version-2.5", "version-true", "modules-list", "arrays-list", "array-name-list", "shape-string",
+        "shape-huge", "symmetric-string"])
+def test_issue16_hostile_lowbit_metadata_is_a_file_format_error(tmp_path, path, value, fragment):
+    """Fields of the lowbit metadata that raised TypeError/OverflowError, or allocated by a claimed shape."""
+    from lowbit.io._safetensors import SafetensorsFile, SafetensorsWriter
+
+    lowbit.save({"w": _tensors()["a.weight"]}, tmp_path / "m.safetensors")
+    f = SafetensorsFile(tmp_path / "m.safetensors")
+    doc = json.loads(f.metadata["lowbit"])
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with SafetensorsWriter(tmp_path / "t.safetensors", [(n, f.dtype(n), f.shape(n)) for n in f.names],
+                           {"format": "lowbit", "lowbit": json.dumps(doc)}) as w:
+        for n in f.names:
+            w.write(n, f.array(n))
+    with pytest.raises(lowbit.FileFormatError, match=fragment):
+        lowbit.load(tmp_path / "t.safetensors")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -256,3 +257,59 @@ def test_gptq_codes_survive_the_export(tiny: Path, tmp_path: Path) -> None:
     assert summary.exact == 14 and summary.types["Q4_0"] == 14
     got = lowbit.load(out)["blk.1.ffn_down.weight"]
     np.testing.assert_array_equal(got.dequantize(), model.model.layers[1].mlp.down_proj.weight_qtensor().dequantize())
+
+
+# -- issue 16: hostile GGUF files ----------------------------------------------------------------------------------
+def _issue16_gguf(path: Path) -> bytes:
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_array("tokenizer.ggml.tokens", ["a", "bc"])
+    x = np.linspace(-1, 1, 64, dtype=np.float32).reshape(2, 32)
+    q4_0 = gguf.GGMLQuantizationType.Q4_0
+    w.add_tensor("q4", gguf.quants.quantize(x, q4_0), raw_dtype=q4_0)
+    w.add_tensor("f32", x)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path.read_bytes()
+
+
+def _issue16_cases(raw: bytes) -> dict[str, tuple[bytes, str]]:
+    n_kv_at, key = 16, b"tokenizer.ggml.tokens"
+    count_at = raw.index(key) + len(key) + 4 + 4  # after the value type and the item type: the array length
+    q4_dims = raw.index(b"q4") + 2 + 4  # after the name and the dimension count
+    return {
+        "truncated": (raw[: len(raw) // 2], "claims bytes|truncated"),
+        "wrong-magic": (b"GGUG" + raw[4:], "magic"),
+        "huge-tensor-count": (raw[:8] + struct.pack("<Q", 2**62) + raw[16:], "truncated or corrupt"),
+        "huge-kv-count": (raw[:n_kv_at] + struct.pack("<Q", 2**62) + raw[n_kv_at + 8 :], "truncated or corrupt"),
+        "huge-array": (raw[:count_at] + struct.pack("<Q", 2**62) + raw[count_at + 8 :], "items"),
+        "huge-shape": (raw[:q4_dims] + struct.pack("<Q", 2**40) + raw[q4_dims + 8 :], "claims bytes"),
+        "absurd-shape": (raw[:q4_dims] + struct.pack("<Q", 2**63) + raw[q4_dims + 8 :], "absurd shape"),
+    }
+
+
+@pytest.mark.parametrize("case", ["truncated", "wrong-magic", "huge-tensor-count", "huge-kv-count", "huge-array",
+                                  "huge-shape", "absurd-shape"])
+def test_issue16_hostile_gguf_is_a_file_format_error(tmp_path, case):
+    raw, fragment = _issue16_cases(_issue16_gguf(tmp_path / "seed.gguf"))[case]
+    path = tmp_path / f"{case}.gguf"
+    path.write_bytes(raw)
+    with pytest.raises(lowbit.FileFormatError, match=fragment):
+        read_gguf(path)
+    with pytest.raises(lowbit.FileFormatError):
+        lowbit.load(path)
+
+
+def test_issue16_the_seed_gguf_itself_reads(tmp_path):
+    path = tmp_path / "seed.gguf"
+    _issue16_gguf(path)
+    out = read_gguf(path)
+    assert out["q4"].shape == (2, 32) and out["f32"].shape == (2, 32)
+
+
+def test_issue16_a_folder_is_named_a_folder(tmp_path):
+    folder = tmp_path / "model.gguf"
+    folder.mkdir()
+    with pytest.raises(lowbit.FileFormatError, match="is a folder"):
+        read_gguf(folder)

@@ -434,3 +434,39 @@ def test_a_missing_folder_is_a_file_format_error(tmp_path):
     with pytest.raises(FileFormatError, match="folder must exist") as info:
         SafetensorsWriter(path, [("a", "F32", (2,))])
     assert str(path) in str(info.value)
+
+
+# -- issue 16: hostile inputs --------------------------------------------------------------------------------------
+def _issue16_file(tmp_path, header_text: bytes, data: bytes = b""):
+    path = tmp_path / "h.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header_text)) + header_text + data)
+    return path
+
+
+@pytest.mark.parametrize(("header_text", "fragment"), [
+    (b"[1, 2]", "must be a JSON object, got list"),
+    (b"3", "must be a JSON object, got int"),
+    (b'{"a": {"shape": [1], "data_offsets": [0, 4]}}', "unknown dtype None"),
+    (b'{"a": {"dtype": 5, "shape": [1], "data_offsets": [0, 4]}}', "unknown dtype 5"),
+    (b"[" * 100_000 + b"]" * 100_000, "not valid UTF-8 JSON"),
+    (b'{"a": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}, '
+     b'"b": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}', "overlap"),
+    (b'{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}', "lie outside the 12 data bytes"),
+], ids=["list", "number", "no-dtype", "int-dtype", "deep-nesting", "overlap", "past-the-end"])
+def test_issue16_headers_are_refused_typed_where_the_package_raises_its_own_error(tmp_path, header_text, fragment):
+    path = _issue16_file(tmp_path, header_text, bytes(12))
+    with pytest.raises(FileFormatError, match=fragment) as info:
+        SafetensorsFile(path)
+    assert str(info.value).startswith(str(path))  # the path, not its repr: the error is not wrapped twice
+    with pytest.raises(Exception) as theirs:
+        safe_open(str(path), "numpy")
+    assert not isinstance(theirs.value, FileFormatError)
+
+
+def test_issue16_an_implausible_header_size_is_reported_once_with_the_path(tmp_path):
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(struct.pack("<Q", 2**48) + b"{}")
+    with pytest.raises(FileFormatError) as info:
+        SafetensorsFile(path)
+    assert str(info.value).startswith(f"{path}: the header size field claims an implausible {2**48} bytes")
+    assert "PosixPath" not in str(info.value) and "cannot read" not in str(info.value)

@@ -383,3 +383,26 @@ def test_cli_prints_one_line_and_returns_2_for_every_hostile_file(tmp_path, caps
         assert captured.out == "", key
         assert captured.err.startswith("lowbit compare: error: ") and captured.err.count("\n") == 1, (key, captured.err)
         assert str(path) in captured.err and "Traceback" not in captured.err, (key, captured.err)
+
+
+# -- issue 16: hostile inputs --------------------------------------------------------------------------------------
+def test_npz_member_with_an_empty_name_is_a_file_format_error(tmp_path):
+    """zipfile's ZipInfo.is_dir() indexes the name: an empty one raised IndexError before the fix."""
+    path = tmp_path / "empty-name.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(zipfile.ZipInfo(""), b"x")
+    with pytest.raises(FileFormatError, match=str(path)):
+        load_tensors(path)
+    with pytest.raises(FileFormatError):
+        list_tensors(path)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_lowbit_load_points_numpy_files_to_load_tensors(tmp_path, suffix):
+    import lowbit
+
+    path = tmp_path / f"w{suffix}"
+    (np.save if suffix == ".npy" else np.savez)(path, np.ones(2, np.float32))
+    with pytest.raises(FileFormatError, match=r"not a lowbit checkpoint .*lowbit\.io\.load_tensors"):
+        lowbit.load(path)
+    assert list(load_tensors(path)) == ["w" if suffix == ".npy" else "arr_0"]

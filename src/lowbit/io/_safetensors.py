@@ -154,6 +154,8 @@ class SafetensorsFile:
                         f"{self.size - 8} after the size field); the file is truncated or not safetensors"
                     )
                 text = fh.read(hsize)
+        except FileFormatError:  # a ValueError too: not to be wrapped by the clause below
+            raise
         except OSError as err:
             raise FileFormatError(f"{self.path}: cannot read ({err.strerror or err})") from None
         except ValueError as err:  # e.g. a NUL byte in the path

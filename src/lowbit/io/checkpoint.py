@@ -42,6 +42,7 @@ __all__ = ["save", "load", "Checkpoint", "open_checkpoint", "parse_size", "INDEX
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 _PICKLES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+_ARRAYS = (".npy", ".npz")
 
 
 def parse_size(size: int | str | None) -> int | None:
@@ -343,16 +344,22 @@ def _files_of(root: Path) -> list[Path]:
                 f"{root} is a pickle checkpoint, which lowbit refuses to load (it can run code); convert it once "
                 "with: safetensors.torch.save_file(torch.load(path, weights_only=True), 'model.safetensors')"
             )
+        if root.suffix.lower() in _ARRAYS:
+            raise FileFormatError(f"{root} is a NumPy {root.suffix} file, not a lowbit checkpoint (a .safetensors "
+                                  "file or folder); read it with lowbit.io.load_tensors")
         return [root]
     if not root.exists():
         raise FileFormatError(f"{root}: no such file or folder")
+    if not root.is_dir():
+        raise FileFormatError(f"{root} is neither a regular file nor a folder; give a .safetensors file or a folder")
     index = root / INDEX_NAME
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
+            weight_map = json.loads(index.read_bytes())["weight_map"]
             names = sorted(set(weight_map.values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-            raise FileFormatError(f"{index}: not a safetensors index ({err})") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+            raise FileFormatError(f"{index}: not a safetensors index ({_brief(err)}); it needs a 'weight_map' "
+                                  "object of tensor name -> shard file name") from None
         if not all(isinstance(n, str) and "/" not in n and n.endswith(".safetensors") for n in names):
             raise FileFormatError(f"{index}: its weight_map must name .safetensors files in the same folder")
         return [root / n for n in names]
@@ -371,13 +378,31 @@ def _lowbit_meta(f: SafetensorsFile) -> dict[str, Any]:
         doc = json.loads(text)
     except (ValueError, RecursionError) as err:
         raise FileFormatError(f"{f.path}: unreadable lowbit metadata ({err})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("tensors", {}), dict):
-        raise FileFormatError(f"{f.path}: the lowbit metadata must be an object with a 'tensors' object")
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k, {}), dict) for k in ("tensors", "modules",
+                                                                                      "aliases")):
+        raise FileFormatError(f"{f.path}: the lowbit metadata must be an object whose 'tensors', 'modules' and "
+                              "'aliases' are objects; the file is corrupt")
     version = doc.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise FileFormatError(f"{f.path}: lowbit checkpoint format {version!r}; this lowbit reads up to "
-                              f"{FORMAT_VERSION} (upgrade lowbit)")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+        newer = " (upgrade lowbit)" if isinstance(version, int) and version > FORMAT_VERSION else ""
+        raise FileFormatError(f"{f.path}: lowbit checkpoint format_version {_brief(version)}; this lowbit reads "
+                              f"integer versions 1 to {FORMAT_VERSION}{newer}")
+    bad = [n for n, info in doc.get("tensors", {}).items() if not _arrays_ok(info)]
+    if bad:
+        raise FileFormatError(f"{f.path}: quantized tensor(s) {_brief(bad)} lack an 'arrays' object mapping array "
+                              "keys to entry names; the metadata is corrupt")
     return doc
+
+
+def _arrays_ok(info: Any) -> bool:
+    arrays = info.get("arrays") if isinstance(info, dict) else None
+    return isinstance(arrays, dict) and all(isinstance(v, str) for v in arrays.values())
+
+
+def _brief(value: Any, limit: int = 120) -> str:
+    """``repr``/``str`` of a value from a file, cut so that a hostile file cannot flood a message."""
+    text = str(value) if isinstance(value, BaseException) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
@@ -403,10 +428,9 @@ def open_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             raise FileFormatError(f"{f.path}: its lowbit 'aliases' must map names to entries of the same file")
         ckpt.aliases.update(aliases)
     for name, info in ckpt.tensors.items():
-        arrays = info.get("arrays") if isinstance(info, dict) else None
-        missing = [k for k in (arrays or {}).values() if k not in ckpt.where] if isinstance(arrays, dict) else ["?"]
+        missing = [k for k in info["arrays"].values() if k not in ckpt.where]
         if missing:
-            raise FileFormatError(f"{root}: quantized tensor {name!r} lacks its arrays {missing}")
+            raise FileFormatError(f"{root}: quantized tensor {name!r} lacks its arrays {_brief(missing)}")
     owned = {k for info in ckpt.tensors.values() for k in info["arrays"].values()}
     clash = [a for a, t in ckpt.aliases.items() if a in ckpt.where or a in ckpt.tensors or t in owned]
     if clash:

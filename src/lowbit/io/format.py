@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -166,22 +167,43 @@ def read_qtensor(name: str, info: Mapping[str, Any], fetch: Callable[[str], np.n
     """
     try:
         qt = _resolve_qtype(info)
-        shape = [int(s) for s in info["shape"]]
+        shape = _shape(info["shape"])
         layout = plan(as_granularity(info["granularity"]), tuple(shape))
         fmt = scale_format_for(qt, info["scale_format"])
         sdt = np.dtype(np.float64 if info["dtype"] == "float64" else np.float32)
-        d: dict[str, Any] = {"data": np.asarray(fetch(f"{name}.data"))}
+        if not isinstance(info["symmetric"], bool):
+            raise FileFormatError(f"'symmetric' must be true or false, got {info['symmetric']!r:.60}")
+        d: dict[str, Any] = {"data": _data(np.asarray(fetch(f"{name}.data")), qt, shape)}
         for key in fmt.specs(layout.param_shape, sdt):
             d[key] = np.asarray(fetch(f"{name}.{key}"))
-        if info["symmetric"]:
+        if info["symmetric"]:  # the data's size was checked: param_shape holds at most one block per code
             d["zero_point"] = np.full(layout.param_shape, int(info.get("zero_point") or 0), qt.storage_dtype)
         else:
             d["zero_point"] = np.asarray(fetch(f"{name}.zero_point"))
         d["meta"] = {"format_version": QTENSOR_VERSION, "qtype": qt.name, "granularity": info["granularity"],
-                     "symmetric": bool(info["symmetric"]), "kind": "numpy", "dtype": str(info["dtype"]),
+                     "symmetric": info["symmetric"], "kind": "numpy", "dtype": info["dtype"],
                      "shape": shape, "scale_format": fmt.name,
-                     "zero_point_kind": str(info.get("zero_point_kind", "int"))}
+                     "zero_point_kind": info.get("zero_point_kind", "int")}
         return QTensor.from_dict(d)
-    except (KeyError, TypeError, ValueError) as err:  # LowbitError subclasses included
+    except KeyError as err:
+        raise FileFormatError(f"quantized tensor {name!r}: its description or arrays lack {err}") from None
+    except (TypeError, ValueError, AttributeError, OverflowError, IndexError) as err:  # LowbitErrors included
         raise FileFormatError(f"quantized tensor {name!r}: {err}") from None
 
+
+def _shape(value: Any) -> list[int]:
+    """A description's shape: a list of non-negative ints (never a string or floats read digit by digit)."""
+    if not (isinstance(value, list) and len(value) <= 64
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)):
+        raise FileFormatError(f"'shape' must be a list of non-negative ints, got {value!r:.80}")
+    return value
+
+
+def _data(data: np.ndarray, qt: QType, shape: list[int]) -> np.ndarray:
+    """The codes array, after checking that it holds what ``shape`` needs (before anything is sized by the shape)."""
+    numel = math.prod(shape)
+    want = qt.packed_nbytes(numel) if qt.packed else numel
+    if data.ndim != 1 or data.size != want:
+        raise FileFormatError(f"its data has {data.size} items but {qt.name} x {tuple(shape)} needs {want}; the "
+                              "file is corrupt")
+    return data

@@ -195,7 +195,8 @@ class _NpzReader(_Reader):
         with _reading(str(path)):
             self.zip = zipfile.ZipFile(path)
         try:
-            self.members = self._members()
+            with _reading(str(path)):  # zipfile fails on a hostile directory in many ways (an empty name: IndexError)
+                self.members = self._members()
         except BaseException:
             self.zip.close()
             raise
