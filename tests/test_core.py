@@ -522,3 +522,76 @@ def test_float_zero_point_dict_round_trip_and_mismatch() -> None:
     del d["meta"]["zero_point_kind"]
     with pytest.raises(lowbit.FileFormatError, match="zero_point_kind"):
         QTensor.from_dict(d)
+
+
+# -- hostile inputs: values near the float maximum, subnormals, zero-range blocks (issue 16) --------------------
+
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+@pytest.mark.parametrize(
+    "values, dtype, qtype",
+    [
+        ([0.0, F32_MAX], np.float32, "int8"),
+        ([-F32_MAX, F32_MAX], np.float32, "int8"),
+        ([-F32_MAX, F32_MAX, 1.0], np.float32, "uint8"),
+        ([-65504, 65504, 1], np.float16, "uint4"),
+        ([-65504, 65504, 1], np.float16, "int4"),
+        ([-1e308, 1e308, 1.0], np.float64, "uint4"),
+        ([-1.7976931348623157e308, 1.7976931348623157e308], np.float64, "int8"),
+        ([-1.7976931348623157e308, 1.7976931348623157e308], np.float64, "uint1"),
+        ([0.0, -F32_MAX], np.float32, "fp8_e4m3"),
+    ],
+    ids=lambda v: getattr(v, "__name__", str(v)),
+)
+def test_values_near_the_float_maximum_dequantize_finite(values, dtype, qtype):
+    x = np.array(values, dtype)
+    qt = lowbit.quantize(x, qtype)
+    y = qt.dequantize()
+    assert y.dtype == x.dtype and np.isfinite(y).all()
+    np.testing.assert_array_equal(lowbit.fake_quantize(x, qtype), y)
+    # the extremes come back within one step of themselves (half a step plus the zero point's rounding)
+    ext = np.argmax(np.abs(x.astype(np.float64)))
+    if qtype != "uint1":
+        step = float(np.max(qt.scale)) * (1.0 if qt.qtype.kind == "int" else 32.0)
+        assert abs(float(y[ext]) - float(x[ext])) <= step * 1.001
+
+
+def test_float32_maximum_int8_is_one_ulp_below_and_exact_elsewhere():
+    y = lowbit.quantize(np.array([0.0, F32_MAX], np.float32), "int8").dequantize()
+    assert y[0] == 0.0 and y[1] == np.nextafter(np.float32(F32_MAX), np.float32(0))
+
+
+def test_explicit_scale_whose_codes_overflow_is_refused():
+    with pytest.raises(lowbit.OptionError, match="float16's largest value"):
+        lowbit.quantize(np.array([1.0, 2.0], np.float16), "int8", scale=1000.0)
+    with pytest.raises(lowbit.OptionError, match="smaller scale"):
+        lowbit.quantize(np.array([1.0], np.float32), "int8", scale=1e38)
+
+
+def test_float_zero_point_near_the_maximum():
+    y = lowbit.quantize(np.array([-1e308, 7e307, 0.0]), "uint4", zero_point="float").dequantize()
+    assert np.isfinite(y).all() and y[0] == -1e308
+    # a range wider than the float maximum: code * scale itself overflows, refused with the fix
+    for x in (np.array([-F32_MAX, F32_MAX], np.float32), np.array([-1e308, 1e308])):
+        with pytest.raises(lowbit.OptionError, match="zero_point='int'"):
+            lowbit.quantize(x, "uint8", zero_point="float")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_subnormal_inputs_get_a_normal_scale(dtype):
+    tiny = np.finfo(dtype).tiny
+    x = np.array([0.0, 3 * tiny, -100 * tiny], dtype)
+    qt = lowbit.quantize(x, "int8")
+    assert qt.scale == tiny and np.isfinite(dtype(1) / qt.scale)
+    np.testing.assert_array_equal(qt.dequantize(), x)  # multiples of the smallest normal are exact
+    sub = np.array([0.0, tiny / 4, -tiny / 8], dtype)  # below half a step: 0, never inf/NaN
+    np.testing.assert_array_equal(lowbit.fake_quantize(sub, "uint8"), np.zeros(3, dtype))
+
+
+@pytest.mark.parametrize("gran", [PerChannel(0), PerGroup(2)], ids=["channel", "group2"])
+@pytest.mark.parametrize("qtype", ["int4", "uint4", "nf4"])
+def test_zero_range_channels_and_groups_round_trip_exactly(gran, qtype):
+    x = np.array([[1.5, 1.5], [0.0, 0.0], [-3.0, -3.0], [1e-30, 1e-30]], np.float32)
+    y = lowbit.quantize(x, qtype, granularity=gran).dequantize()
+    np.testing.assert_array_equal(y, x)

@@ -218,3 +218,23 @@ def test_grid_formats_are_labelled_symmetric():
     rows = lowbit.compare(np.linspace(-1, 1, 64, dtype=np.float32), ["nf4", "fp8_e4m3"]).rows
     assert [r.scheme for r in rows] == ["nf4 tensor sym", "fp8_e4m3 tensor sym"]
     assert all(r.symmetric for r in rows)
+
+
+def test_huge_values_give_finite_cosine_and_sqnr_and_inf_only_where_true():
+    x = np.array([1e308, -1e308, 1e200])
+    st = metrics.error_stats(x, x * 0.5)
+    assert st.sse == math.inf and st.mse == math.inf  # 0.5e616: beyond float64 (true value)
+    assert st.cosine == 1.0
+    assert st.sqnr_db == pytest.approx(10 * math.log10(4.0))
+    assert metrics.max_abs_error(x, x * 0.5) == 5e307
+    assert metrics.sqnr_db(x, x) == math.inf and metrics.sse(x, x) == 0.0
+    assert metrics.cosine_similarity(x, -x) == -1.0
+    row = lowbit.compare(np.array([1e308, -1e308, 3.0, 5e307]), ["int8"]).rows[0]
+    assert math.isfinite(row.sqnr_db) and math.isfinite(row.cosine)
+
+
+def test_non_finite_inputs_raise_instead_of_nan():
+    with pytest.raises(lowbit.NonFiniteError, match="reference"):
+        metrics.sse(np.array([1.0, np.nan]), np.array([1.0, 2.0]))
+    with pytest.raises(lowbit.NonFiniteError, match="approximation"):
+        metrics.cosine_similarity(np.array([1.0, 2.0]), np.array([np.inf, 2.0]))

@@ -107,13 +107,13 @@ def test_all_zero_block_gets_scale_one(name, symmetric):
     assert np.all(z == expected_zp)
 
 
-def test_tiny_ranges_are_treated_as_zero():
+def test_tiny_ranges_get_the_smallest_normal_scale():
     tiny32 = np.finfo(np.float32).tiny
     s, _ = choose_qparams(np.array([0.0]), np.array([tiny32]), "int8", symmetric=True)
-    assert float(s[0]) == 1.0  # the scale would be subnormal: 1/scale would overflow
+    # the scale tiny/127 would be subnormal (1/scale overflows): the smallest normal scale instead
+    assert float(s[0]) == tiny32 and np.isfinite(np.float32(1) / s[0])
     qt = lowbit.quantize(np.array([tiny32, -tiny32, 0.0], np.float32), "int8")
-    assert np.isfinite(qt.dequantize()).all()
-    assert np.abs(qt.dequantize()).max() <= tiny32
+    assert qt.dequantize().tolist() == [tiny32, -tiny32, 0.0]
 
 
 def test_default_scale_dtype_and_shapes():
@@ -142,3 +142,31 @@ def test_affine_zero_is_exactly_representable(name, lo, hi, t):
     d = qt.dequantize()
     assert d[2] == 0.0
     assert d[4] == 0.0
+
+
+def test_max_value_keeps_every_code_finite_in_the_result_dtype():
+    # float16 results: (code - zp) * scale must stay within 65504 for every code
+    s, z = choose_qparams(np.array([-65504.0]), np.array([65504.0]), "uint4", symmetric=False, max_value=65504.0)
+    ends = (np.array([0, 15]) - z[0]) * np.float64(s[0])
+    assert np.abs(ends).max() <= 65504 and np.abs(ends).max() >= 65504 * 14 / 15
+    s, _ = choose_qparams(np.array([0.0]), np.array([65504.0]), "fp8_e4m3", symmetric=True, max_value=65504.0)
+    assert 448 * np.float64(s[0]) <= 65504
+    with pytest.raises(lowbit.OptionError, match="max_value"):
+        choose_qparams(np.array([0.0]), np.array([1.0]), "int8", symmetric=True, max_value=0.0)
+
+
+def test_affine_range_wider_than_float64_is_halved_not_inf():
+    big = np.finfo(np.float64).max
+    s, z = choose_qparams(np.array([-big]), np.array([big]), "uint8", symmetric=False, scale_dtype=np.float64)
+    assert np.isfinite(s).all()
+    ends = (np.array([0.0, 255.0]) - z[0]) * s[0]
+    assert np.isfinite(ends).all() and ends[0] <= -0.99 * big
+
+
+def test_offset_qparams_refuses_a_span_beyond_the_maximum():
+    from lowbit.qparams import offset_qparams
+
+    s, m = offset_qparams(np.array([0.0]), np.array([3.0e38]), "uint8")
+    assert np.isfinite(np.float32(255) * s[0] + m[0])
+    with pytest.raises(lowbit.OptionError, match="zero_point='int'"):
+        offset_qparams(np.array([-3.0e38]), np.array([3.0e38]), "uint8")

@@ -77,13 +77,17 @@ def _quantize_offset(x: Any, qtype: str | QType, granularity: Any, symmetric: bo
     mins, maxs, nonfinite = block_minmax(flat, layout)
     check_finite(flat, nonfinite, source.shape)
     sdt = scale_dtype(source)
-    s, m = offset_qparams(mins.reshape(layout.param_shape), maxs.reshape(layout.param_shape), qt, sdt)
+    s, m = offset_qparams(mins.reshape(layout.param_shape), maxs.reshape(layout.param_shape), qt, sdt,
+                          max_value=_value_limit(source))
     s, _, (fmt_name, arrays) = _encoded(s, np.zeros(s.shape, np.int64), mins, qt, False, fmt, False)
     with np.errstate(over="ignore"):  # a minimum beyond float16 becomes inf, refused just below
         offset = m.astype(np.float16) if fmt.name == "float16" else m
     if not np.all(np.isfinite(offset)):
         raise OptionError(f"a block minimum of the {source.shape} tensor is beyond float16's range; "
                           "use scale_format='float32'")
+    if fmt.name != DEFAULT_SCALE_FORMAT:
+        _check_reach(s, (0.0, float(qt.qmax)), offset, source,
+                     f"the scales stored as {fmt.name} (use scale_format='float32')")
     n = flat.size
     size, dtype = (qt.packed_nbytes(n), np.dtype(np.uint8)) if qt.packed else (n, qt.storage_dtype)
     data = np.empty(size, dtype) if out is None else check_out(out, dtype, size, qt.name)
@@ -120,6 +124,40 @@ def _seed(rounding: str, rng: Any, qtype: str | QType) -> np.uint64:
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         return np.uint64(int(rng) % 2**64)
     raise OptionError(f"rng must be None, an int seed or a numpy Generator, got {type(rng).__name__}")
+
+
+def _value_limit(source: Source) -> float:
+    """The largest finite value of the result dtype (what no dequantized code may exceed)."""
+    if source.dtype == "bfloat16":
+        return 3.3895313892515355e38
+    return float(np.finfo(np.dtype(source.dtype)).max)
+
+
+def _steps(qt: QType, z: Any) -> tuple[Any, Any]:
+    """The extreme multiples of the scale a code dequantizes to: ``qmin - z`` and ``qmax - z`` (grid ends)."""
+    if qt.is_grid:
+        return float(qt.grid[0]), float(qt.grid[-1])
+    z64 = np.asarray(z, np.float64)
+    return qt.qmin - z64, qt.qmax - z64
+
+
+def _check_reach(s: Any, steps: tuple[Any, Any], offset: Any, source: Source, what: str) -> None:
+    """Raise OptionError where an extreme code, ``step * s + offset``, dequantizes beyond the result dtype's max.
+
+    Example:
+        >>> _check_reach(np.array([1.0]), (-8.0, 7.0), 0.0, Source("numpy", "float16", (2,)), "scale=")
+    """
+    vmax = _value_limit(source)
+    s64 = np.asarray(s, np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ends = [np.abs(np.asarray(k, np.float64) * s64 + np.asarray(offset, np.float64)) for k in steps]
+    bad = ~((ends[0] <= vmax) & (ends[1] <= vmax))
+    if bad.any():
+        k = int(np.flatnonzero(bad.reshape(-1))[0])
+        raise OptionError(
+            f"{what}: a scale of {np.broadcast_to(s64, bad.shape).reshape(-1)[k]:g} makes codes dequantize beyond "
+            f"{source.dtype}'s largest value ({vmax:g}), i.e. to inf; use a smaller scale"
+        )
 
 
 def _explicit_qparams(
@@ -279,16 +317,20 @@ def _prepare(
     check_finite(flat, nonfinite, source.shape)
     sdt = scale_dtype(source)
     lo = mins
+    vmax = _value_limit(source)
     if scale is not None:
         s, z = _explicit_qparams(scale, zero_point, qt, sym, layout, sdt)
+        _check_reach(s, _steps(qt, z), 0.0, source, "scale=")
     elif est is None:
-        s, z = choose_qparams(mins, maxs, qt, symmetric=sym, scale_dtype=sdt)
+        s, z = choose_qparams(mins, maxs, qt, symmetric=sym, scale_dtype=sdt, max_value=vmax)
     else:
         lo, hi = _estimated_range(flat.reshape(source.shape), qt, sym, gran, est)
-        s, z = choose_qparams(lo, hi, qt, symmetric=sym, scale_dtype=sdt)
+        s, z = choose_qparams(lo, hi, qt, symmetric=sym, scale_dtype=sdt, max_value=vmax)
     s, z, enc = _encoded(
         s.reshape(layout.param_shape), z.reshape(layout.param_shape), lo, qt, sym, fmt, scale is None
     )
+    if enc[1] is not None or qt.implicit_exp:
+        _check_reach(s, _steps(qt, z), 0.0, source, f"the scales stored as {fmt.name} (use scale_format='float32')")
     return flat, source, qt, gran, sym, layout, s, z, enc
 
 

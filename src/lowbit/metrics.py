@@ -2,7 +2,11 @@
 
 Conventions for degenerate inputs: zero error gives ``sqnr_db = inf``; a zero
 signal with non-zero error gives ``-inf``; the cosine of two all-zero tensors
-is 1 and of one all-zero tensor with a non-zero one is 0.
+is 1 and of one all-zero tensor with a non-zero one is 0.  Huge values whose sums
+of squares overflow float64 are summed in units of a power of two: the cosine and
+the SQNR stay finite and exact, while ``sse``/``mse``/``signal`` are ``inf`` exactly
+where the true sum exceeds float64's maximum.  NaN/Inf inputs raise NonFiniteError
+(only detected when they make a sum non-finite, i.e. always).
 
 Example:
     >>> import numpy as np
@@ -23,7 +27,7 @@ import numpy as np
 
 from lowbit._arrays import as_float_array
 from lowbit._text import format_table, jsonable
-from lowbit.errors import EmptyInputError, InputTypeError
+from lowbit.errors import EmptyInputError, InputTypeError, NonFiniteError
 from lowbit.formats import QType, get_qtype
 from lowbit.granularity import Granularity, PerGroup, PerTensor, as_granularity
 
@@ -52,6 +56,8 @@ class ErrorStats:
     signal: float
     max_abs_error: float
     cosine: float
+    #: the SQNR when ``sse`` and ``signal`` had to be summed scaled (huge values); None otherwise
+    scaled_sqnr_db: float | None = field(default=None, repr=False)
 
     @property
     def mse(self) -> float:
@@ -68,6 +74,8 @@ class ErrorStats:
     @property
     def sqnr_db(self) -> float:
         """Signal-to-quantization-noise ratio in dB, ``10 log10(sum x^2 / sum (x-y)^2)``."""
+        if self.scaled_sqnr_db is not None:
+            return self.scaled_sqnr_db
         return _sqnr(self.signal, self.sse)
 
 
@@ -99,9 +107,39 @@ def error_stats(reference: Any, approx: Any) -> ErrorStats:
     from lowbit._kernels import error_stats as kernel
 
     sse_, sxx, syy, sxy, mad = kernel(x, y)
+    if math.isfinite(sse_ + sxx + syy + sxy + mad):
+        return ErrorStats(x.size, sse_, sxx, mad, _cosine(sxx, syy, sxy))
+    return _scaled_stats(x, xs.shape, y, mad)
+
+
+def _cosine(sxx: float, syy: float, sxy: float) -> float:
     degenerate = sxx == 0.0 or syy == 0.0
-    cos = float(sxx == syy) if degenerate else max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
-    return ErrorStats(x.size, sse_, sxx, mad, cos)
+    return float(sxx == syy) if degenerate else max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+
+
+def _scaled_stats(x: np.ndarray, shape: tuple[int, ...], y: np.ndarray, mad: float) -> ErrorStats:
+    """Stats of finite tensors whose sums of squares overflow float64: summed in units of a power of two.
+
+    ``sse`` and ``signal`` (and ``max_abs_error``) are then ``inf`` where the true value exceeds
+    float64's maximum (and only there); the cosine and the SQNR come from the scaled sums, so they
+    stay finite.
+    """
+    from lowbit._arrays import check_finite
+    from lowbit._kernels import error_stats as kernel
+
+    for arr, what in ((x, "reference"), (y, "approximation")):
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            try:
+                check_finite(arr, bad, shape)
+            except NonFiniteError as err:
+                raise err.with_context(f"the {what} tensor") from None
+    exp = math.frexp(float(max(np.abs(x).max(), np.abs(y).max())))[1]
+    sse_, sxx, syy, sxy, _ = kernel(np.ldexp(x, -exp), np.ldexp(y, -exp))
+    with np.errstate(over="ignore"):
+        sse_full, signal = (float(np.ldexp(v, 2 * exp)) for v in (sse_, sxx))
+    # max |x - y| is inf only where the difference itself exceeds float64's maximum
+    return ErrorStats(x.size, sse_full, signal, mad, _cosine(sxx, syy, sxy), _sqnr(sxx, sse_))
 
 
 def sse(reference: Any, approx: Any) -> float:

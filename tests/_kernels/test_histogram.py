@@ -42,3 +42,45 @@ def test_kl_prefers_the_threshold_that_keeps_the_shape():
     hist[500] = 1  # a lone outlier far out
     divergence = kl_thresholds(hist, 128)
     assert 128 + int(np.argmin(divergence)) <= 300
+
+
+def _kl_reference(hist, levels):
+    """TensorRT's loop in plain Python (float64), bin by bin."""
+    import math
+
+    out = []
+    for i in range(min(levels, hist.size), hist.size + 1):
+        ref = [float(v) for v in hist[:i]]
+        ref[i - 1] += float(hist[i:].sum())
+        expanded = [0.0] * i
+        for lvl in range(levels):
+            a, b = lvl * i // levels, (lvl + 1) * i // levels
+            nonzero = sum(ref[j] != 0 for j in range(a, b))
+            if nonzero:
+                share = float(hist[a:b].sum()) / nonzero
+                for j in range(a, b):
+                    if ref[j] != 0:
+                        expanded[j] = share
+        tp, tq = sum(ref), sum(expanded)
+        if tp == 0 or tq == 0:
+            out.append(math.inf)
+            continue
+        acc = 0.0
+        for j in range(i):
+            if ref[j] > 0:
+                pj, qj = ref[j] / tp, expanded[j] / tq
+                acc += pj * math.log(pj / (qj if qj > 0 else 1e-12))
+        out.append(acc)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kl_thresholds_match_the_bin_by_bin_loop(seed):
+    rng = np.random.default_rng(seed)
+    nb, levels = int(rng.integers(8, 120)), int(rng.integers(1, 12))
+    hist = (rng.random(nb) < rng.random()) * rng.integers(0, 40, nb)  # sparse to dense, empty tails
+    if seed % 3 == 0:
+        hist[nb // 2 :] = 0
+    got, want = kl_thresholds(hist, levels), _kl_reference(hist, levels)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert np.argmin(got) == np.argmin(want)

@@ -25,3 +25,13 @@ def test_aciq_fits_the_data(rng):
     g = rng.standard_normal(400_000) * 3
     _, hi = ACIQ("gaussian").fit([g]).clip_range("int3")
     assert hi == pytest.approx(2.15 * 3, rel=0.03)
+
+
+def test_values_near_the_float64_maximum_stay_finite():
+    import numpy as np
+
+    from lowbit.calibration import ACIQ
+
+    for symmetric in (True, False):
+        lo, hi = ACIQ(bins=64).fit([np.array([-1e308, 1e308, 1.0, 3e307])]).clip_range("int8", symmetric=symmetric)
+        assert np.isfinite([lo, hi]).all()

@@ -16,3 +16,12 @@ def test_merging_is_exact(rng):
     everything = np.concatenate(parts)
     assert h.n[0] == everything.size
     np.testing.assert_array_equal(h.counts[0], np.histogram(everything, edges)[0])
+
+
+def test_range_wider_than_float64_gets_finite_bins():
+    h = StreamingHistogram(1, 16)
+    x = np.array([[-1e308, 1e308, 0.0]])
+    h.add(x, np.array([-1e308]), np.array([1e308]))
+    centers, counts, w = h.channel(0)
+    assert np.isfinite(centers).all() and np.isfinite(w) and counts.sum() == 3
+    assert np.all(h.edges(0)[:-1] <= h.edges(0)[1:])

@@ -205,31 +205,73 @@ def _kl(p, q):  # pragma: no cover - compiled
     return acc
 
 
+@njit(inline="always", cache=True)
+def _kl_cut(hist, i, levels, prefix, nzc, nz, total):  # pragma: no cover - compiled
+    """KL(P || Q) for the cut after ``i`` bins, bucket by bucket over the non-empty bins only.
+
+    Equal, bit for bit, to building P and Q bin by bin (TensorRT's loop): empty bins add
+    exact zeros to every sum, and the other terms are added in the same (bin) order.
+    ``prefix``/``nzc`` are prefix sums of the counts and of the non-empty bins, ``nz`` the
+    non-empty bins' indices.
+    """
+    last = hist[i - 1] + (total - prefix[i])  # the cut's last bin with the clipped mass added
+    total_p = prefix[i - 1] + last
+    total_q = 0.0
+    step, extra = i // levels, i % levels  # bucket lvl is [lvl*i//levels, (lvl+1)*i//levels), found without division
+    for sweep in range(2):  # 0: total of Q; 1: the divergence
+        acc = 0.0
+        b = 0
+        rem = 0
+        for _ in range(levels):
+            a = b
+            b += step
+            rem += extra
+            if rem >= levels:
+                rem -= levels
+                b += 1
+            if a == b:
+                continue
+            k0 = nzc[a]
+            k1 = nzc[b - 1] if b == i else nzc[b]  # non-empty bins of the bucket before the cut's last
+            tail = b == i and last != 0
+            nonzero = k1 - k0 + tail
+            if nonzero == 0:
+                continue
+            share = (prefix[b] - prefix[a]) / nonzero
+            if sweep == 0:
+                for _ in range(nonzero):
+                    total_q += share
+                continue
+            qj = share / total_q
+            if qj <= 0:
+                qj = 1e-12
+            for k in range(k0, k1):
+                pj = hist[nz[k]] / total_p
+                acc += pj * np.log(pj / qj)
+            if tail:
+                pj = last / total_p
+                acc += pj * np.log(pj / qj)
+        if sweep == 0 and (total_p == 0 or total_q == 0):
+            return np.inf
+    return acc
+
+
 @njit(parallel=True, cache=True)
 def _kl_all(hist, levels, start, out):  # pragma: no cover - compiled
     nb = hist.size
+    prefix = np.zeros(nb + 1, np.float64)
+    nzc = np.zeros(nb + 1, np.int64)
+    for j in range(nb):
+        prefix[j + 1] = prefix[j] + hist[j]
+        nzc[j + 1] = nzc[j] + (hist[j] != 0)
+    nz = np.empty(nzc[nb], np.int64)
+    k = 0
+    for j in range(nb):
+        if hist[j] != 0:
+            nz[k] = j
+            k += 1
     for idx in prange(nb - start + 1):
-        i = start + idx
-        ref = hist[:i].astype(np.float64)
-        outliers = 0.0
-        for j in range(i, nb):
-            outliers += hist[j]
-        ref[i - 1] += outliers
-        expanded = np.zeros(i, np.float64)
-        for lvl in range(levels):
-            a = lvl * i // levels
-            b = (lvl + 1) * i // levels
-            total = 0.0
-            nonzero = 0
-            for j in range(a, b):
-                total += hist[j]
-                nonzero += ref[j] != 0
-            if nonzero:
-                share = total / nonzero
-                for j in range(a, b):
-                    if ref[j] != 0:
-                        expanded[j] = share
-        out[idx] = _kl(ref, expanded)
+        out[idx] = _kl_cut(hist, start + idx, levels, prefix, nzc, nz, prefix[nb])
 
 
 def kl_thresholds(hist: np.ndarray, levels: int) -> np.ndarray:

@@ -34,19 +34,30 @@ def _exact_scale(target, nsteps, out):  # pragma: no cover - compiled
     return best
 
 
+@njit(inline="always", cache=True)
+def _zero_point(lo, s, qmin, qmax):  # pragma: no cover - compiled
+    """``clip(qmin - rint(lo / s), qmin, qmax)`` as a float64."""
+    return min(max(qmin - np.rint(lo / np.float64(s)), np.float64(qmin)), np.float64(qmax))
+
+
 @njit(cache=True)
-def qparams_kernel(mins, maxs, qmin, qmax, symmetric, zero, steps, scale_out, zp_out):  # pragma: no cover
+def qparams_kernel(mins, maxs, qmin, qmax, symmetric, zero, steps, vmax, scale_out, zp_out):  # pragma: no cover
     """Fill ``scale_out`` (float32/64) and ``zp_out`` (int64) for each block's (min, max).
 
     Symmetric: ``scale = absmax / steps`` and zero point ``zero``; affine: the
     range widened to include 0, ``scale = (hi - lo) / (qmax - qmin)``,
     ``zp = clip(qmin - rint(lo / scale))``.  A constant block (min == max)
     whose value no nudged scale reproduces exactly falls back to the single
-    step ``scale = |value|``, so it round-trips exactly; a block of zeros (or
-    too small to scale) gets scale 1.
+    step ``scale = |value|``, so it round-trips exactly; a block of zeros gets
+    scale 1; a block whose range is too small for a normal scale (subnormal
+    values) gets the smallest normal scale.  An affine range wider than the
+    float64 maximum is halved before the division.  Finally the scale is
+    lowered (by ulps) until every code dequantizes to a magnitude of at most
+    ``vmax`` (the result dtype's largest finite value), so no code means inf.
     """
     cast = scale_out.dtype.type
     tiny = np.float64(np.finfo(scale_out.dtype).tiny)
+    smax = np.float64(np.finfo(scale_out.dtype).max)
     for i in range(mins.size):
         constant = mins[i] == maxs[i]
         lo = min(np.float64(mins[i]), 0.0)
@@ -57,15 +68,25 @@ def qparams_kernel(mins, maxs, qmin, qmax, symmetric, zero, steps, scale_out, zp
         else:
             target = hi - lo
             nsteps = np.float64(qmax - qmin)
-        if target <= tiny * nsteps:
+        if target == 0.0:
             s = cast(1.0)
+        elif target <= tiny * nsteps:
+            s = cast(tiny)
+        elif target > smax:
+            s = cast(min((hi * 0.5 - lo * 0.5) / nsteps * 2.0, smax))
         else:
             s = _exact_scale(target, nsteps, scale_out)
             if constant and cast(nsteps) * s != cast(target):
                 s = cast(target)
+        zp = np.float64(zero) if symmetric else _zero_point(lo, s, qmin, qmax)
+        for _ in range(8):  # keep (code - zp) * scale finite for every code
+            reach = max(zp - qmin, qmax - zp)
+            if reach * np.float64(s) <= vmax:
+                break
+            s = cast(vmax / reach)
+            while reach * np.float64(s) > vmax:
+                s = cast(np.nextafter(s, cast(0.0)))
+            if not symmetric:
+                zp = _zero_point(lo, s, qmin, qmax)
         scale_out[i] = s
-        if symmetric:
-            zp_out[i] = zero
-        else:
-            zp = qmin - np.rint(lo / np.float64(s))
-            zp_out[i] = np.int64(min(max(zp, np.float64(qmin)), np.float64(qmax)))
+        zp_out[i] = np.int64(zp)

@@ -19,10 +19,11 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-__all__ = ["StreamingHistogram"]
+__all__ = ["StreamingHistogram", "unit_factor", "integer_target"]
 
 
 def _span(lo: float, hi: float, w: float) -> int:
@@ -30,11 +31,60 @@ def _span(lo: float, hi: float, w: float) -> int:
 
 
 def _fitting_width(lo: float, hi: float, nbins: int, start: float) -> float:
-    """Smallest power-of-two width >= start (or >= the range's own lower bound) that fits."""
-    w = start if start > 0 else 2.0 ** math.ceil(math.log2((hi - lo) / nbins))
+    """Smallest power-of-two width >= start (or >= the range's own lower bound) that fits.
+
+    A range wider than float64 can hold (``hi - lo`` overflows) is measured halved.
+    """
+    if start > 0:
+        w = start
+    elif math.isfinite(hi - lo):
+        w = 2.0 ** math.ceil(math.log2((hi - lo) / nbins))
+    else:
+        w = 2.0 ** (math.ceil(math.log2((hi * 0.5 - lo * 0.5) / nbins)) + 1)
     while _span(lo, hi, w) > nbins:
         w *= 2.0
     return w
+
+
+def unit_factor(amax: float) -> float:
+    """A power of two that brings ``amax`` near 1 when it is huge (beyond 2^500), else 1.
+
+    Estimators multiply bin centers by it before squaring them (so sums of squares
+    cannot overflow) and divide the range found by it; power-of-two scaling is exact.
+
+    Example:
+        >>> unit_factor(1e308) * 1e308 < 2.0, unit_factor(3.0)
+        (True, 1.0)
+    """
+    if not amax > 2.0**500:
+        return 1.0
+    return math.ldexp(1.0, -math.frexp(amax)[1])
+
+
+def integer_target(qtype: Any, estimator: str) -> Any:
+    """``get_qtype(qtype)``, refusing grid (float, codebook) and MX formats as :func:`lowbit.quantize` does.
+
+    The MSE and entropy searches model a uniform integer grid (``qmin..qmax`` codes times
+    a scale); a float or codebook format has another grid, and its range is its absmax.
+
+    Raises:
+        OptionError: a grid or MX format.
+
+    Example:
+        >>> integer_target("int4", "mse").name
+        'int4'
+    """
+    from lowbit.errors import OptionError
+    from lowbit.formats import get_qtype
+
+    qt = get_qtype(qtype)
+    if qt.is_grid or qt.is_mx:
+        raise OptionError(
+            f"{qt.name} ({qt.kind}) supports method='minmax' only (absmax scaling), got {estimator!r}: "
+            f"the {estimator} search models integer formats; use an integer format (int8, uint4 ...) or "
+            "method='minmax'"
+        )
+    return qt
 
 
 class StreamingHistogram:
@@ -109,6 +159,8 @@ class StreamingHistogram:
     def channel(self, c: int) -> tuple[np.ndarray, np.ndarray, float]:
         """(bin centers, counts, width) of channel ``c``; a point mass is one bin at its value.
 
+        Centers of empty bins beyond the float64 maximum are clipped to it (never inf).
+
         Example:
             >>> h = StreamingHistogram(1, 4)
             >>> h.add(np.array([[2.0, 2.0]]), np.array([2.0]), np.array([2.0]))
@@ -118,9 +170,14 @@ class StreamingHistogram:
         if self.width[c] == 0.0:
             return np.array([self.lo[c]]), self.counts[c, :1].copy(), 0.0
         w = self.width[c]
-        centers = (self.k0[c] + np.arange(self.nbins) + 0.5) * w
-        return centers, self.counts[c], float(w)
+        with np.errstate(over="ignore"):  # empty end bins of a range near the float maximum
+            centers = (self.k0[c] + np.arange(self.nbins) + 0.5) * w
+        big = np.finfo(np.float64).max
+        return np.clip(centers, -big, big), self.counts[c], float(w)
 
     def edges(self, c: int) -> np.ndarray:
         """The ``nbins + 1`` bin edges of channel ``c`` (exact multiples of the width)."""
-        return (self.k0[c] + np.arange(self.nbins + 1)) * self.width[c]
+        with np.errstate(over="ignore"):  # edges past the float64 maximum (empty end bins) are clipped to it
+            edges = (self.k0[c] + np.arange(self.nbins + 1)) * self.width[c]
+        big = np.finfo(np.float64).max
+        return np.clip(edges, -big, big)

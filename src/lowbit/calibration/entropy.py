@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from lowbit.calibration._histogram import integer_target
 from lowbit.calibration._quantiles import fold
 from lowbit.calibration.base import HistogramEstimator, register_estimator
-from lowbit.formats import QType, get_qtype
+from lowbit.formats import QType
 
 __all__ = ["Entropy"]
 
@@ -44,7 +45,10 @@ class Entropy(HistogramEstimator):
 
     def _validate_params(self) -> None:
         super()._validate_params()
-        get_qtype(self.qtype)
+        integer_target(self.qtype, self.name)
+
+    def _range(self, qtype: QType, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
+        return super()._range(integer_target(qtype, self.name), symmetric)
 
     def _channel_range(self, c: int, qtype: QType, symmetric: bool) -> tuple[float, float]:
         from lowbit._kernels.histogram import kl_thresholds

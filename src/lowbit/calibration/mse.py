@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from lowbit.calibration._histogram import integer_target, unit_factor
 from lowbit.calibration.base import HistogramEstimator, register_estimator
-from lowbit.formats import QType, get_qtype
+from lowbit.formats import QType
 from lowbit.qparams import choose_qparams
 
 __all__ = ["MSE"]
@@ -46,7 +47,10 @@ class MSE(HistogramEstimator):
 
     def _validate_params(self) -> None:
         super()._validate_params()
-        get_qtype(self.qtype)
+        integer_target(self.qtype, self.name)
+
+    def _range(self, qtype: QType, symmetric: bool) -> tuple[np.ndarray, np.ndarray]:
+        return super()._range(integer_target(qtype, self.name), symmetric)
 
     @staticmethod
     def _errors(centers, counts, los, his, qtype: QType, symmetric: bool) -> np.ndarray:
@@ -73,6 +77,17 @@ class MSE(HistogramEstimator):
     def _channel_range(self, c: int, qtype: QType, symmetric: bool) -> tuple[float, float]:
         centers, counts, _ = self.hist_.channel(c)
         lo, hi = float(self.hist_.lo[c]), float(self.hist_.hi[c])
+        f = unit_factor(max(-lo, hi))
+        if f != 1.0:  # huge values: search in units of a power of two (exact), so errors cannot overflow
+            best_lo, best_hi = self._search_range(centers * f, counts, lo * f, hi * f, qtype, symmetric)
+            return best_lo / f, best_hi / f
+        return self._search_range(centers, counts, lo, hi, qtype, symmetric)
+
+    def _search_range(
+        self, centers: np.ndarray, counts: np.ndarray, lo: float, hi: float, qtype: QType, symmetric: bool
+    ) -> tuple[float, float]:
+        filled = counts > 0  # empty bins add nothing to any error: leave them out of every evaluation
+        centers, counts = centers[filled], counts[filled]
         if symmetric:
             amax = max(-lo, hi)
             if amax == 0.0:
