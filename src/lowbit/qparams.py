@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lowbit.errors import OptionError, QTypeError
+from lowbit.errors import NonFiniteError, OptionError, QTypeError
 from lowbit.formats import QType, get_qtype
 
 __all__ = ["choose_qparams", "offset_qparams"]
@@ -142,6 +142,7 @@ def choose_qparams(
 
     Raises:
         QTypeError: unknown format, or symmetric use of uint1.
+        NonFiniteError: a NaN or infinite min/max.
 
     Example:
         >>> s, z = choose_qparams(np.array([-1.0]), np.array([2.0]), "int8", symmetric=True)
@@ -158,6 +159,10 @@ def choose_qparams(
     sdt = np.dtype(scale_dtype)
     vmax = _value_limit(sdt, max_value)
     lo, hi = np.broadcast_arrays(np.asarray(mins, np.float64), np.asarray(maxs, np.float64))
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+        bad = int((~np.isfinite(lo)).sum() + (~np.isfinite(hi)).sum())
+        raise NonFiniteError(f"choose_qparams needs finite block ranges; {bad} min/max value(s) are NaN or "
+                             "infinite (quantize() locates non-finite inputs; remove or replace them first)")
     if qt.is_mx:
         return _mx_qparams(lo, hi, qt, sdt)
     if qt.is_grid:

@@ -24,3 +24,10 @@ def test_percentile_equals_numpy(dtype, q, rng):
         want = [*np.percentile(x, [100 - q, q]).tolist(), np.percentile(np.abs(x), q)]
         tol = 2 * np.finfo(dtype).eps
         np.testing.assert_allclose([lo, hi, amax], want, rtol=tol, atol=tol)
+
+
+def test_subnormal_data_gives_its_exact_percentile() -> None:
+    """Bins too narrow for float64 to separate (subnormal values) fall back to partitioning every value."""
+    x = np.array([1e-45, -1e-45, 0.0], np.float32)
+    lo, hi = Percentile(percentile=100).partial_fit(x).clip_range("int8")
+    assert hi == float(np.abs(x).max()) and lo == -hi

@@ -69,18 +69,21 @@ def param_shape(gran: str, shape: list[int]) -> tuple[tuple[int, ...], object]:
     return tuple(p), lambda idx: (*idx[:a], idx[a] // size, *idx[a + 1 :])
 
 
-def positive(v: np.ndarray, sdt: np.dtype) -> np.ndarray:
+def positive(v: np.ndarray, sdt: np.dtype, keep_negative: bool = False) -> np.ndarray:
     info = np.finfo(sdt)
     v = np.asarray(v, np.float64)
-    return np.where(np.isnan(v) | (v <= 0), float(info.tiny), np.minimum(v, float(info.max))).astype(sdt)
+    out = np.where(np.isnan(v) | (v <= 0), float(info.tiny), np.minimum(v, float(info.max)))
+    if keep_negative:  # float32/float16 keep negative finite values (GGUF's signed block scales)
+        out = np.where(np.isfinite(v) & (v < 0), v, out)
+    return out.astype(sdt)
 
 
 def scales(fmt: str, arrays: dict, pshape: tuple[int, ...], sdt: np.dtype) -> np.ndarray:
     m = math.prod(pshape)
     if fmt == "float32":
-        s = positive(arrays["scale"], sdt)
+        s = positive(arrays["scale"], sdt, keep_negative=True)
     elif fmt == "float16":
-        s = positive(arrays["scale_f16"].astype(np.float64), sdt)
+        s = positive(arrays["scale_f16"].astype(np.float64), sdt, keep_negative=True)
     elif fmt == "bfloat16":
         s = positive((arrays["scale_bf16"].astype(np.uint32) << 16).view(np.float32), sdt)
     elif fmt == "e8m0":

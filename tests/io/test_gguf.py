@@ -313,3 +313,17 @@ def test_issue16_a_folder_is_named_a_folder(tmp_path):
     folder.mkdir()
     with pytest.raises(lowbit.FileFormatError, match="is a folder"):
         read_gguf(folder)
+
+
+def test_gguf_tensors_survive_lowbit_save(tiny: Path, tmp_path: Path) -> None:
+    """Q4_0 and Q8_0 store negative scales (the block's largest value was positive); a checkpoint keeps them."""
+    out = tmp_path / "tiny-q4_0.gguf"
+    export_gguf(tiny, out, "q4_0")
+    tensors = read_gguf(out)
+    assert any(np.any(v.scale < 0) for v in tensors.values() if isinstance(v, lowbit.QTensor))
+    lowbit.save(tensors, tmp_path / "ckpt.safetensors")
+    back = lowbit.load(tmp_path / "ckpt.safetensors")
+    for name, value in tensors.items():
+        want = value.dequantize() if isinstance(value, lowbit.QTensor) else value
+        got = back[name].dequantize() if isinstance(back[name], lowbit.QTensor) else back[name]
+        np.testing.assert_array_equal(got, want, err_msg=name)

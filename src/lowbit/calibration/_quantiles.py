@@ -129,8 +129,11 @@ def exact_quantiles(values: np.ndarray, queries: list[Query]) -> list[float]:
         where.append((j, i0, i1, frac))
         intervals.append((lo, hi, absolute))
     gathered = values_between(values, intervals) if intervals else []
-    for (j, i0, i1, frac), (picked, below) in zip(where, gathered, strict=True):
+    for (j, i0, i1, frac), (picked, below), (_, _, absolute) in zip(where, gathered, intervals, strict=True):
         k0, k1 = i0 - below, i1 - below
+        if not (0 <= k0 < picked.size and 0 <= k1 < picked.size):
+            # bins too narrow for float64 to separate their edges (subnormal data): partition every value
+            picked, k0, k1 = (np.abs(values) if absolute else values).reshape(-1), i0, i1
         part = np.partition(picked, (k0, k1))
         result[j] = _lerp(float(part[k0]), float(part[k1]), frac)
     return [float(r) for r in result if r is not None]

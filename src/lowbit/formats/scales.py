@@ -136,12 +136,16 @@ class _Float(ScaleFormat):
 
     def encode(self, scales: np.ndarray, sdt: np.dtype) -> dict[str, np.ndarray]:
         s = np.asarray(scales)
-        if self.dtype is not None:
-            s = np.clip(s.astype(np.float64), self.lo, self.hi)
+        if self.dtype is not None:  # magnitudes into the format's range; a negative scale keeps its sign
+            s64 = s.astype(np.float64)
+            s = np.where(s64 < 0, -np.clip(-s64, self.lo, self.hi), np.clip(s64, self.lo, self.hi))
         return {self.key: s.astype(self._dtype(sdt))}
 
     def decode(self, arrays: Mapping[str, np.ndarray], param_shape: tuple[int, ...], sdt: np.dtype) -> np.ndarray:
-        return _positive(arrays[self.key], sdt).reshape(param_shape)
+        # negative finite scales are kept: GGUF's Q4_0/Q5_0/Q8_0/Q6_K store them, and files are validated first
+        stored = np.asarray(arrays[self.key])
+        negative = np.isfinite(stored) & (stored < 0)
+        return np.where(negative, stored.astype(sdt), _positive(stored, sdt)).astype(sdt).reshape(param_shape)
 
 
 _BF16_MAX = float(np.ldexp(255.0, 120))  # (2 - 2^-7) * 2^127
