@@ -48,7 +48,7 @@ from lowbit.io.onnx._support import LayerPlan, plan_layers
 __all__ = ["ExportSummary", "export_onnx", "ACCURACY_LEVELS", "DEFAULT_OPSET"]
 
 #: MatMulNBits ``accuracy_level``: 0 computes in float32 from the exact dequantized weight; 4 quantizes the
-#: activations to int8 per block (faster, about 0.6 % more error)
+#: activations to int8 per block (more error; on MiniLM batch 32 here it was not faster, see bench_onnx)
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)
 #: opset 21 (IR version 10): INT4/UINT4 tensors and blocked DequantizeLinear
 DEFAULT_OPSET = 21
@@ -90,7 +90,7 @@ class ExportSummary:
 def _check_options(path: Path, accuracy_level: int, opset: int) -> None:
     if accuracy_level not in ACCURACY_LEVELS:
         raise OptionError(f"accuracy_level must be one of {ACCURACY_LEVELS} (0: float32 from the exact weights, "
-                          f"4: int8 activations, faster), got {accuracy_level!r}")
+                          f"4: int8 activations), got {accuracy_level!r}")
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < DEFAULT_OPSET:
         raise OptionError(f"opset must be an int >= {DEFAULT_OPSET} (INT4 tensors and blocked DequantizeLinear), "
                           f"got {opset!r}")
@@ -194,7 +194,7 @@ def export_onnx(model: Any, path: str | os.PathLike[str], example_inputs: Any, *
             ``input_0``, ``input_1``...) or a dict of tensors (keyword inputs, named by their keys:
             ``tokenizer(..., return_tensors="pt")`` works as it is).
         accuracy_level: MatMulNBits ``accuracy_level`` (0: float32 from the exact weights; 4: int8
-            activations, faster, about 0.6 % more error).
+            activations: more error, and not faster at MiniLM batch 32 here).
         opset: ONNX opset (>= 21).
         dynamic_axes: input/output name -> {axis: name}, replacing the default above.
         output_names: names of the model's tensor outputs (default: the keys of a dict-like output,
