@@ -78,8 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "int8 (default: w8a8-dynamic)")
     parser.add_argument("--accuracy-level", type=int, default=0, choices=(0, 1, 2, 3, 4),
                         help="MatMulNBits accuracy_level: 0 computes in float32 from the exact weights (default), "
-                        "4 rounds activations to int8 (ORT's faster path on small batches; more error, min cosine 0.9991 "
-                        "on MiniLM, and not faster at batch 32 here)")
+                        "4 rounds activations to int8 (more error: min cosine 0.9991 on MiniLM; "
+                        "not faster at batch 32 here)")
     parser.add_argument("--calibration", type=int, default=64, metavar="N",
                         help="sentences of lowbit's corpus that calibrate w8a8-static (default 64)")
     parser.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN",
