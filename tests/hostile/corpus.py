@@ -264,10 +264,53 @@ def torch_cases() -> Iterator[Case]:
     yield "HessianAccumulator", "rows of 1e200", lambda: HessianAccumulator(4).partial_fit(
         torch.full((8, 4), 1e200, dtype=torch.float64)).hessian_
     yield "gptq_quantize", "all-zero Hessian", lambda: _gptq_zero()
+    for method in ("minmax", "percentile", "mse", "entropy"):
+        for label, data in (("one value", torch.tensor([2.5])), ("zeros", torch.zeros(16)),
+                            ("nan", torch.tensor([1.0, float("nan")])), ("subnormal", torch.full((8,), 1e-45))):
+            yield "nn.Observer", f"{method} saw {label}", lambda m=method, d=data: _observed(m, d)
+    yield "nn.Observer", "never fed", lambda: lnn.Observer().qparams("int8")
+    yield from _export_cases(mlp)
     yield "quantize", "sparse tensor", lambda: lowbit.quantize(torch.eye(4).to_sparse(), "int8")
     yield "quantize", "torch int tensor", lambda: lowbit.quantize(torch.ones(4, dtype=torch.int32), "int8")
     yield "quantize", "torch bfloat16 max", lambda: lowbit.quantize(
         torch.tensor([-3.38e38, 3.38e38], dtype=torch.bfloat16), "int8").dequantize()
+
+
+def _export_cases(mlp: Callable[[], Any]) -> Iterator[Case]:
+    import torch
+
+    import lowbit.model as lm
+    from lowbit.io.gguf import export_gguf
+
+    tmp = Path(tempfile.mkdtemp())
+
+    def nf4_mlp() -> Any:
+        model = mlp()
+        lm.quantize_(model, lm.WeightOnly("nf4", "group:16"))
+        return model
+
+    yield "export_gguf", "not a llama model", lambda: export_gguf(mlp(), tmp / "a.gguf", "q8_0")
+    yield "export_gguf", "missing folder", lambda: export_gguf(tmp / "nowhere", tmp / "b.gguf", "q8_0")
+    yield "export_gguf", "bad type", lambda: export_gguf(mlp(), tmp / "c.gguf", "q3_x")
+    yield "export_onnx", "nf4 layers", lambda: _export_onnx(nf4_mlp(), tmp / "d.onnx", torch.randn(2, 16))
+    yield "export_onnx", "not a module", lambda: _export_onnx("model", tmp / "e.onnx", torch.randn(2, 16))
+    yield "lowbit.save", "an object", lambda: lowbit.save(object(), tmp / "f.safetensors")
+    yield "lowbit.save", "a NaN tensor", lambda: lowbit.save({"w": np.array([np.nan], np.float32)},
+                                                             tmp / "g.safetensors")
+
+
+def _export_onnx(model: Any, path: Path, example: Any) -> Any:
+    from lowbit.io.onnx import export_onnx
+
+    return export_onnx(model, path, example)
+
+
+def _observed(method: str, data: Any) -> Any:
+    import lowbit.nn as lnn
+
+    obs = lnn.Observer(method)
+    obs(data)
+    return obs.qparams("int8"), obs.qparams("uint8")
 
 
 def _exclude_string() -> Any:
@@ -418,7 +461,8 @@ def main(argv: list[str]) -> int:
         for cid, entry, _, thunk in cases[start:]:
             if only and only not in cid:
                 continue
-            print(json.dumps({"start": cid}), flush=True)
+            if "--counts" not in argv:
+                print(json.dumps({"start": cid}), flush=True)
             outcome, detail = classify(thunk)
             counts.setdefault(entry, Counter())[outcome] += 1
             if "--counts" not in argv:

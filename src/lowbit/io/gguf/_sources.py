@@ -116,6 +116,8 @@ def folder_source(path: str | Path) -> Source:
     from lowbit.io.checkpoint import open_checkpoint
 
     root = Path(path)
+    if not root.exists():
+        raise FileFormatError(f"{root}: no such model folder or file")
     folder = root if root.is_dir() else root.parent
     try:
         config = json.loads((folder / "config.json").read_text())

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from lowbit.errors import FileFormatError, ModelError, OptionError
+from lowbit.errors import FileFormatError, InputTypeError, ModelError, OptionError
 from lowbit.io.onnx._support import LayerPlan, plan_layers
 
 __all__ = ["ExportSummary", "export_onnx", "ACCURACY_LEVELS", "DEFAULT_OPSET"]
@@ -230,6 +230,10 @@ def export_onnx(model: Any, path: str | os.PathLike[str], example_inputs: Any, *
     from lowbit.io.onnx._trace import trace
     from lowbit.io.onnx._write import write_checked
 
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise InputTypeError(f"export_onnx expects a torch.nn.Module quantized by lowbit, got {type(model).__name__}")
     path = Path(path)
     _check_options(path, accuracy_level, opset)
     plans = plan_layers(model)
