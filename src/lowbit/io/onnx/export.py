@@ -226,11 +226,11 @@ def export_onnx(model: Any, path: str | os.PathLike[str], example_inputs: Any, *
         >>> s.nodes["MatMulInteger"], s.cosine > 0.9999
         (2, True)
     """
+    import torch
+
     from lowbit.io.onnx._rewrite import rewrite
     from lowbit.io.onnx._trace import trace
     from lowbit.io.onnx._write import write_checked
-
-    import torch
 
     if not isinstance(model, torch.nn.Module):
         raise InputTypeError(f"export_onnx expects a torch.nn.Module quantized by lowbit, got {type(model).__name__}")
