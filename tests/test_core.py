@@ -595,3 +595,9 @@ def test_zero_range_channels_and_groups_round_trip_exactly(gran, qtype):
     x = np.array([[1.5, 1.5], [0.0, 0.0], [-3.0, -3.0], [1e-30, 1e-30]], np.float32)
     y = lowbit.quantize(x, qtype, granularity=gran).dequantize()
     np.testing.assert_array_equal(y, x)
+
+
+def test_an_estimator_axis_in_method_options_is_refused() -> None:
+    """The granularity decides the ranges' axis; an estimator axis would be silently overridden."""
+    with pytest.raises(lowbit.OptionError, match="granularity="):
+        lowbit.quantize(np.ones((4, 8), np.float32), "int8", method="mse", method_options={"axis": 0})

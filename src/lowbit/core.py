@@ -262,6 +262,9 @@ def _range_estimator(method: Any, method_options: Any, legacy: dict[str, Any], w
     """
     if isinstance(method, str) and method.strip().lower() == "minmax" and not method_options and not legacy:
         return None
+    if isinstance(method_options, Mapping) and "axis" in method_options:
+        raise OptionError(f"{where} got method_options={{'axis': {method_options['axis']!r}}}: the axis of the ranges "
+                          "follows granularity=, not the estimator's axis; use granularity='channel:AXIS'")
     from lowbit.calibration.base import estimator_for
     from lowbit.calibration.minmax import MinMax
 
