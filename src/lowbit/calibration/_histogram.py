@@ -19,11 +19,12 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["StreamingHistogram", "unit_factor", "integer_target"]
+__all__ = ["StreamingHistogram", "unit_factor", "in_units", "integer_target"]
 
 
 def _span(lo: float, hi: float, w: float) -> int:
@@ -59,6 +60,22 @@ def unit_factor(amax: float) -> float:
     if not amax > 2.0**500:
         return 1.0
     return math.ldexp(1.0, -math.frexp(amax)[1])
+
+
+def in_units(fit: Callable[..., tuple[float, float]], centers: np.ndarray, counts: np.ndarray, lo: float, hi: float,
+             *args: Any) -> tuple[float, float]:
+    """``fit(centers, counts, lo, hi, *args) -> (lo, hi)``, run in the units of :func:`unit_factor` when the
+    values are huge (the range found is scaled back; power-of-two scaling is exact).
+
+    Example:
+        >>> in_units(lambda c, n, lo, hi: (lo, hi), np.zeros(1), np.ones(1), -1e308, 1e308)
+        (-1e+308, 1e+308)
+    """
+    f = unit_factor(max(-lo, hi))
+    if f == 1.0:
+        return fit(centers, counts, lo, hi, *args)
+    lo_f, hi_f = fit(centers * f, counts, lo * f, hi * f, *args)
+    return lo_f / f, hi_f / f
 
 
 def integer_target(qtype: Any, estimator: str) -> Any:

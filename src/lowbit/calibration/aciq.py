@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from lowbit.calibration._histogram import unit_factor
+from lowbit.calibration._histogram import in_units
 from lowbit.calibration.base import HistogramEstimator, register_estimator
 from lowbit.errors import OptionError
 from lowbit.formats import QType, get_qtype
@@ -82,11 +82,7 @@ class ACIQ(HistogramEstimator):
     def _channel_range(self, c: int, qtype: QType, symmetric: bool) -> tuple[float, float]:
         centers, counts, _ = self.hist_.channel(c)
         lo, hi = float(self.hist_.lo[c]), float(self.hist_.hi[c])
-        f = unit_factor(max(-lo, hi))
-        if f != 1.0:  # huge values: fit in units of a power of two (exact), so squares cannot overflow
-            lo_f, hi_f = self._fit_range(centers * f, counts, lo * f, hi * f, qtype, symmetric)
-            return lo_f / f, hi_f / f
-        return self._fit_range(centers, counts, lo, hi, qtype, symmetric)
+        return in_units(self._fit_range, centers, counts, lo, hi, qtype, symmetric)
 
     def _fit_range(
         self, centers: np.ndarray, counts: np.ndarray, lo: float, hi: float, qtype: QType, symmetric: bool

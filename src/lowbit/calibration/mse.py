@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lowbit.calibration._histogram import integer_target, unit_factor
+from lowbit.calibration._histogram import in_units, integer_target
 from lowbit.calibration.base import HistogramEstimator, register_estimator
 from lowbit.formats import QType
 from lowbit.qparams import choose_qparams
@@ -77,11 +77,7 @@ class MSE(HistogramEstimator):
     def _channel_range(self, c: int, qtype: QType, symmetric: bool) -> tuple[float, float]:
         centers, counts, _ = self.hist_.channel(c)
         lo, hi = float(self.hist_.lo[c]), float(self.hist_.hi[c])
-        f = unit_factor(max(-lo, hi))
-        if f != 1.0:  # huge values: search in units of a power of two (exact), so errors cannot overflow
-            best_lo, best_hi = self._search_range(centers * f, counts, lo * f, hi * f, qtype, symmetric)
-            return best_lo / f, best_hi / f
-        return self._search_range(centers, counts, lo, hi, qtype, symmetric)
+        return in_units(self._search_range, centers, counts, lo, hi, qtype, symmetric)
 
     def _search_range(
         self, centers: np.ndarray, counts: np.ndarray, lo: float, hi: float, qtype: QType, symmetric: bool
