@@ -37,29 +37,72 @@ ZERO_POINT_KINDS = ("int", "float")
 OFFSET_SCALE_FORMATS = ("float32", "float16")
 
 
+def float_zero_point_requested(kind: Any) -> bool:
+    """Whether a ``zero_point=`` kind (``"int"`` or ``"float"``) asks for float zero points.
+
+    Raises:
+        OptionError: any other value.
+
+    Example:
+        >>> float_zero_point_requested("float"), float_zero_point_requested("int")
+        (True, False)
+    """
+    if kind not in ZERO_POINT_KINDS:
+        raise OptionError(f"zero_point must be one of {ZERO_POINT_KINDS}, got {kind!r}")
+    return kind == "float"
+
+
+def float_zero_point_problems(qt: QType, symmetric: bool | None, scale_format: str) -> list[str]:
+    """What a format, symmetry and scale format lack for a float zero point (empty: nothing);
+    the callers (quantize, the layers, ``WeightOnly``) add their own and raise once.
+
+    Example:
+        >>> float_zero_point_problems(get_qtype("int4"), None, "float32")
+        ['an unsigned integer format (uint4, uint5, uint8 ...), got int4']
+    """
+    problems = []
+    if qt.kind != "int" or qt.signed:
+        problems.append(f"an unsigned integer format (uint4, uint5, uint8 ...), got {qt.name}")
+    if symmetric:
+        problems.append("affine quantization: drop symmetric=True")
+    if scale_format not in OFFSET_SCALE_FORMATS:
+        problems.append(f"scale_format in {OFFSET_SCALE_FORMATS}, as the minimum is stored in the scales' "
+                        f"precision, got {scale_format!r}")
+    return problems
+
+
+def offset_dtype(scale_format: str, sdt: np.dtype | type) -> np.dtype:
+    """dtype of float zero points: float16 beside float16 scales, else the scales' compute dtype.
+
+    Example:
+        >>> offset_dtype("float16", np.float32).name, offset_dtype("float32", np.float64).name
+        ('float16', 'float64')
+    """
+    return np.dtype(np.float16) if scale_format == "float16" else np.dtype(sdt)
+
+
 def _zero_point_kind(zero_point: Any) -> tuple[bool, Any]:
     """(float zero point asked for, the explicit zero points left: None for a kind string)."""
     if not isinstance(zero_point, str):
         return False, zero_point
-    if zero_point not in ZERO_POINT_KINDS:
-        raise OptionError(f"zero_point must be one of {ZERO_POINT_KINDS} or numbers, got {zero_point!r}")
-    return zero_point == "float", None
+    return float_zero_point_requested(zero_point), None
 
 
 def _offset_checks(qt: QType, symmetric: bool | None, scale: Any, est: Any, fmt: ScaleFormat) -> None:
     """Refuse the options a float zero point (``x = code * scale + offset``) does not combine with."""
-    if qt.kind != "int" or qt.signed:
-        raise OptionError(f"zero_point='float' needs an unsigned integer format (uint4, uint5, uint8 ...), "
-                          f"got {qt.name}")
-    if symmetric:
-        raise OptionError("zero_point='float' is affine; drop symmetric=True")
+    problems = float_zero_point_problems(qt, symmetric, fmt.name)
     if scale is not None:
-        raise OptionError("zero_point='float' chooses each block's scale and minimum; drop scale=")
+        problems.append("no scale= (each block's scale and minimum are chosen)")
     if est is not None:
-        raise OptionError(f"zero_point='float' uses each block's min and max (method='minmax'), got {est!r}")
-    if fmt.name not in OFFSET_SCALE_FORMATS:
-        raise OptionError(f"zero_point='float' stores the minimum in the scales' precision, so it needs "
-                          f"scale_format in {OFFSET_SCALE_FORMATS}, got {fmt.name!r}")
+        problems.append(f"each block's min and max (method='minmax'), got {est!r}")
+    if problems:
+        raise OptionError("zero_point='float' needs " + "; ".join(problems))
+
+
+def _codes_buffer(qt: QType, n: int, out: np.ndarray | None) -> np.ndarray:
+    """Where ``n`` codes go: ``out`` (checked) or a new array; packed bytes for sub-byte widths."""
+    size, dtype = (qt.packed_nbytes(n), np.dtype(np.uint8)) if qt.packed else (n, qt.storage_dtype)
+    return np.empty(size, dtype) if out is None else check_out(out, dtype, size, qt.name)
 
 
 def _quantize_offset(x: Any, qtype: str | QType, granularity: Any, symmetric: bool | None, scale: Any, est: Any,
@@ -81,16 +124,14 @@ def _quantize_offset(x: Any, qtype: str | QType, granularity: Any, symmetric: bo
                           max_value=_value_limit(source))
     s, _, (fmt_name, arrays) = _encoded(s, np.zeros(s.shape, np.int64), mins, qt, False, fmt, False)
     with np.errstate(over="ignore"):  # a minimum beyond float16 becomes inf, refused just below
-        offset = m.astype(np.float16) if fmt.name == "float16" else m
+        offset = m.astype(offset_dtype(fmt.name, m.dtype))
     if not np.all(np.isfinite(offset)):
         raise OptionError(f"a block minimum of the {source.shape} tensor is beyond float16's range; "
                           "use scale_format='float32'")
     if fmt.name != DEFAULT_SCALE_FORMAT:
         _check_reach(s, (0.0, float(qt.qmax)), offset, source,
                      f"the scales stored as {fmt.name} (use scale_format='float32')")
-    n = flat.size
-    size, dtype = (qt.packed_nbytes(n), np.dtype(np.uint8)) if qt.packed else (n, qt.storage_dtype)
-    data = np.empty(size, dtype) if out is None else check_out(out, dtype, size, qt.name)
+    data = _codes_buffer(qt, flat.size, out)
     inv = (flat.dtype.type(1) / s.astype(flat.dtype)).reshape(-1)
     zpf = (qt.qmin - offset.astype(flat.dtype).reshape(-1) * inv).astype(flat.dtype)
     rounding, seed = mode_seed
@@ -410,12 +451,7 @@ def quantize(
     flat, source, qt, gran, sym, layout, s, z, enc = _prepare(
         x, qtype, granularity, symmetric, scale, zero_point, est, scale_format
     )
-    n = flat.size
-    if qt.packed:
-        size, dtype = qt.packed_nbytes(n), np.dtype(np.uint8)
-    else:
-        size, dtype = n, qt.storage_dtype
-    data = np.empty(size, dtype) if out is None else check_out(out, dtype, size, qt.name)
+    data = _codes_buffer(qt, flat.size, out)
     inv = (flat.dtype.type(1) / s.astype(flat.dtype)).reshape(-1)
     zpf = z.astype(flat.dtype).reshape(-1)
     if qt.is_grid:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from lowbit.core import offset_dtype
 from lowbit.errors import FileFormatError, LowbitError
 from lowbit.formats import QType, get_qtype
 from lowbit.formats.scales import scale_format_for
@@ -126,14 +127,10 @@ def planned_entries(name: str, info: Mapping[str, Any]) -> list[tuple[str, str, 
     for key, (dtype, shp) in fmt.specs(layout.param_shape, sdt).items():
         out.append((f"{name}.{key}", _SEMANTIC.get(key, safetensors_dtype(np.empty(0, dtype))), tuple(shp)))
     if not info["symmetric"]:
-        zdt = _offset_dtype(fmt.name, sdt) if info.get("zero_point_kind") == "float" else qt.storage_dtype
+        zdt = offset_dtype(fmt.name, sdt) if info.get("zero_point_kind") == "float" else qt.storage_dtype
         out.append((f"{name}.zero_point", safetensors_dtype(np.empty(0, zdt)), layout.param_shape))
     return out
 
-
-def _offset_dtype(scale_format: str, sdt: np.dtype) -> np.dtype:
-    """dtype of float zero points: float16 beside float16 scales, else the scales' compute dtype."""
-    return np.dtype(np.float16) if scale_format == "float16" else sdt
 
 
 def _resolve_qtype(info: Mapping[str, Any]) -> QType:

@@ -113,21 +113,13 @@ class Config(abc.ABC):
 
 def _check_zero_point(cfg: Any, qt: Any) -> None:
     """Refuse a float zero point where round to nearest of an unsigned affine format cannot keep it."""
-    from lowbit.core import OFFSET_SCALE_FORMATS, ZERO_POINT_KINDS
+    from lowbit.core import float_zero_point_problems, float_zero_point_requested
 
-    if cfg.zero_point not in ZERO_POINT_KINDS:
-        raise OptionError(f"zero_point must be one of {ZERO_POINT_KINDS}, got {cfg.zero_point!r}")
-    if cfg.zero_point == "int":
+    if not float_zero_point_requested(cfg.zero_point):
         return
-    problems = []
-    if qt.kind != "int" or qt.signed:
-        problems.append(f"an unsigned integer format (got {qt.name})")
-    if cfg.symmetric:
-        problems.append("symmetric=None/False")
+    problems = float_zero_point_problems(qt, cfg.symmetric, cfg.scale_format or "float32")
     if cfg.algorithm != "rtn" or cfg.method != "minmax":
         problems.append(f"algorithm='rtn' with method='minmax' (got {cfg.algorithm!r}, {cfg.method!r})")
-    if (cfg.scale_format or "float32") not in OFFSET_SCALE_FORMATS:
-        problems.append(f"scale_format in {OFFSET_SCALE_FORMATS} (got {cfg.scale_format!r})")
     if problems:
         raise OptionError("zero_point='float' needs " + "; ".join(problems))
 

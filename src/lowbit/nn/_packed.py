@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from lowbit._arrays import Source
-from lowbit.core import dequantize, quantize
+from lowbit.core import dequantize, offset_dtype, quantize
 from lowbit.errors import OptionError, error_context
 from lowbit.formats import QType, get_qtype
 from lowbit.formats.scales import DEFAULT_SCALE_FORMAT, decode_scales, scale_format_for
@@ -73,7 +73,7 @@ class PackedWeightModule(DtypeCheckedLoad):
         ones = np.ones(layout.param_shape, np.float32)
         for key, arr in fmt.encode(ones, np.dtype(np.float32)).items():  # scale 1 until a weight is stored
             self.register_buffer(f"weight_{key}", _scale_buffer(arr))
-        zp_dtype = (torch.float16 if fmt.name == "float16" else torch.float32) if float_zp \
+        zp_dtype = torch.from_numpy(np.empty(0, offset_dtype(fmt.name, np.float32))).dtype if float_zp \
             else TORCH_STORAGE[qt.storage_dtype]
         zp = None if sym else torch.full(layout.param_shape, zero, dtype=zp_dtype)
         self.register_buffer("weight_zero_point", zp)
@@ -204,17 +204,13 @@ class PackedWeightModule(DtypeCheckedLoad):
 
 def _float_zero_point(zero_point: str, qt: QType, symmetric: bool | None, scale_format: str) -> bool:
     """Whether a layer keeps float zero points (``"float"``) or integer ones (``"int"``); refuses bad combinations."""
-    from lowbit.core import OFFSET_SCALE_FORMATS, ZERO_POINT_KINDS
+    from lowbit.core import float_zero_point_problems, float_zero_point_requested
 
-    if zero_point not in ZERO_POINT_KINDS:
-        raise OptionError(f"zero_point must be one of {ZERO_POINT_KINDS}, got {zero_point!r}")
-    if zero_point == "int":
+    if not float_zero_point_requested(zero_point):
         return False
-    if qt.kind != "int" or qt.signed or symmetric:
-        raise OptionError(f"zero_point='float' needs an unsigned integer format, affine (got {qt.name}, "
-                          f"symmetric={symmetric})")
-    if scale_format not in OFFSET_SCALE_FORMATS:
-        raise OptionError(f"zero_point='float' needs scale_format in {OFFSET_SCALE_FORMATS}, got {scale_format!r}")
+    problems = float_zero_point_problems(qt, symmetric, scale_format)
+    if problems:
+        raise OptionError("zero_point='float' needs " + "; ".join(problems))
     return True
 
 
