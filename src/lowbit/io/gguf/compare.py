@@ -64,7 +64,7 @@ class _Total:
 
     def add(self, x: np.ndarray, y: np.ndarray, row: CompareRow) -> None:
         x64, y64 = x.astype(np.float64).reshape(-1), y.astype(np.float64).reshape(-1)
-        self.sxx += float(x64 @ x64)
+        self.sxx += row.signal  # sum x^2, from the row's own pass; the cross sums need one more
         self.syy += float(y64 @ y64)
         self.sxy += float(x64 @ y64)
         self.sse += row.sse
@@ -97,10 +97,15 @@ def compare_gguf(path: str | os.PathLike[str], reference: str | os.PathLike[str]
     Example:
         >>> print(compare_gguf("smollm2-q4_0.gguf", "smollm2/").to_text())  # doctest: +SKIP
     """
-    from lowbit.io.tensors import list_tensors, load_tensors
+    from lowbit.io.tensors import _open
 
     ref = _reference_file(Path(reference))
-    ref_names = list_tensors(ref)
+    with _open(ref) as reader:  # opened and validated once; one tensor read at a time
+        return _compare(path, reader, ref)
+
+
+def _compare(path: str | os.PathLike[str], reader: Any, ref: Path) -> CompareTable:
+    ref_names = reader.dtypes
     heads = _heads(path)
     rows, total, missing = [], _Total(), []
     for name, type_name, value in iter_gguf(path):
@@ -108,7 +113,7 @@ def compare_gguf(path: str | os.PathLike[str], reference: str | os.PathLike[str]
         if hf not in ref_names:
             missing.append(name)
             continue
-        x = load_tensors(ref, [hf])[hf].astype(np.float32)
+        x = np.asarray(reader.read(hf), np.float32)
         y = _dequantized(name, value, heads)
         if x.shape != y.shape:
             raise FileFormatError(f"{name} is {y.shape} in the GGUF file but {hf} is {x.shape} in {ref}")
