@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 
 from lowbit._arrays import is_torch_tensor
 from lowbit.errors import FileFormatError, OptionError
-from lowbit.io._safetensors import SafetensorsFile, SafetensorsWriter, _fsync_dir, safetensors_dtype
+from lowbit.io._safetensors import SafetensorsFile, SafetensorsWriter, safetensors_dtype
 from lowbit.io.format import FORMAT_VERSION, META_KEY, describe, read_qtensor, tensor_entries
 from lowbit.qtensor import QTensor
 
@@ -196,17 +195,10 @@ def write_items(path: Path, items: list[_Item], modules: Mapping[str, Any],
 
 def write_json(path: Path, doc: Any) -> None:
     """A JSON file written atomically (temp file in the folder, fsync, rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from lowbit.io._atomic import atomic_file
+
+    with atomic_file(path) as tmp, open(tmp, "w") as fh:
+        json.dump(doc, fh, indent=2)
 
 
 def shard_name(i: int, n: int) -> str:

@@ -12,7 +12,6 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.errors import OptionError
+from lowbit.io._atomic import atomic_file
 from lowbit.io.gguf._blocks import LEGACY_TYPES, pack_legacy, quantize_legacy
 from lowbit.io.gguf._llama import gguf_name, llama_metadata, qk_heads, qk_row_order, tokenizer_metadata
 from lowbit.io.gguf._sources import Source, SourceTensor, folder_source, model_source
@@ -155,9 +155,7 @@ def _metadata(source: Source, file_type: str, name: str, pre: str) -> dict[str, 
 def _write(path: Path, plan: list[_Planned], meta: dict[str, Any], config: dict[str, Any]) -> None:
     import gguf
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         writer = gguf.GGUFWriter(tmp, "llama")
         _add_metadata(writer, {k: v for k, v in meta.items() if k != "general.architecture"})
         for p in plan:
@@ -175,12 +173,6 @@ def _write(path: Path, plan: list[_Planned], meta: dict[str, Any], config: dict[
         for p in plan:
             writer.write_tensor_data(_tensor_bytes(p, config))
         writer.close()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export_gguf(model: Any, path: str | os.PathLike[str], type: str | None = None, *,

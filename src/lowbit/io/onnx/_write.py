@@ -20,13 +20,12 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lowbit.errors import FileFormatError, ModelError
-from lowbit.io._safetensors import _fsync_dir
+from lowbit.io._atomic import atomic_file
 
 __all__ = ["write_checked", "MAX_PROTO_BYTES"]
 
@@ -81,20 +80,10 @@ def write_checked(proto: Any, path: str | os.PathLike[str], check: Callable[[Any
         raise FileFormatError(f"the ONNX model is {len(data)} bytes, over protobuf's 2 GiB limit; "
                               "export a smaller model (ONNX external data is not supported yet)")
     _check_proto(proto)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())  # mkstemp makes 0600; a model file is as readable as any
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_file(path) as tmp:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a model file is as readable as any
+        tmp.write_bytes(data)
         session = _session(tmp)
         if session is not None and check is not None:
             check(session)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return len(data)
