@@ -94,7 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.set_defaults(func=_compare)
     _add_checkpoint_commands(sub)
     _add_export_commands(sub)
+    _add_module_commands(sub)
     return parser
+
+
+#: Commands that live beside their feature: each module defines HELP, DESCRIPTION, add_arguments(parser), run(args)
+_MODULE_COMMANDS: dict[str, str] = {}
+
+
+def _add_module_commands(sub: Any) -> None:
+    import importlib
+
+    for name, module_name in _MODULE_COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)
 
 
 #: ``lowbit export TARGET``: each target's module defines HELP, DESCRIPTION, add_arguments(parser) and run(args)
