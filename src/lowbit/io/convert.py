@@ -34,12 +34,13 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,7 +290,15 @@ def _write_quantized(writer: SafetensorsWriter, f: SafetensorsFile, name: str, i
 # --------------------------------------------------------------------------- one file
 
 
-def _quantize_file(src: Path, dst: Path, opts: QuantizeOptions, summary: ConvertSummary, bar: Progress) -> None:
+def _quantize_shard(src: Path, dst: Path, opts: QuantizeOptions,
+                    advance: Callable[[int, str], None] | None = None) -> ConvertSummary:
+    """Quantize one input shard into its output file: the unit of work of every executor (local loop, Ray task).
+
+    Pure in the sense that matters: the output bytes depend only on the input file and ``opts``, so any
+    executor that calls it writes what the local run writes. ``advance(nbytes, tensor)`` is called after each
+    tensor with that tensor's input bytes. Returns this shard's part of the summary (no timing).
+    """
+    part = ConvertSummary()
     f = SafetensorsFile(src)
     plans: dict[str, tuple[dict[str, Any] | None, str]] = {}
     entries: list[tuple[str, str, tuple[int, ...]]] = []
@@ -297,7 +306,7 @@ def _quantize_file(src: Path, dst: Path, opts: QuantizeOptions, summary: Convert
         info, note = _plan_tensor(name, f, opts) if _selected(name, f, opts) else (None, "")
         plans[name] = (info, note)
         if note:
-            summary.notes.append(f"{name}: {note}")
+            part.notes.append(f"{name}: {note}")
         entries += planned_entries(name, info) if info is not None else [(name, f.dtype(name), f.shape(name))]
     tensors = {}
     for name, (info, _) in plans.items():
@@ -313,15 +322,67 @@ def _quantize_file(src: Path, dst: Path, opts: QuantizeOptions, summary: Convert
             with error_context(f"{src.name}: tensor {name!r}"):
                 if info is None:
                     writer.write(name, f.array(name))
-                    summary.kept += 1
+                    part.kept += 1
                 else:
                     _write_quantized(writer, f, name, info, tensors[name]["algorithm"])
-                    summary.quantized += 1
-                    summary.quantized_elements += int(np.prod(info["shape"]))
-                    summary.quantized_bytes += sum(int(np.prod(s)) * _itemsize(d)
-                                                   for _, d, s in planned_entries(name, info))
-            bar.advance(f.nbytes(name), name)
-    summary.output_bytes += dst.stat().st_size
+                    part.quantized += 1
+                    part.quantized_elements += int(np.prod(info["shape"]))
+                    part.quantized_bytes += sum(int(np.prod(s)) * _itemsize(d)
+                                                for _, d, s in planned_entries(name, info))
+            if advance is not None:
+                advance(f.nbytes(name), name)
+    part.output_bytes = dst.stat().st_size
+    return part
+
+
+def _merge(summary: ConvertSummary, part: ConvertSummary) -> None:
+    """Add one shard's counts and notes to the run's summary."""
+    summary.output_bytes += part.output_bytes
+    summary.quantized += part.quantized
+    summary.kept += part.kept
+    summary.quantized_elements += part.quantized_elements
+    summary.quantized_bytes += part.quantized_bytes
+    summary.notes += part.notes
+
+
+def _quantize_file(src: Path, dst: Path, opts: QuantizeOptions, summary: ConvertSummary, bar: Progress) -> None:
+    _merge(summary, _quantize_shard(src, dst, opts, bar.advance))
+
+
+def _quantize_and_digest(src: Path, dst: Path, advance: Callable[[int, str], None] | None = None, *,
+                         opts: QuantizeOptions) -> tuple[ConvertSummary, str]:
+    """One shard's work as an executor runs it (``functools.partial(..., opts=opts)``): its summary part and the
+    output's sha256 for the manifest."""
+    part = _quantize_shard(src, dst, opts, advance)
+    return part, _sha256(dst)
+
+
+ShardJobs = list[tuple[Path, Path]]
+ShardWork = Callable[..., tuple[ConvertSummary, str]]
+Executor = Callable[[ShardJobs, ShardWork, Progress], Iterator[tuple[int, ConvertSummary, str]]]
+
+
+def _run_local(jobs: ShardJobs, work: ShardWork, bar: Progress) -> Iterator[tuple[int, ConvertSummary, str]]:
+    """The local executor: each (input, output) shard in turn, in this process; yields (job index, part, sha256)."""
+    for i, (src, dst) in enumerate(jobs):
+        part, digest = work(src, dst, bar.advance)
+        yield i, part, digest
+
+
+_EXECUTORS = ("local", "ray")
+
+
+def _executor(name: str, address: str | None) -> Executor:
+    """The shard executor called ``name`` (``"local"``, or ``"ray"`` imported only when asked for)."""
+    if name not in _EXECUTORS:
+        raise OptionError(f"executor must be one of {_EXECUTORS}, got {name!r}")
+    if address is not None and name != "ray":
+        raise OptionError(f"ray_address={address!r} needs executor='ray' (--ray ADDRESS)")
+    if name == "local":
+        return _run_local
+    from lowbit.io._ray import ray_executor
+
+    return ray_executor(address)
 
 
 def _itemsize(dtype: str) -> int:
@@ -414,8 +475,8 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
                         granularity: str = "group:64", scale_format: str | None = None,
                         symmetric: bool | None = None, algorithm: str = "rtn",
                         include: Iterable[str] | None = None, exclude: Iterable[str] = (), min_ndim: int = 2,
-                        resume: bool = False, overwrite: bool = False,
-                        progress: bool | None = None) -> ConvertSummary:
+                        resume: bool = False, overwrite: bool = False, progress: bool | None = None,
+                        executor: str = "local", ray_address: str | None = None) -> ConvertSummary:
     """Quantize the float tensors of a safetensors checkpoint into a lowbit checkpoint (see the module docstring).
 
     Args:
@@ -429,6 +490,11 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
         resume: skip output shards already complete for the same input and options.
         overwrite: replace an earlier output at ``dst`` (without it, an existing output is an error).
         progress: a progress display on stderr (default: when stderr is a terminal).
+        executor: ``"local"`` (this process, shard after shard) or ``"ray"``: one Ray task per shard on a
+            cluster (``pip install lowbit[ray]``; IN and OUT on a filesystem every node sees, docs/SCALING.md).
+            The output bytes are the same.
+        ray_address: the cluster to join (``ray.init(address=...)``); None: ``RAY_ADDRESS``, a cluster started
+            on this machine, or a new local one. A session already initialised in this process is used as is.
 
     Returns:
         A :class:`ConvertSummary`.
@@ -437,8 +503,10 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
         FileFormatError: a pickle, a missing or invalid input, an input already quantized, a folder into
             a single file, an output that exists (without ``overwrite``/``resume``) or is also an input.
         QTypeError, GranularityError, OptionError: bad options. NonFiniteError: NaN/Inf in a tensor
-            (the message names the file and the tensor).
+            (the message names the file and the tensor). LowbitError: a Ray task that failed on every retry
+            (the message names the shard and the tensor).
     """
+    run = _executor(executor, ray_address)
     opts = QuantizeOptions(qtype, str(as_granularity(granularity)), scale_format, symmetric, algorithm,
                            None if include is None else tuple(include), tuple(exclude), min_ndim)
     opts.check()
@@ -449,34 +517,48 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
     summary = ConvertSummary(input_bytes=sum(p.stat().st_size for p in files))
     if dst_p.suffix == ".safetensors":
         with Progress(summary.input_bytes, "quantize", progress) as bar:
-            _quantize_file(files[0], dst_p, opts, summary, bar)
+            if run is _run_local:
+                _quantize_file(files[0], dst_p, opts, summary, bar)
+            else:
+                for _, part, _ in run([(files[0], dst_p)], functools.partial(_quantize_and_digest, opts=opts), bar):
+                    _merge(summary, part)
     else:
-        _quantize_folder(src_p, files, dst_p, opts, summary, resume, progress)
+        _quantize_folder(src_p, files, dst_p, opts, summary, resume, progress, run)
     summary.seconds = time.perf_counter() - start
     return summary
 
 
 def _quantize_folder(src: Path, files: list[Path], dst: Path, opts: QuantizeOptions, summary: ConvertSummary,
-                     resume: bool, progress: bool | None) -> None:
+                     resume: bool, progress: bool | None, run: Executor) -> None:
+    """The driver: plans the shards (skipping those a resumed run finds complete), hands the rest to ``run``,
+    records each finished shard's checksum in the manifest, and writes the index last."""
     dst.mkdir(parents=True, exist_ok=True)
     (dst / INDEX_NAME).unlink(missing_ok=True)  # written again last: an index means every shard is complete
     options = json.loads(json.dumps(asdict(opts)))  # as the manifest records them (tuples become lists)
     done = _load_manifest(dst, options) if resume else {}
+    outs = [dst / (p.name if src.is_dir() else SINGLE_NAME) for p in files]
     record: dict[str, Any] = {}
+    jobs: ShardJobs = []
+    parts: dict[str, ConvertSummary] = {}
     with Progress(summary.input_bytes, "quantize", progress) as bar:
-        for p in files:
-            out = dst / (p.name if src.is_dir() else SINGLE_NAME)
+        for p, out in zip(files, outs, strict=True):
             prev = done.get(out.name)
             if prev and prev.get("source") == {"name": p.name, **_identity(p)} and out.is_file() \
                     and _sha256(out) == prev.get("sha256"):
                 record[out.name] = prev
                 summary.skipped_shards += 1
-                summary.output_bytes += out.stat().st_size
+                parts[out.name] = ConvertSummary(output_bytes=out.stat().st_size)
                 bar.advance(p.stat().st_size, f"{out.name} (done)")
-                continue
-            _quantize_file(p, out, opts, summary, bar)
-            record[out.name] = {"source": {"name": p.name, **_identity(p)}, "sha256": _sha256(out)}
+            else:
+                jobs.append((p, out))
+        for i, part, digest in run(jobs, functools.partial(_quantize_and_digest, opts=opts), bar):
+            p, out = jobs[i]
+            parts[out.name] = part
+            record[out.name] = {"source": {"name": p.name, **_identity(p)}, "sha256": digest}
+            record = {o.name: record[o.name] for o in outs if o.name in record}  # in shard order, whatever finished
             write_json(dst / MANIFEST, {"options": options, "shards": record})
+    for out in outs:
+        _merge(summary, parts[out.name])
     if src.is_dir():
         _copy_side_files(src, dst)
         if (src / INDEX_NAME).is_file():
