@@ -91,7 +91,10 @@ def histogram_png(name: str, values: np.ndarray, qtype: str, kind: str = "weight
     ranges = clip_ranges(flat, qtype)
     std = float(flat.std())
     fig, ax = plt.subplots(figsize=(7.5, 3.4))
-    ax.hist(flat, bins=200, color="#9ecae1", edgecolor="none", log=True)
+    counts, edges = np.histogram(flat, bins=200)
+    ax.stairs(counts, edges, fill=True, color="#9ecae1")
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=0.7)
     for method, (lo, hi) in ranges.items():
         color, style = _STYLES[method]
         for i, edge in enumerate((lo, hi)):
