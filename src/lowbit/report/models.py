@@ -71,12 +71,19 @@ def _named(schemes: Mapping[str, Transform] | Iterable[Transform]) -> dict[str, 
     return named
 
 
-def _needs_data(transform: Transform) -> bool:
+def _uses_statistics(transform: Transform) -> bool:
+    """Whether quantize_ itself takes calibration batches for this config or plan (GPTQ, AWQ, SmoothQuant)."""
+    from lowbit.model import get_handler
+
+    configs = transform.values() if isinstance(transform, Mapping) else [transform]
+    return any(get_handler(c).statistics(c) is not None for c in configs if c is not None)
+
+
+def _is_static(transform: Transform) -> bool:
     from lowbit.model import Static
 
     configs = transform.values() if isinstance(transform, Mapping) else [transform]
-    return any(isinstance(c, Static) or (hasattr(c, "statistics") and c.statistics() is not None)
-               for c in configs if c is not None)
+    return any(isinstance(c, Static) for c in configs)
 
 
 def _apply(model: Any, name: str, transform: Transform, batches: Sequence[Any]) -> Any:
@@ -86,14 +93,14 @@ def _apply(model: Any, name: str, transform: Transform, batches: Sequence[Any]) 
     if callable(transform) and not isinstance(transform, (lm.Config, Mapping)):
         replaced = transform(model)
         return replaced if replaced is not None and hasattr(replaced, "named_modules") else model
-    if _needs_data(transform):
-        if not batches:
-            raise OptionError(f"scheme {name!r} needs calibration batches; give Evaluator(metric, batches=...)")
+    static, statistics = _is_static(transform), _uses_statistics(transform)
+    if (static or statistics) and not batches:
+        raise OptionError(f"scheme {name!r} needs calibration batches; give Evaluator(metric, batches=...)")
+    if statistics:
         lm.quantize_(model, transform, batches=list(batches), progress=False)
     else:
         lm.quantize_(model, transform)
-    if isinstance(transform, lm.Static) or (isinstance(transform, Mapping)
-                                            and any(isinstance(c, lm.Static) for c in transform.values())):
+    if static:
         lm.calibrate(model.eval(), list(batches), progress=False)
         lm.convert(model)
     return model
@@ -125,9 +132,13 @@ def _activations(model: Any, names: list[str], batches: Sequence[Any]) -> dict[s
 
     modules = dict(model.named_modules())
     seen: dict[str, np.ndarray] = {}
-    hooks = [modules[n].register_forward_hook(
-        lambda _m, inputs, _out, key=n: seen.setdefault(key, inputs[0].detach().float().reshape(-1).numpy().copy()))
-        for n in names if n in modules]
+
+    def keep(name: str) -> Callable[..., None]:
+        def hook(_module: Any, inputs: tuple[Any, ...], _output: Any) -> None:  # returns None: output unchanged
+            seen.setdefault(name, inputs[0].detach().float().reshape(-1).numpy().copy())
+        return hook
+
+    hooks = [modules[n].register_forward_hook(keep(n)) for n in names if n in modules]
     try:
         with torch.no_grad():
             run_batch(model, batches[0])
