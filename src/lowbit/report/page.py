@@ -93,9 +93,13 @@ def _model_table(data: ReportData) -> str:
     body = "".join(
         f"<tr><td>{_e(m.scheme)}</td>{_num_cell(float(m.nbytes), '{:,.0f}')}{_num_cell(base / m.nbytes, '{:.2f}x')}"
         f"{_num_cell(m.bits_per_weight, '{:.3f}')}"
-        + "".join(_num_cell(float(m.metrics.get(k, math.nan)), "{:.4f}") for k in keys) + "</tr>"
+        + "".join(_metric_cell(float(m.metrics.get(k, math.nan))) for k in keys) + "</tr>"
         for m in data.models)
     return f'<table class="sortable models"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _metric_cell(value: float) -> str:
+    return _num_cell(value, "{:.4f}" if not math.isfinite(value) or abs(value) < 10 else "{:.2f}")
 
 
 def _img(png: bytes, alt: str) -> str:

@@ -26,7 +26,11 @@ _STYLES = {"minmax": ("#444444", "-"), "percentile": ("#1f77b4", "--"), "mse": (
            "entropy": ("#2ca02c", ":")}
 #: most schemes drawn as bar groups; more become a heatmap (one row per layer, one column per scheme)
 MAX_BAR_SCHEMES = 8
-_DPI = 90
+_DPI = 100
+#: max|x| / std above which a histogram adds a panel zoomed on the bulk of the values
+OUTLIER_ZOOM = 10.0
+#: most points named on the error-vs-bits plot (beyond it only the Pareto front is named)
+MAX_NAMED_POINTS = 12
 
 
 @dataclass(frozen=True)
@@ -85,12 +89,37 @@ def clip_ranges(values: np.ndarray, qtype: str) -> dict[str, tuple[float, float]
 
 
 def histogram_png(name: str, values: np.ndarray, qtype: str, kind: str = "weight") -> bytes:
-    """Histogram of ``values`` on a log-count axis with each calibration method's clipping range marked."""
+    """Histogram of ``values`` on a log-count axis with each calibration method's clipping range marked.
+
+    An outlier-dominated tensor (max|x| over OUTLIER_ZOOM x its std) gets a second panel zoomed on the bulk,
+    where the clipping methods' ranges differ.
+    """
     plt = _pyplot()
     flat = np.asarray(values, np.float64).reshape(-1)
     ranges = clip_ranges(flat, qtype)
     std = float(flat.std())
-    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    ratio = float(np.abs(flat).max()) / std if std > 0 else math.inf
+    # the bulk: 1.5 x the 99.9th percentile of |x|, widened to show the mse and entropy ranges
+    half = max(1.5 * float(np.quantile(np.abs(flat), 0.999)) if flat.size else 0.0,
+               *(1.1 * max(abs(lo), abs(hi)) for m, (lo, hi) in ranges.items() if m in ("mse", "entropy")))
+    bulk = flat[np.abs(flat) <= half]
+    zoom = math.isfinite(ratio) and ratio > OUTLIER_ZOOM and half > 0 and bulk.size > 0
+    fig, axes = plt.subplots(1, 2 if zoom else 1, figsize=(10, 3.6), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1]} if zoom else None)
+    _histogram_panel(axes[0][0], flat, ranges, kind, legend=True)
+    axes[0][0].set_title("all values" if zoom else "", fontsize=9)
+    if zoom:
+        _histogram_panel(axes[0][1], bulk, ranges, kind, legend=False)
+        axes[0][1].set_xlim(-half, half)
+        axes[0][1].set_title(f"zoom on |x| <= {half:.3g} (all but {flat.size - bulk.size:,} values)", fontsize=9)
+    fig.suptitle(f"{name}: {kind} values, {flat.size:,} of them (max|x| = {ratio:.1f} x std)", fontsize=11)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), title=f"clipping range for {qtype}", fontsize=8,
+               title_fontsize=8, loc="upper center", ncol=4, bbox_to_anchor=(0.5, 0.0), frameon=False)
+    return _png(fig)
+
+
+def _histogram_panel(ax: Any, flat: np.ndarray, ranges: dict[str, tuple[float, float]], kind: str,
+                     legend: bool) -> None:
     counts, edges = np.histogram(flat, bins=200)
     ax.stairs(counts, edges, fill=True, color="#9ecae1")
     ax.set_yscale("log")
@@ -99,15 +128,10 @@ def histogram_png(name: str, values: np.ndarray, qtype: str, kind: str = "weight
         color, style = _STYLES[method]
         for i, edge in enumerate((lo, hi)):
             ax.axvline(edge, color=color, linestyle=style, linewidth=1.4,
-                       label=f"{method}: [{lo:.3g}, {hi:.3g}]" if i == 0 else None)
-    ratio = float(np.abs(flat).max()) / std if std > 0 else math.inf
-    ax.set_title(f"{name}: {kind} values (max|x| = {ratio:.1f} x std)", fontsize=10)
+                       label=f"{method}: [{lo:.3g}, {hi:.3g}]" if legend and i == 0 else None)
     ax.set_xlabel(f"{kind} value")
     ax.set_ylabel("count (log scale)")
-    ax.legend(title=f"clipping range for {qtype}", fontsize=8, title_fontsize=8, loc="upper left",
-              bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(axis="x", alpha=0.3)
-    return _png(fig)
 
 
 def _short(names: Sequence[str]) -> list[str]:
@@ -125,7 +149,7 @@ def sqnr_chart_png(layers: Sequence[str], schemes: Sequence[str], sqnr: dict[tup
     plt = _pyplot()
     n, k = len(layers), len(schemes)
     per_layer = max(0.2, 0.09 * k)
-    fig, ax = plt.subplots(figsize=(8.5, 1.4 + n * per_layer))
+    fig, ax = plt.subplots(figsize=(10, 1.2 + n * per_layer))
     height = 0.8 / k
     y = np.arange(n)
     colors = plt.get_cmap("tab10")
@@ -133,8 +157,10 @@ def sqnr_chart_png(layers: Sequence[str], schemes: Sequence[str], sqnr: dict[tup
         vals = [_finite(sqnr.get((layer, s), math.nan)) for layer in layers]
         ax.barh(y - 0.4 + (j + 0.5) * height, vals, height=height, color=colors(j % 10), label=s)
     ax.set_yticks(y, _short(layers), fontsize=8 if n <= 60 else 6)
-    ax.invert_yaxis()
+    ax.set_ylim(n - 0.5, -0.5)  # first layer on top, no empty margins
     ax.set_xlabel("weight SQNR (dB, higher is better)")
+    if n > 20:  # a tall chart: the scale at the top as well
+        ax.tick_params(axis="x", labeltop=True)
     ax.set_ylabel("layer")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(title="scheme", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
@@ -162,21 +188,31 @@ def _sqnr_heatmap(layers: Sequence[str], schemes: Sequence[str], sqnr: dict[tupl
 
 
 def error_vs_bits_png(points: Sequence[Point], metric: str, higher_is_better: bool = True) -> bytes:
-    """Bits/weight vs the metric for every scheme, the Pareto front drawn and its points named."""
+    """Bits/weight (log scale) vs the metric for every scheme, the Pareto front drawn; points are named
+    (only the front's when there are more than MAX_NAMED_POINTS)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     finite = [p for p in points if math.isfinite(p.value)]
-    ax.scatter([p.bits for p in finite], [p.value for p in finite], color="#7f7f7f", s=22, label="scheme", zorder=2)
     front = pareto_front(finite, higher_is_better)
+    on_front = {id(p) for p in front}
+    ax.scatter([p.bits for p in finite], [p.value for p in finite], color="#7f7f7f", s=24, zorder=2,
+               label="scheme")
     ax.plot([p.bits for p in front], [p.value for p in front], color="#d62728", marker="o", drawstyle="steps-post",
             linewidth=1.5, label="Pareto front (best at that size or less)", zorder=3)
-    for i, p in enumerate(front):
-        ax.annotate(p.scheme, (p.bits, p.value), textcoords="offset points", xytext=(6, -12 if i % 2 else 6),
-                    fontsize=8, color="#d62728")
-    ax.set_xlabel("bits per weight (codes + scales + zero points as stored)")
+    named = finite if len(finite) <= MAX_NAMED_POINTS else front
+    for i, p in enumerate(sorted(named, key=lambda p: (p.bits, p.value))):
+        ax.annotate(p.scheme, (p.bits, p.value), textcoords="offset points", xytext=(7, -11 if i % 2 else 5),
+                    fontsize=8, color="#d62728" if id(p) in on_front else "#555555")
+    ax.set_xscale("log", base=2)
+    ticks = sorted({b for b in (2, 3, 4, 5, 6, 8, 12, 16, 24, 32) if min(p.bits for p in finite) * 0.9 <= b
+                    <= max(p.bits for p in finite) * 1.1}) if finite else []
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.margins(x=0.12, y=0.08)
+    ax.set_xlabel("bits per weight, log scale (codes + scales + zero points as stored)")
     direction = "higher" if higher_is_better else "lower"
-    ax.set_ylabel(f"{metric} ({direction} is better)")
+    ax.set_ylabel(f"{metric}\n({direction} is better)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
-    ax.set_title(f"Error vs size: {metric} over {len(finite)} schemes", fontsize=10)
+    shown = "" if named is finite else f"; {len(finite) - len(named)} points off the front are in the table"
+    ax.set_title(f"Error vs size: {metric} over {len(finite)} schemes{shown}", fontsize=10)
     return _png(fig)
