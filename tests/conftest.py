@@ -8,11 +8,15 @@
   This must be set before Numba or torch load libgomp, hence at import time.
 * A session fixture calls every kernel once per worker so that compilation (or
   loading from Numba's on-disk cache) happens before the timed property tests.
+* Under pytest-xdist the controller first compiles the kernels the suite uses
+  (``_precompile.py``), so that the workers load them from the cache instead of
+  each compiling all of them (``LOWBIT_PRECOMPILE=0`` skips it).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
@@ -37,6 +41,13 @@ settings.register_profile(
     "lowbit-thorough", parent=settings.get_profile("lowbit"), max_examples=500, derandomize=False
 )
 settings.load_profile(os.environ.get("LOWBIT_HYPOTHESIS_PROFILE", "lowbit"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    is_controller = bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
+    if is_controller and os.environ.get("LOWBIT_PRECOMPILE", "1") != "0":
+        script = os.path.join(os.path.dirname(__file__), "_precompile.py")
+        subprocess.run([sys.executable, script], check=False)
 
 
 @pytest.fixture(scope="session", autouse=True)
