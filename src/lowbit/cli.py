@@ -94,18 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.set_defaults(func=_compare)
     _add_checkpoint_commands(sub)
     _add_export_commands(sub)
-    _add_module_commands(sub)
+    _add_from_modules(sub, _MODULE_COMMANDS)
     return parser
 
 
 #: Commands that live beside their feature: each module defines HELP, DESCRIPTION, add_arguments(parser), run(args)
-_MODULE_COMMANDS: dict[str, str] = {}
+_MODULE_COMMANDS: dict[str, str] = {
+    "report": "lowbit.report.cli",
+}
 
 
-def _add_module_commands(sub: Any) -> None:
+def _add_from_modules(sub: Any, commands: dict[str, str]) -> None:
+    """One sub-command per module: its HELP, DESCRIPTION, add_arguments(parser) and run(args) -> text."""
     import importlib
 
-    for name, module_name in _MODULE_COMMANDS.items():
+    for name, module_name in commands.items():
         module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
         module.add_arguments(p)
@@ -117,17 +120,11 @@ _EXPORT_TARGETS = {"gguf": "lowbit.io.gguf.cli", "onnx": "lowbit.io.onnx.cli"}
 
 
 def _add_export_commands(sub: Any) -> None:
-    import importlib
-
     export = sub.add_parser("export", help="write a quantized model for a runtime: GGUF (llama.cpp) or ONNX",
                             description="Write a model in a runtime's own format, keeping lowbit's codes and scales.")
     targets = export.add_subparsers(dest="target", metavar="TARGET")
     targets.required = True
-    for name, module_name in _EXPORT_TARGETS.items():
-        module = importlib.import_module(module_name)
-        p = targets.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
-        module.add_arguments(p)
-        p.set_defaults(func=module.run)
+    _add_from_modules(targets, _EXPORT_TARGETS)
 
 
 def _add_checkpoint_commands(sub: Any) -> None:
@@ -155,6 +152,10 @@ def _add_checkpoint_commands(sub: Any) -> None:
     q.add_argument("--exclude", nargs="+", default=[], metavar="GLOB", help="tensors to keep in float")
     q.add_argument("--min-ndim", type=int, default=2, help="only tensors with at least this many dimensions (2)")
     q.add_argument("--resume", action="store_true", help="skip output shards already complete (checksums match)")
+    q.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="one Ray task per shard on a cluster (pip install 'lowbit[ray]'); ADDRESS as ray.init takes "
+                   "it, default RAY_ADDRESS or a local cluster; put --ray after IN OUT, or write --ray=ADDRESS. IN and "
+                   "OUT must be on a filesystem every node sees")
     _output_flags(q)
     q.set_defaults(func=_quantize)
     ins = sub.add_parser("inspect", help="list the tensors of a checkpoint: format, bits/weight, bytes",
@@ -203,7 +204,8 @@ def _quantize(args: argparse.Namespace) -> str:
                                   scale_format=args.scale_format, symmetric=symmetric, algorithm=args.algorithm,
                                   include=args.tensor, exclude=args.exclude, min_ndim=args.min_ndim,
                                   resume=args.resume, overwrite=args.overwrite,
-                                  progress=False if args.quiet else None)
+                                  progress=False if args.quiet else None,
+                                  executor="local" if args.ray is None else "ray", ray_address=args.ray or None)
     return json.dumps(summary.to_dict(), indent=2) if args.json else _summary_text(summary, "quantized")
 
 
