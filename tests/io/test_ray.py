@@ -161,6 +161,8 @@ def test_a_node_that_sees_another_file_or_no_output_folder_is_refused(cluster, l
         _ray._check_nodes(ray, [(str(shard), size + 1)], tmp_path)
     on_a_worker = ray.get(ray.remote(_ray._node_check).remote([], str(tmp_path / ".lowbit-probe-never-written")))
     assert len(on_a_worker) == 1 and "does not see the output folder" in on_a_worker[0]
+    read_only = ray.get(ray.remote(_ray._node_check).remote([], "/proc/self/status"))  # /proc/self: no new files
+    assert len(read_only) == 1 and "cannot write into the output folder /proc/self" in read_only[0]
 
 
 def test_a_shard_with_bad_data_fails_the_run_naming_shard_and_tensor(cluster, tmp_path):

@@ -88,7 +88,7 @@ def _connect(ray: Any, address: str | None) -> bool:
 
 
 def _node_check(inputs: list[tuple[str, int]], probe: str) -> list[str]:
-    """On one node: the inputs it cannot read (or sees with another size) and an output folder it cannot see."""
+    """On one node: the inputs it cannot read (or sees with another size), an output folder it cannot see or write."""
     host = socket.gethostname()
     problems = []
     for path, size in inputs:
@@ -101,14 +101,30 @@ def _node_check(inputs: list[tuple[str, int]], probe: str) -> list[str]:
             continue
         if seen != size:
             problems.append(f"node {host} sees {path} with {seen} bytes, the driver {size} (not the same file)")
+    folder = os.path.dirname(probe)
     if not os.path.exists(probe):
-        problems.append(f"node {host} does not see the output folder {os.path.dirname(probe)} (the driver's probe "
-                        f"file {os.path.basename(probe)} is missing there)")
+        problems.append(f"node {host} does not see the output folder {folder} (the driver's probe file "
+                        f"{os.path.basename(probe)} is missing there)")
+        return problems
+    mine = f"{probe}.{host}.{os.getpid()}"
+    try:
+        with open(mine, "wb"):
+            pass
+        os.unlink(mine)
+    except OSError as err:
+        problems.append(f"node {host} cannot write into the output folder {folder} ({type(err).__name__}: "
+                        f"{err.strerror or err})")
     return problems
 
 
-def _shard_task(work: Any, src: str, dst: str, sink: Any, index: int) -> Any:
-    """One shard on a worker: the local run's shard function ``work``, reporting each finished tensor to ``sink``."""
+def _shard_task(work: Any, src: str, dst: str, sink: Any, index: int, threads: int) -> Any:
+    """One shard on a worker: the local run's shard function ``work``, reporting each finished tensor to ``sink``.
+
+    The kernels run on ``threads`` threads, the CPUs the task holds (Numba would take every core of the node,
+    and 32 tasks x 32 threads on a 32-core node only thrash)."""
+    import numba
+
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     done = [0, 0]  # input bytes, tensors
 
     def advance(nbytes: int, tensor: str) -> None:
@@ -164,6 +180,12 @@ def _fit_memory(ray: Any, needs: list[tuple[Path, int]]) -> list[int]:
         raise OptionError(f"no Ray node has the memory a shard needs (largest node: {largest / 1e9:.1f} GB for "
                           f"tasks): {', '.join(too_big[:5])}; add bigger nodes or quantize locally")
     return [need for _, need in needs]
+
+
+def _cpus_per_task(ray: Any, tasks: int) -> int:
+    """CPUs per shard task: the cluster's CPUs shared among the tasks, at least 1, at most one node's."""
+    per_node = [int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+    return max(1, min(max(per_node, default=1), sum(per_node) // max(tasks, 1)))
 
 
 def _failure(ray: Any, err: Exception, src: Path, tensors_done: int) -> Exception:
@@ -226,8 +248,9 @@ def _run_tasks(ray: Any, jobs: list[tuple[Path, Path]], work: Any, bar: Progress
     task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=[OSError])(_shard_task)
     work_ref = ray.put(work)  # sent once, not with every task
     memory = _fit_memory(ray, [(src, shard_memory(_largest_tensor(src))) for src, _ in jobs])
-    refs = {task.options(memory=memory[i], name=f"lowbit quantize {src.name}")
-            .remote(work_ref, str(src), str(dst), sink, i): i for i, (src, dst) in enumerate(jobs)}
+    cpus = _cpus_per_task(ray, len(jobs))
+    refs = {task.options(memory=memory[i], num_cpus=cpus, name=f"lowbit quantize {src.name}")
+            .remote(work_ref, str(src), str(dst), sink, i, cpus): i for i, (src, dst) in enumerate(jobs)}
     pending, shown, finished = list(refs), [0] * len(jobs), 0
     start = time.perf_counter()
     try:
