@@ -20,6 +20,7 @@ from lowbit.report.plots import (
     histogram_png,
     pareto_front,
     sqnr_chart_png,
+    zoom_half_width,
 )
 
 
@@ -76,3 +77,14 @@ def test_histogram_and_charts_are_pngs() -> None:
     assert png_size(heat)[0] > 300
     pts = [Point("a", 4.0, 0.9), Point("b", 8.0, 0.99)]
     assert png_size(error_vs_bits_png(pts, "mean cos"))[0] > 300
+
+
+
+def test_zoom_panel_only_for_outlier_dominated_tensors() -> None:
+    x = np.random.default_rng(3).standard_normal(20_000)
+    assert zoom_half_width(x, clip_ranges(x, "int4")) is None
+    x[:4] = 80.0
+    half = zoom_half_width(x, clip_ranges(x, "int4"))
+    assert half is not None and np.mean(np.abs(x) <= half) >= 0.999 and half < 80.0 / 2
+    inner = [hi for m, (_, hi) in clip_ranges(x, "int4").items() if m != "minmax" and hi < 40.0]
+    assert all(half >= 1.1 * hi for hi in inner)  # the ranges that stop short of the outliers are in view

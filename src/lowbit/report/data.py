@@ -45,6 +45,21 @@ class ModelResult:
     bits_per_weight: float
     metrics: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def from_rungs(cls, rungs: Sequence[Any]) -> list[ModelResult]:
+        """Results of :func:`lowbit.model.run_ladder` (fp32 rung first); bits/weight is 32 x bytes / fp32 bytes.
+
+        Example:
+            >>> from types import SimpleNamespace as R
+            >>> [(m.scheme, m.bits_per_weight) for m in ModelResult.from_rungs(
+            ...     [R(name="fp32", nbytes=400, metrics={}), R(name="W4", nbytes=60, metrics={})])]
+            [('fp32', 32.0), ('W4', 4.8)]
+        """
+        if not rungs or rungs[0].nbytes <= 0:
+            raise OptionError("from_rungs needs the ladder's rungs, the float model (fp32) first")
+        base = rungs[0].nbytes
+        return [cls(r.name, r.nbytes, 32 * r.nbytes / base, dict(r.metrics)) for r in rungs]
+
 
 @dataclass
 class ReportData:
@@ -86,13 +101,24 @@ class ReportData:
         """Per scheme totals (SQNR from summed signal and error, bytes, worst tensor)."""
         return aggregate([r for r in self.rows if not math.isnan(r.sse)])
 
-    def worst_tensors(self, k: int = HISTOGRAM_LAYERS) -> list[str]:
-        """The ``k`` tensors with the lowest SQNR under any scheme (the ones worth a histogram)."""
-        worst: dict[str, float] = {}
+    def deficits(self) -> dict[tuple[str, str], float]:
+        """(tensor, scheme) -> SQNR minus the median SQNR of that scheme over all tensors (negative: worse than
+        a typical tensor under the same scheme)."""
+        by_scheme: dict[str, list[float]] = {}
         for r in self.rows:
             if not math.isnan(r.sqnr_db):
-                worst[r.tensor] = min(worst.get(r.tensor, math.inf), r.sqnr_db)
-        return sorted(worst, key=lambda n: worst[n])[:k]
+                by_scheme.setdefault(r.scheme, []).append(r.sqnr_db)
+        median = {s: float(np.median(v)) for s, v in by_scheme.items()}
+        return {(r.tensor, r.scheme): r.sqnr_db - median[r.scheme] for r in self.rows if r.scheme in median
+                and not math.isnan(r.sqnr_db)}
+
+    def worst_tensors(self, k: int = HISTOGRAM_LAYERS) -> list[str]:
+        """The ``k`` tensors furthest below the typical tensor, on average over the schemes (the ones worth a
+        histogram); with one scheme, the lowest SQNR."""
+        per_tensor: dict[str, list[float]] = {}
+        for (tensor, _), d in self.deficits().items():
+            per_tensor.setdefault(tensor, []).append(d if math.isfinite(d) else math.copysign(1e6, d))
+        return sorted(per_tensor, key=lambda n: float(np.mean(per_tensor[n])))[:k]
 
 
 def row_of(tensor: str, scheme: str, qt: Any, reference: np.ndarray | None, approx: np.ndarray) -> CompareRow:

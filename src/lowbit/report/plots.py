@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["Point", "pareto_front", "histogram_png", "sqnr_chart_png", "error_vs_bits_png", "CALIBRATION_METHODS",
-           "clip_ranges"]
+           "clip_ranges", "zoom_half_width"]
 
 #: the range estimators whose clipping range each histogram marks
 CALIBRATION_METHODS = ("minmax", "percentile", "mse", "entropy")
@@ -31,6 +31,8 @@ _DPI = 100
 OUTLIER_ZOOM = 10.0
 #: most points named on the error-vs-bits plot (beyond it only the Pareto front is named)
 MAX_NAMED_POINTS = 12
+#: most heatmap cells that get their value written in them
+MAX_LABELLED_CELLS = 1200
 
 
 @dataclass(frozen=True)
@@ -99,16 +101,14 @@ def histogram_png(name: str, values: np.ndarray, qtype: str, kind: str = "weight
     ranges = clip_ranges(flat, qtype)
     std = float(flat.std())
     ratio = float(np.abs(flat).max()) / std if std > 0 else math.inf
-    # the bulk: 1.5 x the 99.9th percentile of |x|, widened to show the mse and entropy ranges
-    half = max(1.5 * float(np.quantile(np.abs(flat), 0.999)) if flat.size else 0.0,
-               *(1.1 * max(abs(lo), abs(hi)) for m, (lo, hi) in ranges.items() if m in ("mse", "entropy")))
-    bulk = flat[np.abs(flat) <= half]
-    zoom = math.isfinite(ratio) and ratio > OUTLIER_ZOOM and half > 0 and bulk.size > 0
+    half = zoom_half_width(flat, ranges)
+    zoom = half is not None
     fig, axes = plt.subplots(1, 2 if zoom else 1, figsize=(10, 3.6), squeeze=False,
                              gridspec_kw={"width_ratios": [1, 1]} if zoom else None)
     _histogram_panel(axes[0][0], flat, ranges, kind, legend=True)
     axes[0][0].set_title("all values" if zoom else "", fontsize=9)
-    if zoom:
+    if half is not None:
+        bulk = flat[np.abs(flat) <= half]
         _histogram_panel(axes[0][1], bulk, ranges, kind, legend=False)
         axes[0][1].set_xlim(-half, half)
         axes[0][1].set_title(f"zoom on |x| <= {half:.3g} (all but {flat.size - bulk.size:,} values)", fontsize=9)
@@ -116,6 +116,29 @@ def histogram_png(name: str, values: np.ndarray, qtype: str, kind: str = "weight
     fig.legend(*axes[0][0].get_legend_handles_labels(), title=f"clipping range for {qtype}", fontsize=8,
                title_fontsize=8, loc="upper center", ncol=4, bbox_to_anchor=(0.5, 0.0), frameon=False)
     return _png(fig)
+
+
+def zoom_half_width(flat: np.ndarray, ranges: dict[str, tuple[float, float]]) -> float | None:
+    """Half-width of the zoom panel on the bulk of an outlier-dominated tensor (max|x| > OUTLIER_ZOOM x std),
+    else None: 1.5 x the 99.9th percentile of |x|, widened to show the clipping ranges that stop short of the
+    outliers (under half of max|x|).
+
+    Example:
+        >>> x = np.random.default_rng(0).standard_normal(10_000)
+        >>> zoom_half_width(x, {}) is None
+        True
+        >>> x[:5] = 100.0
+        >>> 3 < zoom_half_width(x, {"mse": (-2.0, 2.0)}) < 10
+        True
+    """
+    std = float(flat.std()) if flat.size else 0.0
+    top = float(np.abs(flat).max()) if flat.size else 0.0
+    if std == 0 or top <= OUTLIER_ZOOM * std:
+        return None
+    half = max([1.5 * float(np.quantile(np.abs(flat), 0.999)),
+                *(1.1 * max(abs(lo), abs(hi)) for m, (lo, hi) in ranges.items()
+                  if m != "minmax" and max(abs(lo), abs(hi)) < 0.5 * top)])
+    return half if half > 0 and half < top else None
 
 
 def _histogram_panel(ax: Any, flat: np.ndarray, ranges: dict[str, tuple[float, float]], kind: str,
@@ -178,12 +201,18 @@ def _sqnr_heatmap(layers: Sequence[str], schemes: Sequence[str], sqnr: dict[tupl
     n, k = grid.shape
     fig, ax = plt.subplots(figsize=(2.5 + 0.45 * k, 1.8 + 0.2 * n))
     image = ax.imshow(grid, aspect="auto", cmap="viridis")
-    ax.set_xticks(range(k), list(schemes), rotation=45, ha="right", fontsize=8)
+    ax.set_xticks(range(k), list(schemes), rotation=45, ha="left", fontsize=8)
+    ax.xaxis.tick_top()  # scheme names above the first layer, where reading starts
+    ax.xaxis.set_label_position("top")
     ax.set_yticks(range(n), _short(layers), fontsize=8 if n <= 60 else 6)
+    if n * k <= MAX_LABELLED_CELLS:
+        for (i, j), v in np.ndenumerate(grid):
+            ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                    color="black" if v > 0.6 * np.nanmax(grid) else "white")
     ax.set_xlabel("scheme")
     ax.set_ylabel("layer")
-    fig.colorbar(image, ax=ax, label="weight SQNR (dB, higher is better)", shrink=0.8)
-    ax.set_title("Per-layer SQNR of the weights", fontsize=10)
+    label = "weight SQNR in dB" + (" (the number in each cell)" if n * k <= MAX_LABELLED_CELLS else "")
+    fig.colorbar(image, ax=ax, label=label + ", higher is better", shrink=0.8)
     return _png(fig)
 
 

@@ -70,18 +70,21 @@ def outlier_ratio(values: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Finding:
-    """One of the worst layers: where it is worst, its SQNR, and what its values look like."""
+    """One of the worst layers: the scheme under which it falls furthest below the typical layer, its SQNR
+    there, how far below the median layer, and what its values look like."""
 
     layer: str
     scheme: str
     sqnr_db: float
+    below_median_db: float
     ratio: float
     lo: float
     hi: float
 
     def sentence(self) -> str:
         """The plain-language explanation."""
-        head = f"{self.layer}: weight SQNR {self.sqnr_db:.1f} dB under {self.scheme}. "
+        below = f", {self.below_median_db:.1f} dB below the median layer" if self.below_median_db > 0.05 else ""
+        head = f"{self.layer}: weight SQNR {self.sqnr_db:.1f} dB under {self.scheme}{below}. "
         span = f"values span [{self.lo:.3g}, {self.hi:.3g}] and the largest is {self.ratio:.1f} x the std"
         if self.ratio >= OUTLIER_RATIO:
             return head + (f"Outliers: {span}, so a range that covers them leaves few levels for the bulk of "
@@ -90,16 +93,17 @@ class Finding:
 
 
 def worst_layers(data: ReportData) -> list[Finding]:
-    """The layers drawn as histograms (the worst by SQNR), each with its lowest SQNR and range statistics."""
+    """The layers drawn as histograms (the worst), each where it falls furthest below the median layer."""
+    deficits = data.deficits()
     findings = []
     for name, values in data.weights.items():
-        mine = [r for r in data.rows if r.tensor == name and not math.isnan(r.sqnr_db)]
+        mine = [r for r in data.rows if r.tensor == name and (name, r.scheme) in deficits]
         if not mine:
             continue
-        worst = min(mine, key=lambda r: r.sqnr_db)
+        worst = min(mine, key=lambda r: (deficits[(name, r.scheme)], r.sqnr_db))
         flat = np.asarray(values).reshape(-1)
-        findings.append(Finding(name, worst.scheme, worst.sqnr_db, outlier_ratio(flat), float(flat.min()),
-                                float(flat.max())))
+        findings.append(Finding(name, worst.scheme, worst.sqnr_db, -deficits[(name, worst.scheme)],
+                                outlier_ratio(flat), float(flat.min()), float(flat.max())))
     return findings
 
 
