@@ -13,6 +13,10 @@ the checkpoint. The result is exactly what :func:`lowbit.quantize` gives on the 
 * Every output file is written atomically; after each shard, ``.lowbit-quantize.json`` records its
   sha256. ``resume=True`` skips the shards whose file still has the recorded checksum for the same
   input and options, and redoes the others.
+* Each shard is one call of one function (``_quantize_and_digest``), whoever runs it: this process in turn
+  (``executor="local"``) or one Ray task per shard on a cluster (``executor="ray"``, ``lowbit[ray]``,
+  :mod:`lowbit.io._ray`, docs/SCALING.md), so both write the same bytes; the driver keeps the plan, the
+  manifest and the index.
 * Pickle checkpoints and checkpoints lowbit already quantized are refused; every input is validated
   before any output is written. An existing output is replaced only with ``overwrite=True`` (or
   completed with ``resume=True``), and never one that is also an input.
