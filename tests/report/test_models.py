@@ -91,3 +91,15 @@ def test_refusals() -> None:
         model_data(net, {"nothing": lambda m: None})
     with pytest.raises(ModelError, match="eval mode"):
         model_data(make_net().train(), [lm.WeightOnly("int8")])
+
+
+def test_plan_file_is_one_more_scheme(tmp_path: Path) -> None:
+    plan_api = pytest.importorskip("lowbit.plan")
+    net = make_net()
+    plan = plan_api.Plan({"0": plan_api.LayerChoice("int8", 2048, 2048, 0.0),
+                          "2": plan_api.LayerChoice("int4:g16", 320, 512, 0.1)}, ["int8", "int4:g16"], 6.0, None, "mse")
+    plan.save(tmp_path / "plan.json")
+    data = model_data(net, [lm.WeightOnly("int8")], plan=tmp_path / "plan.json")
+    assert data.schemes == ["W8 int8 channel", "plan (plan.json)"]
+    mine = {r.tensor: (r.qtype, r.granularity) for r in data.rows if r.scheme == "plan (plan.json)"}
+    assert mine == {"0": ("int8", "channel"), "2": ("int4", "group:16")}
