@@ -114,7 +114,7 @@ def short_summary(data: ReportData) -> str:
         >>> import numpy as np, lowbit
         >>> w = np.linspace(-1, 1, 512, dtype=np.float32).reshape(8, 64)
         >>> print(short_summary(ReportData("w", lowbit.compare(w, ["int8"], name="w").rows)))
-        int8 tensor sym  8.06 bits/w  0.5 KB  SQNR 48.1 dB  worst w (48.1 dB)
+        int8 tensor sym   8.06 bits/w    0.5 KB  SQNR  48.1 dB  worst w (48.1 dB)
     """
     from lowbit.report.compare import _short_names
 
@@ -122,7 +122,7 @@ def short_summary(data: ReportData) -> str:
     short = _short_names([a.worst_tensor for a in aggs])
     width = max((len(a.scheme) for a in aggs), default=0)
     return "\n".join(
-        f"{a.scheme:<{width}}  {a.bits_per_element:.2f} bits/w  {_size(a.nbytes)}  SQNR {a.sqnr_db:.1f} dB  "
+        f"{a.scheme:<{width}}  {a.bits_per_element:5.2f} bits/w  {_size(a.nbytes):>8}  SQNR {a.sqnr_db:5.1f} dB  "
         f"worst {short[a.worst_tensor]} ({a.worst_sqnr_db:.1f} dB)" for a in aggs)
 
 
