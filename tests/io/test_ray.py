@@ -205,3 +205,25 @@ def test_a_shard_larger_than_any_node_is_refused_before_it_waits_forever(cluster
     shard = root / "src" / "model-00001-of-00008.safetensors"
     with pytest.raises(lowbit.OptionError, match=r"model-00001-of-00008\.safetensors needs 1000000\.0 GB"):
         _ray._fit_memory(ray, [(shard, 10**15)])
+
+
+@pytest.mark.parametrize("options", [{"scale_format": "double8"}, {"qtype": "uint4", "algorithm": "hqq"},
+                                     {"qtype": "mxfp4"}], ids=["two-pass-double8", "hqq", "mxfp4"])
+def test_other_schemes_and_a_single_file_give_the_local_bytes_too(cluster, tmp_path, options):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    weight_map = {}
+    for s, shape in enumerate([(64, 512), (48, 100)]):  # 100: a group of 32 or 64 does not divide it
+        name = f"part-{s}.safetensors"
+        with SafetensorsWriter(src / name, [(f"w{s}", "F32", shape), (f"b{s}", "F32", shape[:1])]) as f:
+            f.write(f"w{s}", rng.standard_normal(shape).astype(np.float32))
+            f.write(f"b{s}", rng.standard_normal(shape[:1]).astype(np.float32))
+        weight_map |= {f"w{s}": name, f"b{s}": name}
+    (src / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    for out, executor in ((tmp_path / "local", "local"), (tmp_path / "ray", "ray"),
+                          (tmp_path / "local.safetensors", "local"), (tmp_path / "ray.safetensors", "ray")):
+        source = src if out.suffix != ".safetensors" else src / "part-1.safetensors"
+        convert.quantize_checkpoint(source, out, executor=executor, progress=False, **options)
+    assert _digests(tmp_path / "ray") == _digests(tmp_path / "local")
+    assert (tmp_path / "ray.safetensors").read_bytes() == (tmp_path / "local.safetensors").read_bytes()
