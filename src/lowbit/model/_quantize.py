@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -292,6 +293,8 @@ def quantize_(
             or one registered with :func:`register_handler`), or a plan: a dict of
             module-name glob patterns to configs or None (leave float); each layer
             takes the first pattern that matches it and whose config targets its type.
+            A :class:`lowbit.plan.Plan` (from ``lowbit.plan.plan_model``) is such a dict, and the
+            path of a saved plan (``lowbit plan ... -o plan.json``) is read with ``lowbit.plan.load_plan``.
         include: glob patterns on module names (``"encoder.*.dense"``), or one pattern as a
             string; None selects all.
         exclude: glob patterns to leave in float, or one pattern as a string (``"lm_head"``).
@@ -321,6 +324,7 @@ def quantize_(
             patterns that are not strings, or ``batches`` given to configs that use none. A LowbitError raised
             for one layer names it. On any error the layers already replaced are put
             back, so the model is left as it was.
+        FileFormatError: a plan file path that is missing or not a lowbit plan.
 
     Example:
         >>> import torch, lowbit.model as lm
@@ -329,6 +333,10 @@ def quantize_(
         'W8 int8 channel'
     """
     check_model(model, "quantize_")
+    if isinstance(config, (str, os.PathLike)):  # a plan saved by lowbit.plan (Plan is itself a Mapping)
+        from lowbit.plan import load_plan
+
+        config = load_plan(config)
     include_list = None if include is None else _patterns(include, "include")
     exclude_list = _patterns(exclude, "exclude")
     if isinstance(config, Mapping):
@@ -336,7 +344,8 @@ def quantize_(
     elif is_config(config):
         groups = [(config, _select(model, config, include_list, exclude_list))]
     else:
-        raise OptionError(f"config must be a lowbit.model.Config or a plan (dict), got {type(config).__name__}")
+        raise OptionError(f"config must be a lowbit.model.Config, a plan (dict) or a plan file path, "
+                          f"got {type(config).__name__}")
     batches = one_batch_as_list(batches)
     needs_data = [cfg.scheme for cfg, _ in groups if get_handler(cfg).statistics(cfg) is not None]
     if not needs_data and batches is not None:
