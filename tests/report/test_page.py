@@ -143,6 +143,9 @@ def test_cli_report(weights, tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert len(table_rows(out.read_text())) == 4
     assert main(["report", str(weights[0]), "-o", str(tmp_path / "x.txt")]) == 2
     assert "ending in .html" in capsys.readouterr().err
+    lowbit.save({"w": lowbit.quantize(np.ones((4, 32), np.float32), "int8")}, tmp_path / "q.safetensors")
+    assert main(["report", str(tmp_path / "q.safetensors"), "-o", str(out), "--qtype", "int2", "--tensor", "w"]) == 2
+    assert "--qtype --tensor cannot apply" in capsys.readouterr().err
 
 
 def test_import_stays_light() -> None:

@@ -25,6 +25,12 @@ DESCRIPTION = (
     "The PNGs are also written to a folder beside the page (<name>_files/). Needs matplotlib (the report extra).")
 
 
+#: the scheme and selection options with their defaults (a checkpoint report takes none of them)
+_SCHEME_DEFAULTS: dict[str, object] = {"qtype": ["int8", "int4"], "granularity": ["channel"], "scale_format": None,
+                                       "method": ["minmax"], "symmetry": "default", "tensor": None, "exclude": [],
+                                       "min_ndim": 2}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The command's arguments (the scheme options are those of ``lowbit compare``; a checkpoint's own
     stored schemes are reported instead)."""
@@ -41,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tensor", nargs="+", metavar="NAME", help="tensor names or glob patterns (default: all)")
     p.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN", help="glob patterns of tensors to skip")
     p.add_argument("--min-ndim", type=int, default=2, help="only tensors with at least this many dimensions (2)")
-    p.add_argument("--qtype", nargs="+", default=["int8", "int4"], metavar="QTYPE",
+    p.add_argument("--qtype", nargs="+", default=_SCHEME_DEFAULTS["qtype"], metavar="QTYPE",
                    help=f"formats to try (default int8 int4; registered: {', '.join(list_qtypes())})")
     p.add_argument("--granularity", nargs="+", default=["channel"], metavar="G",
                    help="tensor, channel[:AXIS] or group:SIZE[:AXIS] (default channel)")
@@ -56,11 +62,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> str:
     """Write the report; return where it is and its summary."""
     from lowbit.cli import _schemes
+    from lowbit.errors import OptionError
     from lowbit.report.data import checkpoint_data
     from lowbit.report.page import _is_checkpoint, html, report_data
     from lowbit.report.summary import best_under_each_size
 
     if _is_checkpoint(Path(args.file)):
+        given = [f"--{k.replace('_', '-')}" for k, default in _SCHEME_DEFAULTS.items() if getattr(args, k) != default]
+        if given:
+            raise OptionError(f"{args.file} is a lowbit checkpoint: its stored tensors are reported, so "
+                              f"{' '.join(given)} cannot apply; drop them, or report on the float file instead")
         data = checkpoint_data(args.file, args.reference, args.title)
     else:
         data = report_data(args.file, _schemes(args), reference=args.reference,
