@@ -117,7 +117,7 @@ def _node_check(inputs: list[tuple[str, int]], probe: str) -> list[str]:
     return problems
 
 
-def _shard_task(work: Any, src: str, dst: str, sink: Any, index: int, threads: int) -> Any:
+def _shard_task(work: Any, src: str, dst: str, sink: Any, run: str, index: int, threads: int) -> Any:
     """One shard on a worker: the local run's shard function ``work``, reporting each finished tensor to ``sink``.
 
     The kernels run on ``threads`` threads, the CPUs the task holds (Numba would take every core of the node,
@@ -130,22 +130,43 @@ def _shard_task(work: Any, src: str, dst: str, sink: Any, index: int, threads: i
     def advance(nbytes: int, tensor: str) -> None:
         done[0] += nbytes
         done[1] += 1
-        sink.report.remote(index, done[0], done[1])
+        sink.report.remote(run, index, done[0], done[1])
 
     return work(Path(src), Path(dst), advance)
 
 
 class _ProgressSink:
-    """An actor that keeps, per shard, the input bytes and tensors its current attempt has finished."""
+    """An actor that keeps, per run and shard, the input bytes and tensors the shard's current attempt finished.
+
+    One per driver process, reused by its runs: starting an actor starts a worker process (~1 s on 2 cores).
+    """
 
     def __init__(self) -> None:
-        self.latest: dict[int, tuple[int, int]] = {}
+        self.latest: dict[str, dict[int, tuple[int, int]]] = {}
 
-    def report(self, index: int, nbytes: int, tensors: int) -> None:
-        self.latest[index] = (nbytes, tensors)
+    def report(self, run: str, index: int, nbytes: int, tensors: int) -> None:
+        self.latest.setdefault(run, {})[index] = (nbytes, tensors)
 
-    def snapshot(self) -> dict[int, tuple[int, int]]:
-        return dict(self.latest)
+    def snapshot(self, run: str) -> dict[int, tuple[int, int]]:
+        return dict(self.latest.get(run, {}))
+
+    def forget(self, run: str) -> None:
+        self.latest.pop(run, None)
+
+
+_SINK: list[Any] = []  # this process's progress actor, kept between runs (a handle dropped ends the actor)
+
+
+def _sink(ray: Any) -> Any:
+    """This driver's progress actor: the one of an earlier run while its cluster still answers, else a new one."""
+    if _SINK:
+        try:
+            ray.get(_SINK[0].snapshot.remote(""), timeout=10)
+            return _SINK[0]
+        except Exception:  # Ray raises a bare Exception for an actor of an earlier session
+            _SINK.clear()
+    _SINK.append(ray.remote(num_cpus=0)(_ProgressSink).remote())
+    return _SINK[0]
 
 
 # --------------------------------------------------------------------------- driver side
@@ -235,6 +256,7 @@ def ray_executor(address: str | None = None) -> Any:
             yield from _run_tasks(ray, jobs, work, bar)
         finally:
             if started:
+                _SINK.clear()
                 ray.shutdown()
 
     return run
@@ -244,19 +266,19 @@ def _run_tasks(ray: Any, jobs: list[tuple[Path, Path]], work: Any, bar: Progress
     jobs = [(src.resolve(), dst.resolve()) for src, dst in jobs]  # the same paths on every node
     sizes = [src.stat().st_size for src, _ in jobs]
     _check_nodes(ray, [(str(src), size) for (src, _), size in zip(jobs, sizes, strict=True)], jobs[0][1].parent)
-    sink = ray.remote(num_cpus=0)(_ProgressSink).remote()
+    sink, run = _sink(ray), uuid.uuid4().hex
     task = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=[OSError])(_shard_task)
     work_ref = ray.put(work)  # sent once, not with every task
     memory = _fit_memory(ray, [(src, shard_memory(_largest_tensor(src))) for src, _ in jobs])
     cpus = _cpus_per_task(ray, len(jobs))
     refs = {task.options(memory=memory[i], num_cpus=cpus, name=f"lowbit quantize {src.name}")
-            .remote(work_ref, str(src), str(dst), sink, i, cpus): i for i, (src, dst) in enumerate(jobs)}
+            .remote(work_ref, str(src), str(dst), sink, run, i, cpus): i for i, (src, dst) in enumerate(jobs)}
     pending, shown, finished = list(refs), [0] * len(jobs), 0
     start = time.perf_counter()
     try:
         while pending:
             ready, pending = ray.wait(pending, num_returns=len(pending), timeout=_POLL_S)
-            latest = ray.get(sink.snapshot.remote())
+            latest = ray.get(sink.snapshot.remote(run))
             for i, (nbytes, _) in latest.items():  # a retried shard starts again from 0: never move back
                 _show(bar, i, max(shown[i], min(nbytes, sizes[i])), shown, f"{finished}/{len(jobs)} shards")
             for ref in ready:
@@ -271,7 +293,7 @@ def _run_tasks(ray: Any, jobs: list[tuple[Path, Path]], work: Any, bar: Progress
     finally:
         for ref in pending:
             ray.cancel(ref)
-        ray.kill(sink)
+        sink.forget.remote(run)
     _remove_dead_attempts([dst for _, dst in jobs])
 
 
