@@ -17,6 +17,13 @@ A per-channel weight is one group of ``K`` columns.
 * Grid formats (nf4, fp4, fp8, MX elements): a code indexes a table of at most
   256 float32 values (``lut``); no offset.
 
+With int8 activations (an opt-in approximation, as llama.cpp's Q8 blocks and ONNX Runtime's accuracy
+level 4), :func:`quantize_blocks` quantizes each block of ``A`` input columns (a block lies inside one
+weight group) to ``q = rint(x * 127 / max|x|)`` with the scale ``max|x| / 127``, and the kernels sum
+exact int32 products ``u * q`` per block.  Every product and sum is spelled as ``np.int32`` (Numba
+would otherwise widen them to int64) and the unpacked nibble as ``np.uint8``, so that LLVM turns the
+loop into 16-bit word dot products (``vpmaddwd``, and ``vpdpwssd`` on AVX512-VNNI/AVX-VNNI CPUs).
+
 Each output row's groups are summed in float32 in the kernel's order (the
 result differs from ``F.linear`` of the dequantized weight by float
 reassociation only).  For several input rows (``M > 1``) a group's codes are
@@ -40,7 +47,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["split_even_odd", "group_sums", "linear_int4", "linear_lut4", "linear_int8", "linear_lut8"]
+__all__ = ["split_even_odd", "group_sums", "linear_int4", "linear_lut4", "linear_int8", "linear_lut8",
+           "quantize_blocks", "linear_int4_q8", "linear_int8_q8"]
 
 
 def split_even_odd(x: np.ndarray, gb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -327,3 +335,229 @@ def linear_lut8(x, w, scale, lut, out, threads):
         _lut8_parallel(x, w, scale, lut, out, _chunks(w.shape[0], threads))
     else:
         _lut8_rows(x, w, scale, lut, out, 0, w.shape[0])
+
+
+# --------------------------------------------------------------------------- int8 activations
+
+
+@njit(nogil=True, cache=True)
+def _quantize_blocks(x, block, cols, q, sx, qs):  # pragma: no cover - compiled
+    m, k = x.shape
+    per = cols // block
+    qs[:] = 0.0
+    finite = np.float32(0.0)
+    for r in range(m):
+        for b in range(k // block):
+            src = x[r, b * block : (b + 1) * block]
+            dst = q[r, b * block : (b + 1) * block]
+            amax = np.float32(0.0)
+            for j in range(block):
+                finite += src[j] - src[j]  # NaN once any value is NaN or infinite
+                amax = max(amax, abs(src[j]))
+            inv = np.float32(127.0) / amax if amax > 0 else np.float32(0.0)
+            total = np.int32(0)
+            for j in range(block):
+                c = np.int32(np.rint(src[j] * inv))
+                dst[j] = np.int8(c)
+                total = np.int32(total + c)
+            s = amax / np.float32(127.0)
+            sx[r, b] = s
+            qs[r, b // per] += s * np.float32(total)
+    return finite == 0
+
+
+def quantize_blocks(x: np.ndarray, block: int, cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Quantize ``x`` ``(M, K)`` to int8 per block of ``block`` columns (symmetric, round half to even).
+
+    Returns ``(q, sx, qs)``: the int8 codes ``(M, K)``; each block's scale ``max|x| / 127`` (0 for an
+    all-zero block), float32 ``(M, K / block)``; and per weight group of ``cols`` columns (a multiple of
+    ``block``) the dequantized sum ``sum_b sx_b * sum(q_b)``, float32 ``(M, K / cols)``.  None when
+    ``x`` holds a NaN or an infinity (the caller then keeps the float path, which propagates them).
+
+    Example:
+        >>> q, sx, qs = quantize_blocks(np.array([[1.0, -2.0, 0.0, 0.0]], np.float32), 2, 4)
+        >>> q.tolist(), sx.tolist(), round(float(qs[0, 0]), 4)  # (64 - 127) / 127 * 2
+        ([[64, -127, 0, 0]], [[0.015748031437397003, 0.0]], -0.9921)
+    """
+    m, k = x.shape
+    q = np.empty((m, k), np.int8)
+    sx = np.empty((m, k // block), np.float32)
+    qs = np.empty((m, k // cols), np.float32)
+    if not _quantize_blocks(np.ascontiguousarray(x, np.float32), block, cols, q, sx, qs):
+        return None
+    return q, sx, qs
+
+
+@njit(inline="always", fastmath=True, nogil=True, cache=True)
+def _nibble_dot(rs, es, os_, flip):  # pragma: no cover - compiled
+    """Exact ``sum_j lo(rs[j] ^ flip) * es[j] + hi(rs[j] ^ flip) * os_[j]`` in int32 (word dot products)."""
+    dot = np.int32(0)
+    for j in range(rs.shape[0]):
+        v = np.uint8(rs[j] ^ flip)
+        dot = np.int32(dot + np.int32(np.int32(v & np.uint8(15)) * np.int32(es[j]))
+                       + np.int32(np.int32(v >> np.uint8(4)) * np.int32(os_[j])))
+    return dot
+
+
+@njit(fastmath=True, nogil=True, cache=True)
+def _int4_q8_row1(qe, qo, sx, qs, w, scale, offset, xor, out, n0, n1):  # pragma: no cover - compiled
+    nbytes = qe.shape[1]
+    ng = scale.shape[1]
+    gb = nbytes // ng
+    per = sx.shape[1] // ng
+    ab = gb // per
+    flip = np.uint8(xor)
+    qe0, qo0, sx0, qs0 = qe[0], qo[0], sx[0], qs[0]
+    if per == 1:  # one activation block per group: no inner block loop (faster for small groups)
+        for n in range(n0, n1):
+            row = w[n]
+            total = np.float32(0.0)
+            for g in range(ng):
+                b0 = g * gb
+                rs = row[b0 : b0 + gb]
+                es = qe0[b0 : b0 + gb]
+                os_ = qo0[b0 : b0 + gb]
+                dot = np.int32(0)
+                for j in range(gb):
+                    v = np.uint8(rs[j] ^ flip)
+                    dot = np.int32(dot + np.int32(np.int32(v & np.uint8(15)) * np.int32(es[j]))
+                                   + np.int32(np.int32(v >> np.uint8(4)) * np.int32(os_[j])))
+                total += (np.float32(dot) * sx0[g] - offset[n, g] * qs0[g]) * scale[n, g]
+            out[0, n] = total
+        return
+    for n in range(n0, n1):
+        row = w[n]
+        total = np.float32(0.0)
+        for g in range(ng):
+            part = np.float32(0.0)
+            for s in range(per):
+                b0 = g * gb + s * ab
+                dot = _nibble_dot(row[b0 : b0 + ab], qe0[b0 : b0 + ab], qo0[b0 : b0 + ab], flip)
+                part += np.float32(dot) * sx0[g * per + s]
+            total += (part - offset[n, g] * qs0[g]) * scale[n, g]
+        out[0, n] = total
+
+
+@njit(fastmath=True, nogil=True, cache=True)
+def _int4_q8_rows(qe, qo, sx, qs, w, scale, offset, xor, out, n0, n1):  # pragma: no cover - compiled
+    m_rows, nbytes = qe.shape
+    if m_rows == 1:
+        _int4_q8_row1(qe, qo, sx, qs, w, scale, offset, xor, out, n0, n1)
+        return
+    ng = scale.shape[1]
+    gb = nbytes // ng
+    per = sx.shape[1] // ng
+    ab = gb // per
+    flip = np.uint8(xor)
+    lo = np.empty(gb, np.uint8)
+    hi = np.empty(gb, np.uint8)
+    acc = np.zeros(m_rows, np.float32)
+    for n in range(n0, n1):
+        row = w[n]
+        acc[:] = 0.0
+        for g in range(ng):
+            rs = row[g * gb : (g + 1) * gb]
+            for j in range(gb):  # unpack the group's codes once for every input row
+                v = np.uint8(rs[j] ^ flip)
+                lo[j] = np.uint8(v & np.uint8(15))
+                hi[j] = np.uint8(v >> np.uint8(4))
+            for m in range(m_rows):
+                part = np.float32(0.0)
+                for s in range(per):
+                    b0 = g * gb + s * ab
+                    es = qe[m, b0 : b0 + ab]
+                    os_ = qo[m, b0 : b0 + ab]
+                    ls = lo[s * ab : (s + 1) * ab]
+                    hs = hi[s * ab : (s + 1) * ab]
+                    dot = np.int32(0)
+                    for j in range(ab):
+                        dot = np.int32(dot + np.int32(np.int32(ls[j]) * np.int32(es[j]))
+                                       + np.int32(np.int32(hs[j]) * np.int32(os_[j])))
+                    part += np.float32(dot) * sx[m, g * per + s]
+                acc[m] += (part - offset[n, g] * qs[m, g]) * scale[n, g]
+        for m in range(m_rows):
+            out[m, n] = acc[m]
+
+
+@njit(parallel=True, cache=True)
+def _int4_q8_parallel(qe, qo, sx, qs, w, scale, offset, xor, out, chunks):  # pragma: no cover - compiled
+    n = w.shape[0]
+    per = (n + chunks - 1) // chunks
+    for c in prange(chunks):
+        _int4_q8_rows(qe, qo, sx, qs, w, scale, offset, xor, out, c * per, min(n, (c + 1) * per))
+
+
+def linear_int4_q8(q, sx, qs, w, scale, offset, xor, out, threads):
+    """:func:`linear_int4` on int8 activations: ``out[m, n] = sum_g scale[n, g] * (sum_{b in g} sx[m, b]
+    * sum_{k in b} u[n, k] * q[m, k] - offset[n, g] * qs[m, g])``, exact int32 sums per block.
+
+    Args:
+        q, sx, qs: :func:`quantize_blocks` of the input (blocks inside the weight's groups).
+        w, scale, offset, xor, out, threads: as :func:`linear_int4`.
+
+    Example:
+        >>> w = np.array([[0x21, 0x43]], np.uint8)  # codes 1, 2, 3, 4 (uint4)
+        >>> q, sx, qs = quantize_blocks(np.array([[1.0, 1.0, 1.0, 1.0]], np.float32), 4, 4)
+        >>> out = np.zeros((1, 1), np.float32)
+        >>> linear_int4_q8(q, sx, qs, w, np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32), 0, out, 1)
+        >>> out.tolist()
+        [[10.0]]
+    """
+    qe, qo = np.ascontiguousarray(q[:, 0::2]), np.ascontiguousarray(q[:, 1::2])
+    if threads > 1:
+        _int4_q8_parallel(qe, qo, sx, qs, w, scale, offset, xor, out, _chunks(w.shape[0], threads))
+    else:
+        _int4_q8_rows(qe, qo, sx, qs, w, scale, offset, xor, out, 0, w.shape[0])
+
+
+@njit(fastmath=True, nogil=True, cache=True)
+def _int8_q8_rows(q, sx, qs, w, scale, offset, out, n0, n1):  # pragma: no cover - compiled
+    m_rows, k = q.shape
+    ng = scale.shape[1]
+    gk = k // ng
+    per = sx.shape[1] // ng
+    ab = gk // per
+    acc = np.zeros(m_rows, np.float32)
+    for n in range(n0, n1):
+        row = w[n]
+        acc[:] = 0.0
+        for g in range(ng):
+            for m in range(m_rows):
+                part = np.float32(0.0)
+                for s in range(per):
+                    c0 = g * gk + s * ab
+                    rs = row[c0 : c0 + ab]
+                    xq = q[m, c0 : c0 + ab]
+                    dot = np.int32(0)
+                    for j in range(ab):
+                        dot = np.int32(dot + np.int32(np.int32(rs[j]) * np.int32(xq[j])))
+                    part += np.float32(dot) * sx[m, g * per + s]
+                acc[m] += (part - offset[n, g] * qs[m, g]) * scale[n, g]
+        for m in range(m_rows):
+            out[m, n] = acc[m]
+
+
+@njit(parallel=True, cache=True)
+def _int8_q8_parallel(q, sx, qs, w, scale, offset, out, chunks):  # pragma: no cover - compiled
+    n = w.shape[0]
+    per = (n + chunks - 1) // chunks
+    for c in prange(chunks):
+        _int8_q8_rows(q, sx, qs, w, scale, offset, out, c * per, min(n, (c + 1) * per))
+
+
+def linear_int8_q8(q, sx, qs, w, scale, offset, out, threads):
+    """:func:`linear_int8` on int8 activations (:func:`quantize_blocks`), exact int32 sums per block;
+    other arguments as :func:`linear_int8`.
+
+    Example:
+        >>> q, sx, qs = quantize_blocks(np.array([[2.0, -1.0]], np.float32), 2, 2)
+        >>> out = np.zeros((1, 1), np.float32)
+        >>> w = np.array([[3, 4]], np.int8)
+        >>> linear_int8_q8(q, sx, qs, w, np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32), out, 1)
+        >>> round(float(out[0, 0]), 4)  # 3 * 2 - 4 * (64 / 127 * 2)
+        1.9685
+    """
+    if threads > 1:
+        _int8_q8_parallel(q, sx, qs, w, scale, offset, out, _chunks(w.shape[0], threads))
+    else:
+        _int8_q8_rows(q, sx, qs, w, scale, offset, out, 0, w.shape[0])

@@ -15,6 +15,11 @@ kernels read directly, and returns None otherwise (the layer then dequantizes an
   from memory: the kernel 2.8 ms at one row, 9.1 ms at 4, 24 ms at 16; dequantize + BLAS about
   25 ms whatever the rows, 33 ms at 64).
 
+With ``activations="int8"`` on the layer (integer 4- and 8-bit codes), the input is quantized to int8
+per block (:func:`activation_block` columns: the weight's group, or 256/128/64/32 columns inside a
+wider one) and the kernels sum exact int32 products per block; an input holding NaN or infinity keeps
+the float kernels.
+
 Example:
     >>> import torch, lowbit.nn as lnn
     >>> layer = lnn.WeightOnlyLinear.from_float(torch.nn.Linear(64, 8), "int4", "group:32")
@@ -32,9 +37,12 @@ import torch
 
 from lowbit.granularity import PerChannel, PerGroup, PerTensor
 
-__all__ = ["fused_linear", "kernel_plan", "MAX_ROWS"]
+__all__ = ["fused_linear", "kernel_plan", "activation_block", "MAX_ROWS", "ACTIVATIONS"]
 
 MAX_ROWS = 8
+ACTIVATIONS = ("float", "int8")  # how the fused kernels read the input: exactly, or quantized per block
+_ACT_BLOCKS = (256, 128, 64, 32)  # block sizes tried for groups wider than 256 columns (per channel)
+_MAX_DOT_COLUMNS = 1 << 16  # an int32 block sum of 255 * 127 * columns stays below 2^31
 _PARALLEL_MIN = 1 << 18  # weights below this many elements run on one thread (thread start-up dominates)
 
 
@@ -68,6 +76,23 @@ def kernel_plan(module: Any) -> tuple[str, int] | None:
         return None
     kind = "lut" if qt.is_grid else "int"
     return f"{kind}{qt.bits}", cols
+
+
+def activation_block(cols: int) -> int | None:
+    """Columns per int8 activation block for weight groups of ``cols`` columns (None: too wide for int32).
+
+    A group of at most 256 columns is one block (llama.cpp's Q8_0 and ONNX Runtime's accuracy level 4
+    also quantize activations per weight block); a wider one (per channel) is split into the largest
+    of 256, 128, 64 or 32 columns that divides it, else stays one block.
+
+    Example:
+        >>> activation_block(64), activation_block(4096), activation_block(1030)
+        (64, 256, 1030)
+    """
+    if cols <= _ACT_BLOCKS[0]:
+        return cols
+    block = next((b for b in _ACT_BLOCKS if cols % b == 0), cols)
+    return block if block <= _MAX_DOT_COLUMNS else None
 
 
 def _per_row(values: Any, n: int, groups: int) -> np.ndarray:
@@ -107,6 +132,7 @@ class _Plan:
         dtype = np.dtype(np.uint8) if qt.bits == 4 else qt.storage_dtype
         self.w = from_buffer(module.weight_data, dtype).reshape(n, k // 2 if qt.bits == 4 else k)
         self.threads = torch.get_num_threads() if n * k >= _PARALLEL_MIN else 1
+        self.act_block = activation_block(cols) if kernel in ("int4", "int8") else None
 
     @staticmethod
     def _key(buffers: list[torch.Tensor]) -> tuple:
@@ -149,6 +175,9 @@ def fused_linear(module: Any, x: torch.Tensor) -> torch.Tensor | None:
 
     xf = x.detach().float().numpy()
     out = np.empty((rows, p.n), np.float32)
+    if getattr(module, "activations", "float") == "int8" and p.act_block is not None \
+            and _int8_activations(p, xf, out, kernels):
+        return torch.from_numpy(out)
     if p.kernel in ("int4", "lut4"):
         xe, xo, xs = kernels.split_even_odd(xf, p.cols // 2)
         if p.kernel == "int4":
@@ -162,3 +191,16 @@ def fused_linear(module: Any, x: torch.Tensor) -> torch.Tensor | None:
         else:
             kernels.linear_lut8(xf, p.w, p.scale, p.lut, out, p.threads)
     return torch.from_numpy(out)
+
+
+def _int8_activations(p: _Plan, xf: np.ndarray, out: np.ndarray, kernels: Any) -> bool:
+    """Run the int8-activation kernel into ``out``; False (nothing written) when ``xf`` is not finite."""
+    quantized = kernels.quantize_blocks(xf, p.act_block, p.cols)
+    if quantized is None:
+        return False
+    q, sx, qs = quantized
+    if p.kernel == "int4":
+        kernels.linear_int4_q8(q, sx, qs, p.w, p.scale, p.offset, p.xor, out, p.threads)
+    else:
+        kernels.linear_int8_q8(q, sx, qs, p.w, p.scale, p.offset, out, p.threads)
+    return True

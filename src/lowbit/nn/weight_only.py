@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lowbit.errors import InputTypeError
+from lowbit.errors import InputTypeError, OptionError
 from lowbit.formats import QType
 from lowbit.granularity import Granularity
 from lowbit.nn._conv import ConvSettings
-from lowbit.nn._fused import fused_linear
+from lowbit.nn._fused import ACTIVATIONS, fused_linear
 from lowbit.nn._packed import PackedWeightModule
 from lowbit.nn._smooth import SmoothedInput
 from lowbit.nn._util import check_float_input, check_sizes
@@ -55,6 +55,15 @@ class WeightOnlyLinear(SmoothedInput, PackedWeightModule):
             granularity is ``PerGroup(32)``); the buffers hold the stored arrays.
         smooth: keep a per-input-channel divisor ``smooth_scale`` (AWQ): the layer
             computes ``(x / smooth_scale) @ dequantize(W).T + b``.
+        activations: ``"float"`` (default: the exact result above) or ``"int8"``: where the fused
+            kernels run (at most 8 input rows), quantize the input to int8 per block (the weight's
+            group, or 256 columns of a per-channel row) and sum exact int32 products, as
+            llama.cpp's Q8 blocks and ONNX Runtime's accuracy level 4 do: faster, an approximation
+            (each input value moves by at most its block's ``max|x| / 254``). Integer 4- and 8-bit
+            formats only; more rows and non-finite inputs take the float path.
+
+    Raises:
+        OptionError: an unknown ``activations``, or ``"int8"`` with a format it does not serve.
 
     Example:
         >>> import torch, lowbit.nn as lnn
@@ -66,7 +75,7 @@ class WeightOnlyLinear(SmoothedInput, PackedWeightModule):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, qtype: str | QType = "int8",
                  granularity: Granularity | str | None = None, symmetric: bool | None = None,
                  smooth: bool = False, scale_format: str | None = None,
-                 zero_point: str = "int") -> None:
+                 zero_point: str = "int", activations: str = "float") -> None:
         super().__init__()
         self.in_features, self.out_features = check_sizes(type(self).__name__, in_features=in_features,
                                                           out_features=out_features)
@@ -74,17 +83,18 @@ class WeightOnlyLinear(SmoothedInput, PackedWeightModule):
                           zero_point)
         self._init_smooth(self.in_features, smooth)
         self._init_bias(self.out_features, bias)
+        self.activations = _check_activations(activations, self.qtype)
 
     @classmethod
     def from_float(cls, module: nn.Module, qtype: str | QType = "int8", granularity: Granularity | str | None = None,
                    symmetric: bool | None = None, method: Any = "minmax", *, scale_format: str | None = None,
                    method_options: dict[str, Any] | None = None, zero_point: str = "int",
-                   **deprecated: Any) -> WeightOnlyLinear:
+                   activations: str = "float", **deprecated: Any) -> WeightOnlyLinear:
         """Quantize a ``torch.nn.Linear``'s weight with :func:`lowbit.quantize`.
 
         Args:
             module: the float layer (its weight is read as float32).
-            qtype, granularity, symmetric, scale_format: as in the constructor.
+            qtype, granularity, symmetric, scale_format, activations: as in the constructor.
             method, method_options: how the clipping range is estimated (``"minmax"``,
                 ``"mse"``, ``"percentile"``, ... or an estimator; see :mod:`lowbit.calibration`)
                 and the estimator's options (``{"percentile": 99.9}``).
@@ -102,20 +112,23 @@ class WeightOnlyLinear(SmoothedInput, PackedWeightModule):
         if not isinstance(module, nn.Linear):
             raise InputTypeError(f"{cls.__name__}.from_float expects a torch.nn.Linear, got {type(module).__name__}")
         new = cls(module.in_features, module.out_features, module.bias is not None, qtype=qtype,
-                  granularity=granularity, symmetric=symmetric, scale_format=scale_format, zero_point=zero_point)
+                  granularity=granularity, symmetric=symmetric, scale_format=scale_format, zero_point=zero_point,
+                  activations=activations)
         new._quantize_from(module, method, method_options, deprecated)
         return new
 
     def config(self) -> dict[str, Any]:
-        """Constructor keywords (JSON values) that rebuild an empty layer of this configuration.
+        """Constructor keywords (JSON values) that rebuild an empty layer of this configuration
+        (``activations`` only when it is not the default ``"float"``).
 
         Example:
             >>> import lowbit.nn as lnn
             >>> lnn.WeightOnlyLinear(8, 2, qtype="nf4", granularity="group:4").config()["granularity"]
             'group:4'
         """
+        extra = {} if self.activations == "float" else {"activations": self.activations}
         return {"in_features": self.in_features, "out_features": self.out_features, "bias": self.bias is not None,
-                "smooth": self.smooth_scale is not None, **self._weight_config()}
+                "smooth": self.smooth_scale is not None, **self._weight_config(), **extra}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ dequantize(W).T + b`` in ``x``'s dtype: fused from the codes for a few rows (float32,
@@ -132,8 +145,19 @@ class WeightOnlyLinear(SmoothedInput, PackedWeightModule):
 
     def extra_repr(self) -> str:
         """Layer sizes and the weight format."""
+        acts = "" if self.activations == "float" else f", activations={self.activations}"
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-                f"{self._weight_repr()}{self._smooth_repr()}")
+                f"{self._weight_repr()}{self._smooth_repr()}{acts}")
+
+
+def _check_activations(activations: Any, qtype: QType) -> str:
+    """The validated ``activations`` option of a WeightOnlyLinear."""
+    if activations not in ACTIVATIONS:
+        raise OptionError(f"WeightOnlyLinear: activations={activations!r} is not one of {list(ACTIVATIONS)}")
+    if activations == "int8" and (qtype.is_grid or qtype.bits not in (4, 8)):
+        raise OptionError(f"WeightOnlyLinear: activations='int8' needs integer 4- or 8-bit weight codes "
+                          f"(int4, uint4, int8, uint8), got {qtype.name}; use activations='float'")
+    return str(activations)
 
 
 class WeightOnlyConv2d(PackedWeightModule):
