@@ -125,6 +125,15 @@ def test_refusals_write_nothing(weights, tmp_path: Path, out: str, kwargs: dict,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_output_that_is_a_folder_or_whose_figure_folder_is_a_file(weights, tmp_path: Path) -> None:
+    (tmp_path / "a.html").mkdir()
+    (tmp_path / "b_files").write_text("mine")
+    for out in ("a.html", "b.html"):
+        with pytest.raises(FileFormatError, match="is a folder or"):
+            html(weights[0], tmp_path / out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.html", "b_files"]
+
+
 def test_bad_source_writes_nothing(tmp_path: Path) -> None:
     (tmp_path / "x.npy").write_bytes(b"not numpy")
     with pytest.raises(FileFormatError):

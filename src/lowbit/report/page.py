@@ -273,12 +273,12 @@ def html(source: Any, out: str | os.PathLike[str] = "report.html", schemes: Any 
         raise OptionError(f"{target}: the report is an HTML file; give a path ending in .html")
     if not target.parent.is_dir():
         raise OptionError(f"{target.parent}: no such folder for the report; create it first")
-    if target.is_dir():
-        raise FileFormatError(f"{target} is a folder; give the path of the .html file to write")
+    folder = target.with_name(target.stem + "_files")
+    if target.is_dir() or (folder.exists() and not folder.is_dir()):
+        raise FileFormatError(f"{target} is a folder or {folder.name} is a file; give another .html path")
     data = report_data(source, schemes, reference=reference, evaluator=evaluator, plan=plan, title=title,
                        include=include, exclude=exclude, min_ndim=min_ndim)
-    figures = _figures(data)
-    folder = target.with_name(target.stem + "_files")
+    figures = _figures(data)  # every figure drawn before anything is written
     folder.mkdir(exist_ok=True)
     for stale in folder.glob("*.png"):
         if stale.name not in figures:
