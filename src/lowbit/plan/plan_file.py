@@ -102,13 +102,11 @@ class Plan(Mapping):
             object.__setattr__(self, "version", __version__)
         configs = {name: parse_candidate(choice.candidate).config for name, choice in self.layers.items()}
         object.__setattr__(self, "_configs", configs)
+        object.__setattr__(self, "_by_pattern", {_escape(name): cfg for name, cfg in configs.items()})
 
     # --- the mapping quantize_ reads
     def __getitem__(self, pattern: str) -> Any:
-        for name, cfg in self._configs.items():  # type: ignore[attr-defined]
-            if _escape(name) == pattern:
-                return cfg
-        raise KeyError(pattern)
+        return self._by_pattern[pattern]  # type: ignore[attr-defined]
 
     def __iter__(self) -> Iterator[str]:
         return (_escape(name) for name in self.layers)
