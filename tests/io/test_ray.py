@@ -23,7 +23,7 @@ from lowbit.io import _ray, convert
 from lowbit.io._safetensors import SafetensorsWriter
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]  # one cluster: the module runs in one worker
 
 SHARDS = 8
 # per shard: three bf16 matrices (16 + 8 + 8 MB), one whose rows a group of 64 does not divide, and a bias
