@@ -95,6 +95,10 @@ def histogram_png(name: str, values: np.ndarray, qtype: str, kind: str = "weight
 
     An outlier-dominated tensor (max|x| over OUTLIER_ZOOM x its std) gets a second panel zoomed on the bulk,
     where the clipping methods' ranges differ.
+
+    Example:
+        >>> histogram_png("x", np.linspace(-1, 1, 500), "int4", "activation")[1:4]
+        b'PNG'
     """
     plt = _pyplot()
     flat = np.asarray(values, np.float64).reshape(-1)
@@ -166,7 +170,12 @@ def _short(names: Sequence[str]) -> list[str]:
 
 def sqnr_chart_png(layers: Sequence[str], schemes: Sequence[str], sqnr: dict[tuple[str, str], float]) -> bytes:
     """Per-layer SQNR: horizontal bars, one bar group per layer and one colour per scheme (a heatmap
-    when there are more than MAX_BAR_SCHEMES schemes)."""
+    when there are more than MAX_BAR_SCHEMES schemes).
+
+    Example:
+        >>> sqnr_chart_png(["a", "b"], ["int8"], {("a", "int8"): 40.0, ("b", "int8"): 38.5})[1:4]
+        b'PNG'
+    """
     if len(schemes) > MAX_BAR_SCHEMES:
         return _sqnr_heatmap(layers, schemes, sqnr)
     plt = _pyplot()
@@ -218,7 +227,12 @@ def _sqnr_heatmap(layers: Sequence[str], schemes: Sequence[str], sqnr: dict[tupl
 
 def error_vs_bits_png(points: Sequence[Point], metric: str, higher_is_better: bool = True) -> bytes:
     """Bits/weight (log scale) vs the metric for every scheme, the Pareto front drawn; points are named
-    (only the front's when there are more than MAX_NAMED_POINTS)."""
+    (only the front's when there are more than MAX_NAMED_POINTS).
+
+    Example:
+        >>> error_vs_bits_png([Point("W8", 8.0, 0.99), Point("W4", 4.0, 0.95)], "cosine")[1:4]
+        b'PNG'
+    """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(10, 4.8))
     finite = [p for p in points if math.isfinite(p.value)]

@@ -29,14 +29,25 @@ OUTLIER_RATIO = 10.0
 
 
 def curve_metric(data: ReportData) -> tuple[str, bool]:
-    """The metric the error-vs-bits curve uses and its direction: the model metric, else the weights' SQNR."""
+    """The metric the error-vs-bits curve uses and its direction: the model metric, else the weights' SQNR.
+
+    Example:
+        >>> curve_metric(ReportData("empty", []))
+        ('weight SQNR dB', True)
+    """
     if data.metric and any(data.metric in m.metrics for m in data.models):
         return data.metric, data.higher_is_better
     return "weight SQNR dB", True
 
 
 def curve_points(data: ReportData) -> list[Point]:
-    """One point per scheme: bits/weight and the model metric (where evaluated) or the aggregate weight SQNR."""
+    """One point per scheme: bits/weight and the model metric (where evaluated) or the aggregate weight SQNR.
+
+    Example:
+        >>> from lowbit.report.data import ModelResult
+        >>> curve_points(ReportData("m", [], models=[ModelResult("W4", 10, 4.0, {"acc": 0.9})], metric="acc"))
+        [Point(scheme='W4', bits=4.0, value=0.9)]
+    """
     metric, _ = curve_metric(data)
     if metric == data.metric:
         return [Point(m.scheme, m.bits_per_weight, m.metrics[metric]) for m in data.models if metric in m.metrics]
@@ -50,7 +61,13 @@ def _value(metric: str, v: float) -> str:
 
 
 def best_under_each_size(data: ReportData) -> list[str]:
-    """One sentence per Pareto point: at this many bits/weight or fewer, the best scheme and its metric."""
+    """One sentence per Pareto point: at this many bits/weight or fewer, the best scheme and its metric.
+
+    Example:
+        >>> from lowbit.report.data import ModelResult
+        >>> best_under_each_size(ReportData("m", [], models=[ModelResult("W4", 10, 4.0, {"acc": 0.9})], metric="acc"))
+        ['Up to 4.00 bits/weight: W4 (acc 0.9).']
+    """
     metric, higher = curve_metric(data)
     return [f"Up to {p.bits:.2f} bits/weight: {p.scheme} ({_value(metric, p.value)})."
             for p in pareto_front(curve_points(data), higher)]
@@ -93,7 +110,17 @@ class Finding:
 
 
 def worst_layers(data: ReportData) -> list[Finding]:
-    """The layers drawn as histograms (the worst), each where it falls furthest below the median layer."""
+    """The layers drawn as histograms (the worst), each where it falls furthest below the median layer.
+
+    Example:
+        >>> import lowbit
+        >>> rng = np.random.default_rng(0)
+        >>> w = {"a": rng.standard_normal((8, 64)), "b": rng.standard_normal((8, 64))}
+        >>> w["b"][0, 0] = 50.0
+        >>> rows = [r for n, x in w.items() for r in lowbit.compare(x, ["int4"], name=n).rows]
+        >>> [(f.layer, f.ratio > OUTLIER_RATIO) for f in worst_layers(ReportData("w", rows, weights={"b": w["b"]}))]
+        [('b', True)]
+    """
     deficits = data.deficits()
     findings = []
     for name, values in data.weights.items():
