@@ -22,6 +22,7 @@ from lowbit.metrics import Scheme  # noqa: E402
 from lowbit.report import Evaluator, html, model_data, tensor_file_data  # noqa: E402
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "report-screenshots"
+pytestmark = pytest.mark.xdist_group("browser")  # one browser session: the module runs in one worker
 
 
 def _chromium() -> tuple[str, str] | None:
