@@ -19,7 +19,8 @@ A per-channel weight is one group of ``K`` columns.
 
 With int8 activations (an opt-in approximation, as llama.cpp's Q8 blocks and ONNX Runtime's accuracy
 level 4), :func:`quantize_blocks` quantizes each block of ``A`` input columns (a block lies inside one
-weight group) to ``q = rint(x * 127 / max|x|)`` with the scale ``max|x| / 127``, and the kernels sum
+weight group; the kernels see it as a group of its own, with the group's scale repeated) to
+``q = rint(x * 127 / max|x|)`` with the scale ``max|x| / 127``, and the kernels sum
 exact int32 products ``u * q`` per block.  Every product and sum is spelled as ``np.int32`` (Numba
 would otherwise widen them to int64) and the unpacked nibble as ``np.uint8``, so that LLVM turns the
 loop into 16-bit word dot products (``vpmaddwd``, and ``vpdpwssd`` on AVX512-VNNI/AVX-VNNI CPUs).
@@ -341,10 +342,8 @@ def linear_lut8(x, w, scale, lut, out, threads):
 
 
 @njit(nogil=True, cache=True)
-def _quantize_blocks(x, block, cols, q, sx, qs):  # pragma: no cover - compiled
+def _quantize_blocks(x, block, q, sx, qs):  # pragma: no cover - compiled
     m, k = x.shape
-    per = cols // block
-    qs[:] = 0.0
     finite = np.float32(0.0)
     for r in range(m):
         for b in range(k // block):
@@ -362,119 +361,81 @@ def _quantize_blocks(x, block, cols, q, sx, qs):  # pragma: no cover - compiled
                 total = np.int32(total + c)
             s = amax / np.float32(127.0)
             sx[r, b] = s
-            qs[r, b // per] += s * np.float32(total)
+            qs[r, b] = s * np.float32(total)
     return finite == 0
 
 
-def quantize_blocks(x: np.ndarray, block: int, cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def quantize_blocks(x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Quantize ``x`` ``(M, K)`` to int8 per block of ``block`` columns (symmetric, round half to even).
 
     Returns ``(q, sx, qs)``: the int8 codes ``(M, K)``; each block's scale ``max|x| / 127`` (0 for an
-    all-zero block), float32 ``(M, K / block)``; and per weight group of ``cols`` columns (a multiple of
-    ``block``) the dequantized sum ``sum_b sx_b * sum(q_b)``, float32 ``(M, K / cols)``.  None when
-    ``x`` holds a NaN or an infinity (the caller then keeps the float path, which propagates them).
+    all-zero block), float32 ``(M, K / block)``; and each block's dequantized sum ``sx * sum(q)``
+    (same shape).  None when ``x`` holds a NaN or an infinity (the caller then keeps the float path,
+    which propagates them).
 
     Example:
-        >>> q, sx, qs = quantize_blocks(np.array([[1.0, -2.0, 0.0, 0.0]], np.float32), 2, 4)
+        >>> q, sx, qs = quantize_blocks(np.array([[1.0, -2.0, 0.0, 0.0]], np.float32), 2)
         >>> q.tolist(), sx.tolist(), round(float(qs[0, 0]), 4)  # (64 - 127) / 127 * 2
         ([[64, -127, 0, 0]], [[0.015748031437397003, 0.0]], -0.9921)
     """
     m, k = x.shape
     q = np.empty((m, k), np.int8)
     sx = np.empty((m, k // block), np.float32)
-    qs = np.empty((m, k // cols), np.float32)
-    if not _quantize_blocks(np.ascontiguousarray(x, np.float32), block, cols, q, sx, qs):
+    qs = np.empty((m, k // block), np.float32)
+    if not _quantize_blocks(np.ascontiguousarray(x, np.float32), block, q, sx, qs):
         return None
     return q, sx, qs
 
 
-@njit(inline="always", fastmath=True, nogil=True, cache=True)
-def _nibble_dot(rs, es, os_, flip):  # pragma: no cover - compiled
-    """Exact ``sum_j lo(rs[j] ^ flip) * es[j] + hi(rs[j] ^ flip) * os_[j]`` in int32 (word dot products)."""
-    dot = np.int32(0)
-    for j in range(rs.shape[0]):
-        v = np.uint8(rs[j] ^ flip)
-        dot = np.int32(dot + np.int32(np.int32(v & np.uint8(15)) * np.int32(es[j]))
-                       + np.int32(np.int32(v >> np.uint8(4)) * np.int32(os_[j])))
-    return dot
-
-
 @njit(fastmath=True, nogil=True, cache=True)
 def _int4_q8_row1(qe, qo, sx, qs, w, scale, offset, xor, out, n0, n1):  # pragma: no cover - compiled
-    nbytes = qe.shape[1]
     ng = scale.shape[1]
-    gb = nbytes // ng
-    per = sx.shape[1] // ng
-    ab = gb // per
+    gb = qe.shape[1] // ng
     flip = np.uint8(xor)
     qe0, qo0, sx0, qs0 = qe[0], qo[0], sx[0], qs[0]
-    if per == 1:  # one activation block per group: no inner block loop (faster for small groups)
-        for n in range(n0, n1):
-            row = w[n]
-            total = np.float32(0.0)
-            for g in range(ng):
-                b0 = g * gb
-                rs = row[b0 : b0 + gb]
-                es = qe0[b0 : b0 + gb]
-                os_ = qo0[b0 : b0 + gb]
-                dot = np.int32(0)
-                for j in range(gb):
-                    v = np.uint8(rs[j] ^ flip)
-                    dot = np.int32(dot + np.int32(np.int32(v & np.uint8(15)) * np.int32(es[j]))
-                                   + np.int32(np.int32(v >> np.uint8(4)) * np.int32(os_[j])))
-                total += (np.float32(dot) * sx0[g] - offset[n, g] * qs0[g]) * scale[n, g]
-            out[0, n] = total
-        return
     for n in range(n0, n1):
         row = w[n]
         total = np.float32(0.0)
         for g in range(ng):
-            part = np.float32(0.0)
-            for s in range(per):
-                b0 = g * gb + s * ab
-                dot = _nibble_dot(row[b0 : b0 + ab], qe0[b0 : b0 + ab], qo0[b0 : b0 + ab], flip)
-                part += np.float32(dot) * sx0[g * per + s]
-            total += (part - offset[n, g] * qs0[g]) * scale[n, g]
+            b0 = g * gb
+            rs = row[b0 : b0 + gb]
+            es = qe0[b0 : b0 + gb]
+            os_ = qo0[b0 : b0 + gb]
+            dot = np.int32(0)
+            for j in range(gb):
+                v = np.uint8(rs[j] ^ flip)
+                dot = np.int32(dot + np.int32(np.int32(v & np.uint8(15)) * np.int32(es[j]))
+                               + np.int32(np.int32(v >> np.uint8(4)) * np.int32(os_[j])))
+            total += (np.float32(dot) * sx0[g] - offset[n, g] * qs0[g]) * scale[n, g]
         out[0, n] = total
 
 
 @njit(fastmath=True, nogil=True, cache=True)
 def _int4_q8_rows(qe, qo, sx, qs, w, scale, offset, xor, out, n0, n1):  # pragma: no cover - compiled
     m_rows, nbytes = qe.shape
-    if m_rows == 1:
+    if m_rows == 1:  # a scalar accumulator: small groups pay no per-group array update
         _int4_q8_row1(qe, qo, sx, qs, w, scale, offset, xor, out, n0, n1)
         return
     ng = scale.shape[1]
     gb = nbytes // ng
-    per = sx.shape[1] // ng
-    ab = gb // per
     flip = np.uint8(xor)
-    lo = np.empty(gb, np.uint8)
-    hi = np.empty(gb, np.uint8)
     acc = np.zeros(m_rows, np.float32)
     for n in range(n0, n1):
         row = w[n]
         acc[:] = 0.0
         for g in range(ng):
-            rs = row[g * gb : (g + 1) * gb]
-            for j in range(gb):  # unpack the group's codes once for every input row
-                v = np.uint8(rs[j] ^ flip)
-                lo[j] = np.uint8(v & np.uint8(15))
-                hi[j] = np.uint8(v >> np.uint8(4))
-            for m in range(m_rows):
-                part = np.float32(0.0)
-                for s in range(per):
-                    b0 = g * gb + s * ab
-                    es = qe[m, b0 : b0 + ab]
-                    os_ = qo[m, b0 : b0 + ab]
-                    ls = lo[s * ab : (s + 1) * ab]
-                    hs = hi[s * ab : (s + 1) * ab]
-                    dot = np.int32(0)
-                    for j in range(ab):
-                        dot = np.int32(dot + np.int32(np.int32(ls[j]) * np.int32(es[j]))
-                                       + np.int32(np.int32(hs[j]) * np.int32(os_[j])))
-                    part += np.float32(dot) * sx[m, g * per + s]
-                acc[m] += (part - offset[n, g] * qs[m, g]) * scale[n, g]
+            b0 = g * gb
+            rs = row[b0 : b0 + gb]
+            s, z = scale[n, g], offset[n, g]
+            for m in range(m_rows):  # each row re-reads the group's bytes from L1 (faster than unpacking once)
+                es = qe[m, b0 : b0 + gb]
+                os_ = qo[m, b0 : b0 + gb]
+                dot = np.int32(0)
+                for j in range(gb):
+                    v = np.uint8(rs[j] ^ flip)
+                    dot = np.int32(dot + np.int32(np.int32(v & np.uint8(15)) * np.int32(es[j]))
+                                   + np.int32(np.int32(v >> np.uint8(4)) * np.int32(os_[j])))
+                acc[m] += (np.float32(dot) * sx[m, g] - z * qs[m, g]) * s
         for m in range(m_rows):
             out[m, n] = acc[m]
 
@@ -488,16 +449,17 @@ def _int4_q8_parallel(qe, qo, sx, qs, w, scale, offset, xor, out, chunks):  # pr
 
 
 def linear_int4_q8(q, sx, qs, w, scale, offset, xor, out, threads):
-    """:func:`linear_int4` on int8 activations: ``out[m, n] = sum_g scale[n, g] * (sum_{b in g} sx[m, b]
-    * sum_{k in b} u[n, k] * q[m, k] - offset[n, g] * qs[m, g])``, exact int32 sums per block.
+    """:func:`linear_int4` on int8 activations: ``out[m, n] = sum_g scale[n, g] * (sx[m, g] * sum_{k in g}
+    u[n, k] * q[m, k] - offset[n, g] * qs[m, g])``, the inner sums exact in int32.
 
     Args:
-        q, sx, qs: :func:`quantize_blocks` of the input (blocks inside the weight's groups).
+        q, sx, qs: :func:`quantize_blocks` of the input, one block per group (a wider weight group is
+            passed as several groups with repeated scales and offsets).
         w, scale, offset, xor, out, threads: as :func:`linear_int4`.
 
     Example:
         >>> w = np.array([[0x21, 0x43]], np.uint8)  # codes 1, 2, 3, 4 (uint4)
-        >>> q, sx, qs = quantize_blocks(np.array([[1.0, 1.0, 1.0, 1.0]], np.float32), 4, 4)
+        >>> q, sx, qs = quantize_blocks(np.array([[1.0, 1.0, 1.0, 1.0]], np.float32), 4)
         >>> out = np.zeros((1, 1), np.float32)
         >>> linear_int4_q8(q, sx, qs, w, np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32), 0, out, 1)
         >>> out.tolist()
@@ -511,28 +473,46 @@ def linear_int4_q8(q, sx, qs, w, scale, offset, xor, out, threads):
 
 
 @njit(fastmath=True, nogil=True, cache=True)
+def _int8_q8_row1(q, sx, qs, w, scale, offset, out, n0, n1):  # pragma: no cover - compiled
+    ng = scale.shape[1]
+    gk = q.shape[1] // ng
+    q0, sx0, qs0 = q[0], sx[0], qs[0]
+    for n in range(n0, n1):
+        row = w[n]
+        total = np.float32(0.0)
+        for g in range(ng):
+            c0 = g * gk
+            rs = row[c0 : c0 + gk]
+            xq = q0[c0 : c0 + gk]
+            dot = np.int32(0)
+            for j in range(gk):
+                dot = np.int32(dot + np.int32(np.int32(rs[j]) * np.int32(xq[j])))
+            total += (np.float32(dot) * sx0[g] - offset[n, g] * qs0[g]) * scale[n, g]
+        out[0, n] = total
+
+
+@njit(fastmath=True, nogil=True, cache=True)
 def _int8_q8_rows(q, sx, qs, w, scale, offset, out, n0, n1):  # pragma: no cover - compiled
     m_rows, k = q.shape
+    if m_rows == 1:
+        _int8_q8_row1(q, sx, qs, w, scale, offset, out, n0, n1)
+        return
     ng = scale.shape[1]
     gk = k // ng
-    per = sx.shape[1] // ng
-    ab = gk // per
     acc = np.zeros(m_rows, np.float32)
     for n in range(n0, n1):
         row = w[n]
         acc[:] = 0.0
         for g in range(ng):
+            c0 = g * gk
+            rs = row[c0 : c0 + gk]
+            s, z = scale[n, g], offset[n, g]
             for m in range(m_rows):
-                part = np.float32(0.0)
-                for s in range(per):
-                    c0 = g * gk + s * ab
-                    rs = row[c0 : c0 + ab]
-                    xq = q[m, c0 : c0 + ab]
-                    dot = np.int32(0)
-                    for j in range(ab):
-                        dot = np.int32(dot + np.int32(np.int32(rs[j]) * np.int32(xq[j])))
-                    part += np.float32(dot) * sx[m, g * per + s]
-                acc[m] += (part - offset[n, g] * qs[m, g]) * scale[n, g]
+                xq = q[m, c0 : c0 + gk]
+                dot = np.int32(0)
+                for j in range(gk):
+                    dot = np.int32(dot + np.int32(np.int32(rs[j]) * np.int32(xq[j])))
+                acc[m] += (np.float32(dot) * sx[m, g] - z * qs[m, g]) * s
         for m in range(m_rows):
             out[m, n] = acc[m]
 
@@ -546,11 +526,11 @@ def _int8_q8_parallel(q, sx, qs, w, scale, offset, out, chunks):  # pragma: no c
 
 
 def linear_int8_q8(q, sx, qs, w, scale, offset, out, threads):
-    """:func:`linear_int8` on int8 activations (:func:`quantize_blocks`), exact int32 sums per block;
-    other arguments as :func:`linear_int8`.
+    """:func:`linear_int8` on int8 activations (:func:`quantize_blocks`, one block per group), the inner
+    sums exact in int32; other arguments as :func:`linear_int8`.
 
     Example:
-        >>> q, sx, qs = quantize_blocks(np.array([[2.0, -1.0]], np.float32), 2, 2)
+        >>> q, sx, qs = quantize_blocks(np.array([[2.0, -1.0]], np.float32), 2)
         >>> out = np.zeros((1, 1), np.float32)
         >>> w = np.array([[3, 4]], np.int8)
         >>> linear_int8_q8(q, sx, qs, w, np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32), out, 1)

@@ -133,6 +133,15 @@ class _Plan:
         self.w = from_buffer(module.weight_data, dtype).reshape(n, k // 2 if qt.bits == 4 else k)
         self.threads = torch.get_num_threads() if n * k >= _PARALLEL_MIN else 1
         self.act_block = activation_block(cols) if kernel in ("int4", "int8") else None
+        self._act_params: tuple[np.ndarray, np.ndarray] | None = None
+
+    def act_params(self) -> tuple[np.ndarray, np.ndarray]:
+        """Scale and offset per int8 activation block: the group's, repeated for each block inside it."""
+        if self._act_params is None:
+            per = self.cols // (self.act_block or self.cols)
+            self._act_params = (self.scale, self.offset) if per == 1 else \
+                (np.repeat(self.scale, per, axis=1), np.repeat(self.offset, per, axis=1))
+        return self._act_params
 
     @staticmethod
     def _key(buffers: list[torch.Tensor]) -> tuple:
@@ -195,12 +204,13 @@ def fused_linear(module: Any, x: torch.Tensor) -> torch.Tensor | None:
 
 def _int8_activations(p: _Plan, xf: np.ndarray, out: np.ndarray, kernels: Any) -> bool:
     """Run the int8-activation kernel into ``out``; False (nothing written) when ``xf`` is not finite."""
-    quantized = kernels.quantize_blocks(xf, p.act_block, p.cols)
+    quantized = kernels.quantize_blocks(xf, p.act_block)
     if quantized is None:
         return False
     q, sx, qs = quantized
+    scale, offset = p.act_params()
     if p.kernel == "int4":
-        kernels.linear_int4_q8(q, sx, qs, p.w, p.scale, p.offset, p.xor, out, p.threads)
+        kernels.linear_int4_q8(q, sx, qs, p.w, scale, offset, p.xor, out, p.threads)
     else:
-        kernels.linear_int8_q8(q, sx, qs, p.w, p.scale, p.offset, out, p.threads)
+        kernels.linear_int8_q8(q, sx, qs, p.w, scale, offset, out, p.threads)
     return True
