@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 #: Commands that live beside their feature: each module defines HELP, DESCRIPTION, add_arguments(parser), run(args)
 _MODULE_COMMANDS: dict[str, str] = {
     "report": "lowbit.report.cli",
+    "plan": "lowbit.plan.cli",
 }
 
 
