@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("matplotlib")
-selenium = pytest.importorskip("selenium", reason="selenium is missing: pip install 'lowbit[report]'")
+selenium = pytest.importorskip("selenium", reason="selenium is missing: pip install 'lowbit[dev]'")
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.options import Options  # noqa: E402
