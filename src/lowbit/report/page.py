@@ -123,8 +123,8 @@ def _figures(data: ReportData) -> dict[str, tuple[str, bytes]]:
     for i, (name, values) in enumerate(data.weights.items(), 1):
         figs[f"histogram_{i}.png"] = (f"Weights of {name}", plots.histogram_png(name, values, data.range_qtype))
     for i, (name, values) in enumerate(data.activations.items(), 1):
-        figs[f"activations_{i}.png"] = (f"Inputs of {name}",
-                                        plots.histogram_png(name, values, data.range_qtype, "activation"))
+        figs[f"activations_{i}.png"] = (f"Inputs of {name}",  # activations: 8-bit affine, as W4A8 and W8A8 store them
+                                        plots.histogram_png(name, values, "int8", "activation", symmetric=False))
     return figs
 
 

@@ -76,8 +76,8 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def clip_ranges(values: np.ndarray, qtype: str) -> dict[str, tuple[float, float]]:
-    """The clipping range each calibration method picks for ``values`` quantized to ``qtype`` (symmetric).
+def clip_ranges(values: np.ndarray, qtype: str, symmetric: bool = True) -> dict[str, tuple[float, float]]:
+    """The clipping range each calibration method picks for ``values`` quantized to ``qtype``.
 
     Example:
         >>> r = clip_ranges(np.linspace(-1, 1, 1001), "int8")
@@ -87,22 +87,24 @@ def clip_ranges(values: np.ndarray, qtype: str) -> dict[str, tuple[float, float]
     from lowbit.calibration import get_estimator
 
     flat = np.asarray(values, np.float32).reshape(-1)
-    return {m: get_estimator(m).fit([flat]).clip_range(qtype, True) for m in CALIBRATION_METHODS}
+    return {m: get_estimator(m).fit([flat]).clip_range(qtype, symmetric) for m in CALIBRATION_METHODS}
 
 
-def histogram_png(name: str, values: np.ndarray, qtype: str, kind: str = "weight") -> bytes:
+def histogram_png(name: str, values: np.ndarray, qtype: str, kind: str = "weight", symmetric: bool = True) -> bytes:
     """Histogram of ``values`` on a log-count axis with each calibration method's clipping range marked.
 
     An outlier-dominated tensor (max|x| over OUTLIER_ZOOM x its std) gets a second panel zoomed on the bulk,
     where the clipping methods' ranges differ.
 
+    ``symmetric=False`` draws the ranges of an affine format (activations after a ReLU are all >= 0).
+
     Example:
-        >>> histogram_png("x", np.linspace(-1, 1, 500), "int4", "activation")[1:4]
+        >>> histogram_png("x", np.linspace(-1, 1, 500), "int4", "activation", symmetric=False)[1:4]
         b'PNG'
     """
     plt = _pyplot()
     flat = np.asarray(values, np.float64).reshape(-1)
-    ranges = clip_ranges(flat, qtype)
+    ranges = clip_ranges(flat, qtype, symmetric)
     std = float(flat.std())
     ratio = float(np.abs(flat).max()) / std if std > 0 else math.inf
     half = zoom_half_width(flat, ranges)
@@ -114,11 +116,12 @@ def histogram_png(name: str, values: np.ndarray, qtype: str, kind: str = "weight
     if half is not None:
         bulk = flat[np.abs(flat) <= half]
         _histogram_panel(axes[0][1], bulk, ranges, kind, legend=False)
-        axes[0][1].set_xlim(-half, half)
+        axes[0][1].set_xlim(-half if flat.min() < 0 else -0.02 * half, half)
         axes[0][1].set_title(f"zoom on |x| <= {half:.3g} (all but {flat.size - bulk.size:,} values)", fontsize=9)
     fig.suptitle(f"{name}: {kind} values, {flat.size:,} of them (max|x| = {ratio:.1f} x std)", fontsize=11)
-    fig.legend(*axes[0][0].get_legend_handles_labels(), title=f"clipping range for {qtype}", fontsize=8,
-               title_fontsize=8, loc="upper center", ncol=4, bbox_to_anchor=(0.5, 0.0), frameon=False)
+    title = f"clipping range for {qtype} {'symmetric' if symmetric else 'affine'}"
+    fig.legend(*axes[0][0].get_legend_handles_labels(), title=title, fontsize=8, title_fontsize=8,
+               loc="upper center", ncol=4, bbox_to_anchor=(0.5, 0.0), frameon=False)
     return _png(fig)
 
 
