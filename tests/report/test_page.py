@@ -161,3 +161,13 @@ def test_import_stays_light() -> None:
     code = ("import sys, lowbit.report, lowbit.report.cli; "
             "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_table_cells_show_what_they_sort_by(written: Path, weights) -> None:
+    page = written.read_text()
+    first = re.search(r"<tr><td>layer0.weight</td>(.*?)</tr>", page).group(1)
+    cells = re.findall(r'<td data-v="([^"]*)">([^<]*)</td>', first)
+    assert len(cells) == 6
+    row = report_data(weights[0], ["int8"]).rows[0]
+    assert cells[5] == (repr(float(row.nbytes)), f"{row.nbytes:,}")  # bytes as an integer with separators
+    assert float(cells[0][0]) == row.sqnr_db and cells[0][1] == f"{row.sqnr_db:.2f}"

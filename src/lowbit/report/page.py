@@ -63,7 +63,7 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 
 _LAYER_COLUMNS = (("SQNR dB", "sqnr_db", "{:.2f}"), ("MSE", "mse", "{:.3g}"), ("max error", "max_abs_error", "{:.3g}"),
                   ("cosine", "cosine", "{:.6f}"), ("bits/weight", "bits_per_element", "{:.3f}"),
-                  ("bytes", "nbytes", "{:,}"))
+                  ("bytes", "nbytes", "{:,.0f}"))
 
 
 def _e(text: Any) -> str:
