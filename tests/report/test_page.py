@@ -134,6 +134,11 @@ def test_output_that_is_a_folder_or_whose_figure_folder_is_a_file(weights, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.html", "b_files"]
 
 
+def test_no_scheme_is_refused(weights) -> None:
+    with pytest.raises(OptionError, match="at least one scheme"):
+        report_data(weights[0], [])
+
+
 def test_bad_source_writes_nothing(tmp_path: Path) -> None:
     (tmp_path / "x.npy").write_bytes(b"not numpy")
     with pytest.raises(FileFormatError):

@@ -145,7 +145,7 @@ def row_of(tensor: str, scheme: str, qt: Any, reference: np.ndarray | None, appr
 
 
 def _as_schemes(schemes: Iterable[Scheme | str] | None) -> list[Scheme]:
-    chosen = [s if isinstance(s, Scheme) else Scheme(s) for s in (schemes or ["int8", "int4"])]
+    chosen = [s if isinstance(s, Scheme) else Scheme(s) for s in (["int8", "int4"] if schemes is None else schemes)]
     if not chosen:
         raise OptionError("give at least one scheme (e.g. 'int8' or Scheme('int4', 'group:64'))")
     return chosen
