@@ -6,8 +6,9 @@ PASS/FAIL against the issue's target:
 * W8A8 ``Int8Linear(4096, 4096)``, dynamic per-token activations, at batch 1, 64 and 256, against fp32
   ``nn.Linear`` and ``torch.ao`` ``quantize_dynamic``; and the exact fp32 fallback forced
   (``LOWBIT_INT8_MATMUL=fp32``), as on a CPU without int8 dot products;
-* weight-only ``WeightOnlyLinear(4096, 4096)``: int4 groups of 32/64/128 at batch 1, int4 group-64 at
-  batch 4, 16 and 64, int8 per channel and nf4 group-64 at batch 1;
+* weight-only ``WeightOnlyLinear(4096, 4096)``: int4 groups of 32/64/128 at batch 1, the same with
+  ``activations="int8"`` (int8 activations per block, with their error against float activations),
+  int4 group-64 at batch 4, 16 and 64, int8 per channel and nf4 group-64 at batch 1;
 * end to end: SmolLM2-135M greedy generation of 128 tokens with the KV cache (every decoder Linear
   int4 group-64, and int8), and all-MiniLM-L6-v2 W8A8 dynamic per-token embeddings at batch 32.
 
@@ -113,17 +114,36 @@ def w8a8(fp32: list[nn.Module], repeat: int) -> None:
 
 def weight_only(fp32: list[nn.Module], repeat: int) -> None:
     print(f"\nWeight-only WeightOnlyLinear {SIZE}x{SIZE} (fused kernels up to {_fused.MAX_ROWS} rows):")
-    cases = [("int4", "group:32", 1, 2.5), ("int4", "group:64", 1, 2.5), ("int4", "group:128", 1, 2.5),
-             ("int4", "group:64", 4, 1.5), ("int4", "group:64", 16, 1.0), ("int4", "group:64", 64, 0.9),
-             ("int8", "channel", 1, 1.7), ("nf4", "group:64", 1, 2.0)]
-    built: dict[tuple[str, str], list[nn.Module]] = {}
-    for qtype, gran, batch, target in cases:
-        if (qtype, gran) not in built:
-            layer = lnn.WeightOnlyLinear.from_float(fp32[0], qtype, gran)
-            built = {(qtype, gran): copies(layer, layer.nbytes)}  # one format in memory at a time
+    cases = [("int4", "group:32", 1, 2.5, "float"), ("int4", "group:64", 1, 2.5, "float"),
+             ("int4", "group:128", 1, 2.5, "float"),
+             ("int4", "group:32", 1, 2.5, "int8"), ("int4", "group:64", 1, 2.5, "int8"),
+             ("int4", "group:128", 1, 2.5, "int8"),
+             ("int4", "group:64", 4, 1.5, "float"), ("int4", "group:64", 16, 1.0, "float"),
+             ("int4", "group:64", 64, 0.9, "float"), ("int8", "channel", 1, 1.7, "float"),
+             ("nf4", "group:64", 1, 2.0, "float")]
+    built: dict[tuple[str, str, str], list[nn.Module]] = {}
+    for qtype, gran, batch, target, acts in cases:
+        if (qtype, gran, acts) not in built:
+            layer = lnn.WeightOnlyLinear.from_float(fp32[0], qtype, gran, activations=acts)
+            built = {(qtype, gran, acts): copies(layer, layer.nbytes)}  # one format in memory at a time
         x = torch.randn(batch, SIZE)
-        fp_s, q_s = timed_pair(cycled(fp32, x), cycled(built[(qtype, gran)], x), repeat)
-        report(f"{qtype} {gran}, batch {batch}", fp_s, q_s, target)
+        fp_s, q_s = timed_pair(cycled(fp32, x), cycled(built[(qtype, gran, acts)], x), repeat)
+        report(f"{qtype} {gran}, batch {batch}" + (", int8 activations" if acts == "int8" else ""), fp_s, q_s,
+               target)
+        if acts == "int8":
+            print(f"  {'':46s} error vs float activations: {int8_activation_error(built[(qtype, gran, acts)][0]):.2e} "
+                  "(relative Frobenius, 8 random rows, one per call)")
+
+
+def int8_activation_error(layer: lnn.WeightOnlyLinear, rows: int = 8) -> float:
+    """``||y_int8 - y_float|| / ||y_float||`` of ``layer`` on random rows, each called alone (as in decoding)."""
+    x = torch.randn(rows, layer.in_features, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        layer.activations = "float"
+        exact = torch.cat([layer(r[None]) for r in x])
+        layer.activations = "int8"
+        approx = torch.cat([layer(r[None]) for r in x])
+    return float((approx - exact).norm() / exact.norm())
 
 
 def generation(quick: bool) -> None:
