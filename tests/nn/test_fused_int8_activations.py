@@ -176,3 +176,23 @@ def test_activation_blocks():
     assert [_fused.activation_block(c) for c in (2, 32, 256, 512, 4096, 1030, 576, 1536)] == \
         [2, 32, 256, 256, 256, 1030, 64, 256]
     assert _fused.activation_block(2 * 65537) is None  # one block that wide could overflow int32
+
+
+def test_the_model_config_sets_int8_activations_on_linear_layers():
+    import lowbit.model as lm
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    x = torch.randn(1, 64)
+    q8 = lm.WeightOnly("int4", "group:32", activations="int8")
+    assert q8.scheme == "W4 int4 group:32 int8 activations"
+    lm.quantize_(net, q8, progress=False)
+    layers = [m for m in net if isinstance(m, lnn.WeightOnlyLinear)]
+    assert len(layers) == 2 and all(m.activations == "int8" for m in layers)
+    with torch.no_grad():
+        first = layers[0](x)
+    assert _rel_err(first, _reference(layers[0], _quantized_input(x, 32))) < 1e-5
+    with pytest.raises(OptionError, match="nf4"):
+        lm.WeightOnly("nf4", "group:32", activations="int8")
+    with pytest.raises(OptionError, match="activations"):
+        lm.WeightOnly("int4", activations="fp8")

@@ -64,6 +64,13 @@ def _stored(qt: Any, cfg: WeightOnly) -> Any:
 
 @register_handler(WeightOnly)
 def _weight_only(module: Any, name: str, cfg: WeightOnly, stat: Any) -> Any:
+    new, scheme = _weight_only_layer(module, name, cfg, stat)
+    if cfg.activations != "float" and hasattr(new, "activations"):  # WeightOnlyLinear's int8 activations
+        new.activations = cfg.activations
+    return new, scheme
+
+
+def _weight_only_layer(module: Any, name: str, cfg: WeightOnly, stat: Any) -> Any:
     import torch.nn as tnn
 
     from lowbit.nn import WeightOnlyConv2d, WeightOnlyEmbedding, WeightOnlyLinear

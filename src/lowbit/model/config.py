@@ -217,6 +217,9 @@ class WeightOnly(Config):
             ``w = code * scale + min`` (unsigned formats, round to nearest, float32 or
             float16 scales) as GGUF's Q4_1/Q5_1 store it; ``WeightOnly("uint4", "group:32",
             scale_format="float16", zero_point="float")`` is Q4_1's scheme.
+        activations: ``"float"`` (default) or ``"int8"``: Linear layers with integer 4- or 8-bit
+            weights quantize their input to int8 per block where the fused kernels run (decoding,
+            at most 8 rows): faster, an approximation (see :class:`lowbit.nn.WeightOnlyLinear`).
 
     Raises:
         QTypeError, GranularityError, OptionError: a bad format, granularity or option.
@@ -238,12 +241,18 @@ class WeightOnly(Config):
     algorithm_options: dict[str, Any] = field(default_factory=dict, hash=False)
     scale_format: str | None = None
     zero_point: str = "int"
+    activations: str = "float"
 
     def __post_init__(self) -> None:
         from lowbit.formats import scale_format_for
 
         qt = get_qtype(self.qtype)
         _check_zero_point(self, qt)
+        if self.activations not in ("float", "int8"):
+            raise OptionError(f"WeightOnly: activations={self.activations!r} is not one of ['float', 'int8']")
+        if self.activations == "int8" and (qt.is_grid or qt.bits not in (4, 8)):
+            raise OptionError(f"WeightOnly: activations='int8' needs integer 4- or 8-bit weights (int4, uint4, "
+                              f"int8, uint8), got {qt.name}; use activations='float'")
         default = PerGroup(qt.block_size) if qt.is_mx else PerChannel(0)
         gran = as_granularity(self.granularity, default, allowed=(PerTensor, PerChannel, PerGroup))
         object.__setattr__(self, "granularity", gran)
@@ -264,7 +273,8 @@ class WeightOnly(Config):
         algorithm = "" if self.algorithm == "rtn" else f" {self.algorithm}"
         scales = "" if self.scale_format is None else f" {self.scale_format} scales"
         zp = " float zero point" if self.zero_point == "float" else ""
-        return f"W{get_qtype(self.qtype).bits} {self.qtype} {self.granularity}{algorithm}{scales}{zp}"
+        acts = " int8 activations" if self.activations == "int8" else ""
+        return f"W{get_qtype(self.qtype).bits} {self.qtype} {self.granularity}{algorithm}{scales}{zp}{acts}"
 
     def targets(self) -> tuple[type, ...]:
         """Linear and Conv2d layers, and Embedding tables unless ``embeddings=False``."""
