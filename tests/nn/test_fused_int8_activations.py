@@ -196,3 +196,18 @@ def test_the_model_config_sets_int8_activations_on_linear_layers():
         lm.WeightOnly("nf4", "group:32", activations="int8")
     with pytest.raises(OptionError, match="activations"):
         lm.WeightOnly("int4", activations="fp8")
+
+
+def test_int8_activations_survive_a_checkpoint(tmp_path):
+    import lowbit.model as lm
+    from lowbit.io.checkpoint import save
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    lm.quantize_(net, lm.WeightOnly("uint4", "group:32", activations="int8"), progress=False)
+    save(net, tmp_path / "m.safetensors")
+    skeleton = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    back = lm.load_quantized(tmp_path / "m.safetensors", skeleton)
+    assert back[0].activations == "int8" and back[2].activations == "int8"
+    x = torch.randn(1, 64)
+    assert torch.equal(back(x), net(x))
