@@ -46,22 +46,28 @@ def reference_dequant(qt: lowbit.QTensor, group_size: int | None) -> np.ndarray:
     return ((codes - zero) * scale).reshape(out_f, in_f)
 
 
-# (qtype, group size, max lp ratio HQQ/RTN, max MSE ratio HQQ/RTN); measured 0.965/0.992,
-# 0.932/0.941 and 0.903/0.799 on this fixture.
+@pytest.fixture(scope="module")
+def gaussian() -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((256, 1024)).astype(np.float32)
+
+
+# (qtype, group size, max MSE ratio HQQ/RTN); measured 0.951, 0.897, 0.776 and 1.000 on this fixture.
+# Per channel, HQQ's parameters almost always clip the row's extreme, so min-max is kept.
 CASES = [
-    pytest.param("uint4", 64, 0.98, 1.0, id="uint4-g64"),
-    pytest.param("uint3", 64, 0.96, 0.97, id="uint3-g64"),
-    pytest.param("uint4", None, 0.93, 0.85, id="uint4-channel"),
+    pytest.param("uint4", 64, 0.97, id="uint4-g64"),
+    pytest.param("uint3", 64, 0.92, id="uint3-g64"),
+    pytest.param("uint2", 16, 0.80, id="uint2-g16"),
+    pytest.param("uint4", None, 1.0 + 1e-9, id="uint4-channel"),
 ]
 
 
-@pytest.mark.parametrize("qtype, group_size, lp_bound, mse_bound", CASES)
-def test_beats_round_to_nearest(heavy_tailed, qtype, group_size, lp_bound, mse_bound):
-    w = heavy_tailed
+@pytest.mark.parametrize("qtype, group_size, mse_bound", CASES)
+def test_beats_round_to_nearest(gaussian, qtype, group_size, mse_bound):
+    w = gaussian
     rtn = lowbit.fake_quantize(w, qtype, granularity=granularity(group_size), symmetric=False)
     hqq = lowbit.dequantize(hqq_quantize(w, qtype, granularity=granularity(group_size)))
-    assert lp_error(w, hqq) / lp_error(w, rtn) < lp_bound
-    assert mse(w, hqq) / mse(w, rtn) < mse_bound
+    assert mse(w, hqq) / mse(w, rtn) <= mse_bound
+    assert lp_error(w, hqq) <= lp_error(w, rtn)
 
 
 @pytest.mark.parametrize("qtype, group_size", [("uint4", 64), ("uint3", 64), ("uint4", None), ("int4", 128)])
@@ -77,16 +83,23 @@ def test_valid_qtensor_and_no_block_worse(heavy_tailed, qtype, group_size):
     assert np.all(np.isfinite(qt.scale) & (qt.scale > 0))
     deq = lowbit.dequantize(qt)
     np.testing.assert_allclose(deq, reference_dequant(qt, group_size), rtol=1e-6, atol=1e-6)
-    # every block's lp error is at most that of min-max round-to-nearest
+    # every block's squared error is at most that of min-max round-to-nearest, and its
+    # largest-magnitude weight is within half a min-max step
     rtn = lowbit.fake_quantize(w, qtype, granularity=granularity(group_size), symmetric=False)
     size = w.shape[1] if group_size is None else group_size
-    err = lambda r: np.sum(np.abs(w.astype(np.float64) - r).reshape(-1, size) ** 0.7, axis=1)  # noqa: E731
-    assert np.all(err(deq) <= err(rtn) * (1 + 1e-9) + 1e-9)
+    blocks = w.astype(np.float64).reshape(-1, size)
+    err = lambda r: np.sum((blocks - r.reshape(-1, size)) ** 2, axis=1)  # noqa: E731
+    assert np.all(err(deq) <= err(rtn) * (1 + 1e-9) + 1e-12)
+    s0, _ = lowbit.choose_qparams(blocks.min(1), blocks.max(1), fmt, symmetric=False)
+    top = np.argmax(np.abs(blocks), axis=1)
+    rows = np.arange(blocks.shape[0])
+    assert np.all(np.abs(blocks - deq.reshape(-1, size))[rows, top] <= 0.5 * s0 * (1 + 1e-6))
 
 
 def _numpy_hqq_params(w: np.ndarray, qtype: str, group_size: int, p=0.7, beta0=10.0, kappa=1.01, iterations=20):
     """The two half-quadratic phases in plain float64 NumPy (exact pow, one chunk of all blocks),
-    then the per-block choice between HQQ and min-max parameters by exact l_p error."""
+    steered by the l_p error, keeping the parameters of lowest squared error, then the per-block
+    choice between HQQ and min-max parameters by squared error and the largest weight's error."""
     fmt = lowbit.get_qtype(qtype)
     g = w.astype(np.float64).reshape(-1, group_size)
     s0, z0 = lowbit.choose_qparams(g.min(1), g.max(1), fmt, symmetric=False)
@@ -95,8 +108,8 @@ def _numpy_hqq_params(w: np.ndarray, qtype: str, group_size: int, p=0.7, beta0=1
     def codes(s, z):
         return np.clip(np.rint(g / s + z), fmt.qmin, fmt.qmax)
 
-    def lp(s, z):
-        return np.sum(np.abs(g - s * (codes(s, z) - z)) ** p, axis=1, keepdims=True)
+    def sq(s, z):
+        return np.sum((g - s * (codes(s, z) - z)) ** 2, axis=1, keepdims=True)
 
     def phase(s, z, update_zero):
         best_s, best_z, best_err, prev, beta = s, z, np.full(s.shape, np.inf), np.inf, beta0
@@ -104,9 +117,10 @@ def _numpy_hqq_params(w: np.ndarray, qtype: str, group_size: int, p=0.7, beta0=1
             q = codes(s, z)
             e = g - s * (q - z)
             err = np.sum(np.abs(e) ** p, axis=1, keepdims=True)
-            better = err < best_err
+            sq_err = np.sum(e * e, axis=1, keepdims=True)
+            better = sq_err < best_err
             best_s, best_z = np.where(better, s, best_s), np.where(better, z, best_z)
-            best_err = np.minimum(err, best_err)
+            best_err = np.minimum(sq_err, best_err)
             if it == iterations or err.sum() >= prev:
                 break
             prev = err.sum()
@@ -123,7 +137,9 @@ def _numpy_hqq_params(w: np.ndarray, qtype: str, group_size: int, p=0.7, beta0=1
     _, z_real = phase(s0, z0, True)
     z_int = np.clip(np.rint(z_real), fmt.qmin, fmt.qmax)
     s_hqq = phase(s0, z_int, False)[0].astype(np.float32).astype(np.float64)
-    keep = lp(s_hqq, z_int) < lp(s0, z0)
+    top = np.argmax(np.abs(g), axis=1)[:, None]
+    top_err = np.abs(np.take_along_axis(g - s_hqq * (codes(s_hqq, z_int) - z_int), top, axis=1))
+    keep = (sq(s_hqq, z_int) < sq(s0, z0)) & (top_err <= 0.5 * s0)
     return np.where(keep, s_hqq, s0).ravel(), np.where(keep, z_int, z0).ravel()
 
 

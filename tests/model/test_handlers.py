@@ -148,16 +148,20 @@ def test_groups_that_do_not_divide_fall_back_to_channels_and_say_so(net):
     assert schemes["conv"].endswith("(group 16 does not divide 3)")
 
 
-def test_hqq_algorithm_beats_round_to_nearest_on_outlier_weights():
+@pytest.mark.parametrize("granularity, scheme", [("group:64", "W4 uint4 group:64 hqq"), ("channel", "W4 uint4 channel hqq")])
+def test_hqq_algorithm_is_never_worse_than_round_to_nearest(granularity, scheme):
     torch.manual_seed(0)
     layer = nn.Linear(512, 64)
     with torch.no_grad():
         layer.weight[torch.rand(64, 512) < 0.03] *= 10  # heavy-tailed weights
     net = nn.Sequential(layer).eval()
     rtn, hqq = copy.deepcopy(net), copy.deepcopy(net)
-    lm.quantize_(rtn, lm.WeightOnly("uint4"))
-    summary = lm.quantize_(hqq, lm.WeightOnly("uint4", algorithm="hqq"))
-    assert summary.rows[0].scheme == "W4 uint4 channel hqq"
+    lm.quantize_(rtn, lm.WeightOnly("uint4", granularity))
+    summary = lm.quantize_(hqq, lm.WeightOnly("uint4", granularity, algorithm="hqq"))
+    assert summary.rows[0].scheme == scheme
     w = layer.weight.detach()
     err = {name: float(((m[0].dequantized_weight() - w) ** 2).mean()) for name, m in (("rtn", rtn), ("hqq", hqq))}
-    assert err["hqq"] < err["rtn"]
+    if granularity == "channel":  # HQQ's parameters would clip each row's extreme: min-max is kept
+        assert err["hqq"] <= err["rtn"]
+    else:
+        assert err["hqq"] < 0.99 * err["rtn"]

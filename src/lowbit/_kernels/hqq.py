@@ -10,10 +10,18 @@ only the sums that the closed-form update needs: ``z = mean(q - (g - W_e) / s)``
 stored per element.  Rows are taken in chunks whose total ``l_p`` error decides
 early stopping, as in :mod:`lowbit.algorithms.hqq`, and chunks run in parallel.
 
+The ``l_p`` error steers the iterations; the parameters kept are those with the
+lowest *squared* error seen.  A block keeps its min-max parameters unless HQQ's
+have a lower squared error *and* round its largest-magnitude weight to within
+half a min-max step, as min-max rounding does: the extremes of a row are the salient
+weights of a language model, and clipping them costs far more than their share
+of the squared error.  On SmolLM2 at uint4 per channel, choosing by ``l_p``
+error gave 3.1x round-to-nearest's perplexity, by squared error alone 1.9x,
+with the extreme kept 1.0x.
+
 ``|e|^p`` comes from :func:`~lowbit._kernels._floatbits.pow_pos` (vectorised,
-relative error < 1e-10) and sums may be reassociated, so the ``l_p`` errors that
-steer the iterations, and the final choice between the HQQ and the min-max
-parameters of each block, are exact to about 1e-10 relative.
+relative error < 1e-10) and sums may be reassociated, so the errors compared are
+exact to about 1e-10 relative.
 
 Example:
     >>> import numpy as np
@@ -40,8 +48,9 @@ _FAST = {"reassoc", "contract", "nsz"}  # reductions vectorise; no assumption ab
 
 @njit(cache=True, fastmath=_FAST, error_model="numpy")
 def _zero_pass(row, s, z, qmin, qmax, p, beta, gsum):  # pragma: no cover - compiled
-    """(l_p error, least-squares zero point) of one block for the current (s, z)."""
+    """(l_p error, squared error, least-squares zero point) of one block for the current (s, z)."""
     err = 0.0
+    sq = 0.0
     qsum = 0.0
     wsum = 0.0
     for i in range(row.size):
@@ -51,16 +60,34 @@ def _zero_pass(row, s, z, qmin, qmax, p, beta, gsum):  # pragma: no cover - comp
         ax = abs(e)
         axp = pow_pos(ax, p)
         err += axp
+        sq += e * e
         w = max(ax - axp / (ax * beta), 0.0) if ax > 0 else 0.0
         qsum += q
         wsum += w if e >= 0 else -w
-    return err, (qsum - (gsum - wsum) / s) / row.size
+    return err, sq, (qsum - (gsum - wsum) / s) / row.size
+
+
+@njit(cache=True, fastmath=_FAST, error_model="numpy")
+def _errors(row, s, z, qmin, qmax):  # pragma: no cover - compiled
+    """(sum of squared errors, absolute error of the largest-magnitude element) of one block for (s, z)."""
+    sq = 0.0
+    top = 0.0
+    big = -1.0
+    for i in range(row.size):
+        x = row[i]
+        e = x - s * (min(max(np.rint(x / s + z), qmin), qmax) - z)
+        sq += e * e
+        if abs(x) > big:
+            big = abs(x)
+            top = abs(e)
+    return sq, top
 
 
 @njit(cache=True, fastmath=_FAST, error_model="numpy")
 def _scale_pass(row, s, z, qmin, qmax, p, beta):  # pragma: no cover - compiled
-    """(l_p error, numerator, denominator of the least-squares scale) of one block."""
+    """(l_p error, squared error, numerator, denominator of the least-squares scale) of one block."""
     err = 0.0
+    sq = 0.0
     num = 0.0
     den = 0.0
     for i in range(row.size):
@@ -71,17 +98,21 @@ def _scale_pass(row, s, z, qmin, qmax, p, beta):  # pragma: no cover - compiled
         ax = abs(e)
         axp = pow_pos(ax, p)
         err += axp
+        sq += e * e
         w = max(ax - axp / (ax * beta), 0.0) if ax > 0 else 0.0
         num += (x - (w if e >= 0 else -w)) * d
         den += d * d
-    return err, num, den
+    return err, sq, num, den
 
 
 @njit(inline="always", cache=True, error_model="numpy")
 def _half_quadratic(g, s0, z0, qmin, qmax, p, beta, kappa, iterations, early_stop, update_zero, best_s, best_z,
                     first_err):  # pragma: no cover - compiled
-    """Alternate shrink and closed-form update of z (update_zero) or s over the rows of g;
-    the best (s, z) seen per row by l_p error into best_s / best_z, the error of (s0, z0) into first_err."""
+    """Alternate shrink and closed-form update of z (update_zero) or s over the rows of g.
+
+    The iterations follow HQQ's l_p objective (early stopping on the total l_p error); the (s, z)
+    kept per row is the one seen with the lowest squared error, into best_s / best_z, and the squared
+    error of (s0, z0) goes into first_err."""
     rows = g.shape[0]
     s = s0.copy()
     z = z0.copy()
@@ -96,16 +127,16 @@ def _half_quadratic(g, s0, z0, qmin, qmax, p, beta, kappa, iterations, early_sto
         total = 0.0
         for r in range(rows):
             if update_zero:
-                err, new_z = _zero_pass(g[r], s[r], z[r], qmin, qmax, p, beta, gsum[r])
+                err, sq, new_z = _zero_pass(g[r], s[r], z[r], qmin, qmax, p, beta, gsum[r])
                 nxt[r] = new_z
             else:
-                err, num, den = _scale_pass(g[r], s[r], z[r], qmin, qmax, p, beta)
+                err, sq, num, den = _scale_pass(g[r], s[r], z[r], qmin, qmax, p, beta)
                 new_s = num / den
                 nxt[r] = new_s if den > 0 and np.isfinite(new_s) and new_s > 0 else s[r]
             if it == 0:
-                first_err[r] = err
-            if err < best_err[r]:
-                best_err[r] = err
+                first_err[r] = sq
+            if sq < best_err[r]:
+                best_err[r] = sq
                 best_s[r] = s[r]
                 best_z[r] = z[r]
             total += err
@@ -127,8 +158,9 @@ def hqq_blocks(g, s0, z0, qmin, qmax, p, beta, kappa, iterations, early_stop, ch
 
     Phase 1 optimises a real zero point with the scale fixed at ``s0``; it is
     rounded to an integer in ``[qmin, qmax]``; phase 2 refits the scale for it
-    (stored as float32 when ``scale_f32``).  Each row then keeps whichever of
-    (HQQ, ``(s0, z0)``) has the lower ``l_p`` error.  Rows are processed in
+    (stored as float32 when ``scale_f32``).  Each row then keeps HQQ's parameters
+    where their squared error is lower than ``(s0, z0)``'s and they round the row's
+    largest-magnitude element to within half a min-max step; ``(s0, z0)`` otherwise.  Rows are processed in
     chunks of ``chunk_rows`` (early stopping looks at a chunk's total error).
 
     Args:
@@ -162,7 +194,8 @@ def hqq_blocks(g, s0, z0, qmin, qmax, p, beta, kappa, iterations, early_stop, ch
         for r in range(n):
             sh = np.float64(np.float32(s_hqq[r])) if scale_f32 else s_hqq[r]
             sr, zr = s0[r0 + r], z0[r0 + r]
-            if _zero_pass(gc[r], sh, z_int[r], qmin, qmax, p, beta, 0.0)[0] < err0[r]:
+            sq_h, top_h = _errors(gc[r], sh, z_int[r], qmin, qmax)
+            if sq_h < err0[r] and top_h <= 0.5 * sr:
                 sr, zr = sh, z_int[r]
             out_s[r0 + r] = sr
             out_z[r0 + r] = zr

@@ -24,9 +24,16 @@ folded into an integer zero point and a scale exactly.  So this module
 finishes in a second phase that lowbit can represent exactly: the optimised
 zero point is rounded to an integer in ``[qmin, qmax]`` and the scale is refit
 by the same half-quadratic scheme (shrink, then the closed-form least-squares
-scale ``<W - W_e, q - z> / <q - z, q - z>``).  Finally each block keeps
-whichever of {HQQ parameters, plain min-max parameters} has the lower ``l_p``
-error, so no block is worse than round-to-nearest in the norm HQQ optimises.
+scale ``<W - W_e, q - z> / <q - z, q - z>``).  The ``l_p`` norm steers the
+iterations, but the parameters kept are those with the lowest squared error
+seen, and each block keeps HQQ's parameters only where they have a lower
+squared error than the plain min-max ones *and* round the block's
+largest-magnitude weight to within half a min-max step, as min-max does.  So no block
+is worse than round-to-nearest in squared error, and none clips its extreme,
+which in a language model is a salient weight.  (Choosing by the ``l_p`` error
+let the extremes keep large errors: on SmolLM2 at uint4 per channel, 3.1x
+round-to-nearest's perplexity; by squared error alone 1.9x; with the extreme
+kept, 1.0x.)
 The result is built with :func:`lowbit.quantize` from those explicit
 parameters, so ``lowbit.dequantize(result)`` *is* the reconstruction that was
 scored (codes are nearest-rounded for the chosen scale and zero point).
