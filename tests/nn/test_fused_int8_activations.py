@@ -65,7 +65,7 @@ def _rel_err(got, want):
 
 
 @pytest.mark.parametrize("qtype, gran, fmt, zp", SCHEMES, ids=IDS)
-@pytest.mark.parametrize("rows", [1, 3, 8])
+@pytest.mark.parametrize("rows", [1, 3, _fused.INT8_MAX_ROWS])
 def test_equals_the_product_with_the_same_quantized_input(qtype, gran, fmt, zp, rows):
     layer = _layer(qtype, gran, fmt, zp)
     x = torch.randn(rows, 1024) * torch.linspace(0.1, 4.0, 1024)  # blocks of different ranges
@@ -95,15 +95,16 @@ def test_int8_activations_are_used_only_where_asked():
     assert _rel_err(plain(x), _reference(plain, x.double())) < 1e-5  # the float path: exact
     q8 = _layer("int4", "group:32")
     assert _rel_err(q8(x), _reference(q8, x.double())) > 1e-4
-    many = torch.randn(_fused.MAX_ROWS + 1, 1024)  # more rows: dequantize + BLAS, float
-    assert _rel_err(q8(many), _reference(q8, many.double())) < 1e-5
+    for rows in (_fused.INT8_MAX_ROWS + 1, _fused.MAX_ROWS + 1):  # more rows: float kernels, then BLAS
+        many = torch.randn(rows, 1024)
+        assert _rel_err(q8(many), _reference(q8, many.double())) < 1e-5
 
 
 @pytest.mark.parametrize("qtype", ["int4", "uint4", "int8", "uint8"])
 @pytest.mark.parametrize("k, n", [(2, 1), (6, 5), (34, 3), (1030, 1)], ids=["k2n1", "k6n5", "k34n3", "k1030n1"])
 def test_odd_shapes(qtype, k, n):
     layer = _layer(qtype, "channel", k=k, n=n)
-    for rows in (1, 5):
+    for rows in (1, 3):
         x = torch.randn(rows, k)
         assert _rel_err(layer(x), _reference(layer, _quantized_input(x, _block(layer)))) < 1e-5
 
@@ -111,9 +112,9 @@ def test_odd_shapes(qtype, k, n):
 def test_batch_zero_leading_dimensions_and_non_contiguous_inputs():
     layer = _layer("uint4", "group:64")
     assert layer(torch.randn(0, 1024)).shape == (0, 24)
-    x = torch.randn(2, 1, 3, 1024)
+    x = torch.randn(2, 1, 2, 1024)
     got = layer(x)
-    assert got.shape == (2, 1, 3, 24)
+    assert got.shape == (2, 1, 2, 24)
     flat = x.reshape(-1, 1024)
     assert _rel_err(got.reshape(-1, 24), _reference(layer, _quantized_input(flat, 64))) < 1e-5
     view = torch.randn(1024, 6).t()[:3]

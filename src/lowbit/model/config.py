@@ -218,8 +218,8 @@ class WeightOnly(Config):
             float16 scales) as GGUF's Q4_1/Q5_1 store it; ``WeightOnly("uint4", "group:32",
             scale_format="float16", zero_point="float")`` is Q4_1's scheme.
         activations: ``"float"`` (default) or ``"int8"``: Linear layers with integer 4- or 8-bit
-            weights quantize their input to int8 per block where the fused kernels run (decoding,
-            at most 8 rows): faster, an approximation (see :class:`lowbit.nn.WeightOnlyLinear`).
+            weights quantize their input to int8 per block for at most 4 input rows (decoding):
+            faster, an approximation (see :class:`lowbit.nn.WeightOnlyLinear`).
 
     Raises:
         QTypeError, GranularityError, OptionError: a bad format, granularity or option.

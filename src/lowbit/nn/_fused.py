@@ -15,10 +15,10 @@ kernels read directly, and returns None otherwise (the layer then dequantizes an
   from memory: the kernel 2.8 ms at one row, 9.1 ms at 4, 24 ms at 16; dequantize + BLAS about
   25 ms whatever the rows, 33 ms at 64).
 
-With ``activations="int8"`` on the layer (integer 4- and 8-bit codes), the input is quantized to int8
-per block (:func:`activation_block` columns: the weight's group, or 256/128/64/32 columns inside a
-wider one) and the kernels sum exact int32 products per block; an input holding NaN or infinity keeps
-the float kernels.
+With ``activations="int8"`` on the layer (integer 4- and 8-bit codes) and at most
+:data:`INT8_MAX_ROWS` input rows, the input is quantized to int8 per block (:func:`activation_block`
+columns: the weight's group, or 256/128/64/32 columns inside a wider one) and the kernels sum exact
+int32 products per block; an input holding NaN or infinity keeps the float kernels.
 
 Example:
     >>> import torch, lowbit.nn as lnn
@@ -37,12 +37,15 @@ import torch
 
 from lowbit.granularity import PerChannel, PerGroup, PerTensor
 
-__all__ = ["fused_linear", "kernel_plan", "activation_block", "MAX_ROWS", "ACTIVATIONS"]
+__all__ = ["fused_linear", "kernel_plan", "activation_block", "MAX_ROWS", "INT8_MAX_ROWS", "ACTIVATIONS"]
 
 MAX_ROWS = 8
 ACTIVATIONS = ("float", "int8")  # how the fused kernels read the input: exactly, or quantized per block
 _ACT_BLOCKS = (256, 128, 64, 32)  # block sizes tried for groups wider than 256 columns (per channel)
 _MAX_DOT_COLUMNS = 1 << 16  # an int32 block sum of 255 * 127 * columns stays below 2^31
+# int8 activations pay at one row (decoding) and tie at 4; at 8 rows the float kernel, which turns each
+# group's codes into floats once for all rows, is faster (4096 x 4096 int4 g64, one thread)
+INT8_MAX_ROWS = 4
 _PARALLEL_MIN = 1 << 18  # weights below this many elements run on one thread (thread start-up dominates)
 
 
@@ -184,7 +187,7 @@ def fused_linear(module: Any, x: torch.Tensor) -> torch.Tensor | None:
 
     xf = x.detach().float().numpy()
     out = np.empty((rows, p.n), np.float32)
-    if getattr(module, "activations", "float") == "int8" and p.act_block is not None \
+    if getattr(module, "activations", "float") == "int8" and p.act_block is not None and rows <= INT8_MAX_ROWS \
             and _int8_activations(p, xf, out, kernels):
         return torch.from_numpy(out)
     if p.kernel in ("int4", "lut4"):

@@ -55,8 +55,8 @@ class WeightOnlyLinear(SmoothedInput, PackedWeightModule):
             granularity is ``PerGroup(32)``); the buffers hold the stored arrays.
         smooth: keep a per-input-channel divisor ``smooth_scale`` (AWQ): the layer
             computes ``(x / smooth_scale) @ dequantize(W).T + b``.
-        activations: ``"float"`` (default: the exact result above) or ``"int8"``: where the fused
-            kernels run (at most 8 input rows), quantize the input to int8 per block (the weight's
+        activations: ``"float"`` (default: the exact result above) or ``"int8"``: for at most 4
+            input rows (decoding), quantize the input to int8 per block (the weight's
             group, or 256 columns of a per-channel row) and sum exact int32 products, as
             llama.cpp's Q8 blocks and ONNX Runtime's accuracy level 4 do: faster, an approximation
             (each input value moves by at most its block's ``max|x| / 254``). Integer 4- and 8-bit
