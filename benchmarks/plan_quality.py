@@ -115,10 +115,14 @@ def run(name: str, budgets: list[float], spec: str, do_validate: bool) -> None:
     candidates = parse_candidates(spec)
     mon = CpuMonitor()
     mon.start()
+    own = sum(os.times()[:2])
     table = measure_sensitivity(subject.model, candidates, subject.batches, metric=subject.metric,
                                 exclude=subject.exclude, output=subject.output, progress=False)
+    own = sum(os.times()[:2]) - own
     other = mon.stop()
-    load = "" if other is None else f"; other processes used {other[0] / other[1]:.2f} of the 2 CPUs meanwhile"
+    load = f"; this process used {own:.0f} CPU s"
+    if other is not None:
+        load += f", other processes {other[0] / other[1]:.2f} of the {os.cpu_count()} CPUs meanwhile"
     print(f"\n## {name}: sensitivity of {len(table.layers)} layers x {len(candidates)} candidates "
           f"(anchored, metric {table.metric}): {table.seconds:.0f} s{load}")
     for note in table.notes:

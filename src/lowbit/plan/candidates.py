@@ -33,7 +33,7 @@ from lowbit.errors import LowbitError, OptionError
 __all__ = ["Candidate", "parse_candidate", "parse_candidates", "DEFAULT_CANDIDATES"]
 
 DEFAULT_CANDIDATES = "int8,int4:g64,int3:g64,int2:g16:float16"
-"""The candidates of ``lowbit plan`` when none are given (8.5, 4.5, 3.5 and 3.0 bits/weight)."""
+"""The candidates of ``lowbit plan`` when none are given (about 8.06, 4.5, 3.5 and 3.0 bits/weight on SmolLM2)."""
 
 _SYNTAX = "QTYPE[:gSIZE][:asym|:sym][:SCALE_FORMAT][:hqq] (e.g. int4:g64, uint4:g64:hqq, int2:g16:float16)"
 
