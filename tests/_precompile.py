@@ -31,8 +31,9 @@ MANIFEST = Path(__file__).with_name("kernel_signatures.txt")
 
 def _dispatchers() -> dict[tuple[str, str], object]:
     """Every module-level Numba dispatcher of ``lowbit._kernels``, by (module, name)."""
-    import lowbit._kernels as kernels
     from numba.core.registry import CPUDispatcher
+
+    import lowbit._kernels as kernels
 
     found = {}
     for info in pkgutil.iter_modules(kernels.__path__):

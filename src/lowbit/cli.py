@@ -153,6 +153,9 @@ def _add_checkpoint_commands(sub: Any) -> None:
     q.add_argument("--exclude", nargs="+", default=[], metavar="GLOB", help="tensors to keep in float")
     q.add_argument("--min-ndim", type=int, default=2, help="only tensors with at least this many dimensions (2)")
     q.add_argument("--resume", action="store_true", help="skip output shards already complete (checksums match)")
+    q.add_argument("--plan", metavar="PLAN_JSON",
+                   help="a plan from `lowbit plan`: each planned layer's weight takes its own scheme and nothing "
+                   "else is quantized (the scheme flags above are then ignored)")
     q.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="one Ray task per shard on a cluster (pip install 'lowbit[ray]'); ADDRESS as ray.init takes "
                    "it, default RAY_ADDRESS or a local cluster; put --ray after IN OUT, or write --ray=ADDRESS. IN and "
@@ -206,7 +209,8 @@ def _quantize(args: argparse.Namespace) -> str:
                                   include=args.tensor, exclude=args.exclude, min_ndim=args.min_ndim,
                                   resume=args.resume, overwrite=args.overwrite,
                                   progress=False if args.quiet else None,
-                                  executor="local" if args.ray is None else "ray", ray_address=args.ray or None)
+                                  executor="local" if args.ray is None else "ray", ray_address=args.ray or None,
+                                  plan=args.plan)
     return json.dumps(summary.to_dict(), indent=2) if args.json else _summary_text(summary, "quantized")
 
 

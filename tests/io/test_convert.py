@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import lowbit
+from lowbit import cli
 from lowbit.io import convert
 from lowbit.io._safetensors import SafetensorsFile, SafetensorsWriter
 
@@ -250,3 +251,46 @@ def test_overwrite_replaces_a_folder_without_leaving_old_shards(tmp_path):
     assert sorted(p.name for p in out.glob("*.safetensors")) == sorted(p.name for p in two.glob("*.safetensors"))
     assert set(lowbit.load(out)) == {f"layers.{i}.{k}.weight" for i in (1, 2) for k in range(4)} | {
         "layers.1.norm", "layers.2.norm"}  # nothing of the three-shard model is left
+
+
+def _plan(tmp_path: Path, layers: dict[str, str]) -> Path:
+    from lowbit.plan import LayerChoice, Plan
+
+    plan = Plan({name: LayerChoice(spec, 0, 1, 0.0) for name, spec in layers.items()}, sorted(set(layers.values())),
+                4.5, None, "mse")
+    plan.save(tmp_path / "plan.json")
+    return tmp_path / "plan.json"
+
+
+def test_a_plan_gives_each_layer_its_own_scheme(model_file, tmp_path):
+    """`lowbit quantize --plan`: the planned layers' weights take their own schemes (byte for byte what
+    lowbit.quantize gives), a layer planned float and everything unplanned stay float."""
+    path, tensors = model_file
+    plan = _plan(tmp_path, {"emb": "int8", "l1": "uint4:g32:float16:hqq", "odd": "float"})
+    out = tmp_path / "out.safetensors"
+    assert cli.main(["quantize", str(path), str(out), "--plan", str(plan), "--quiet"]) == 0
+    got = lowbit.load(out)
+    emb = got["emb.weight"]
+    want = lowbit.quantize(tensors["emb.weight"], "int8", granularity=lowbit.PerChannel(0))
+    assert emb.qtype.name == "int8" and np.array_equal(emb.data, want.data) and np.array_equal(emb.scale, want.scale)
+    l1 = got["l1.weight"]
+    assert (l1.qtype.name, str(l1.granularity), l1.scale_format) == ("uint4", "group:32", "float16")
+    np.testing.assert_array_equal(l1.dequantize(), lowbit.load(_hqq_alone(tmp_path, path))["l1.weight"].dequantize())
+    for name in ("odd.weight", "conv.weight", "l1.bias", "ids"):
+        assert isinstance(got[name], np.ndarray), name
+
+
+def _hqq_alone(tmp_path: Path, path: Path) -> Path:
+    """The same layer quantized by the flags instead of a plan (the reference for the planned one)."""
+    out = tmp_path / "hqq.safetensors"
+    convert.quantize_checkpoint(path, out, qtype="uint4", granularity="group:32", scale_format="float16",
+                                algorithm="hqq", include=["l1.weight"], progress=False)
+    return out
+
+
+def test_a_plan_for_another_model_is_refused_before_any_output(model_file, tmp_path):
+    path, _ = model_file
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(lowbit.OptionError, match=r"not in the checkpoint, e\.g\. model\.layers\.0\.mlp"):
+        convert.quantize_checkpoint(path, out, plan=_plan(tmp_path, {"model.layers.0.mlp": "int4"}), progress=False)
+    assert not out.exists()

@@ -45,7 +45,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +80,31 @@ class QuantizeOptions:
     include: tuple[str, ...] | None = None
     exclude: tuple[str, ...] = ()
     min_ndim: int = 2
+    #: from a ``lowbit plan`` file: tensor name -> its scheme's fields (None: kept float); only these are quantized
+    plan: dict[str, dict[str, Any] | None] | None = None
+
+    def for_tensor(self, name: str) -> QuantizeOptions | None:
+        """The options one tensor is quantized with: the run's, or with a plan the tensor's planned scheme
+        (None: the plan does not quantize it).
+
+        Example:
+            >>> opts = QuantizeOptions(plan={"fc.weight": {"qtype": "int8", "granularity": "channel"}})
+            >>> opts.for_tensor("fc.weight").qtype, opts.for_tensor("fc.bias")
+            ('int8', None)
+        """
+        if self.plan is None:
+            return self
+        fields = self.plan.get(name)
+        return None if fields is None else replace(self, plan=None, **fields)
 
     def check(self) -> None:
         """Validate every option (raises QTypeError, GranularityError or OptionError)."""
+        if self.plan is not None:
+            for name, fields in self.plan.items():
+                if fields is not None:
+                    with error_context(f"the plan's scheme for {name!r}"):
+                        replace(self, plan=None, **fields).check()
+            return
         qt = get_qtype(self.qtype)
         gran = as_granularity(self.granularity, allowed=(PerTensor, PerChannel, PerGroup))
         if (isinstance(gran, PerChannel) and gran.axis != 0) or (isinstance(gran, PerGroup) and gran.axis != -1):
@@ -157,6 +179,11 @@ def _granularity_for(shape: tuple[int, ...], opts: QuantizeOptions) -> tuple[Gra
     return gran, ""
 
 
+def _algorithm_for(info: dict[str, Any], opts: Any) -> str:
+    """The algorithm a tensor takes: HQQ for 2-d tensors only, round-to-nearest otherwise."""
+    return opts.algorithm if (opts.algorithm != "hqq" or len(info["shape"]) == 2) else "rtn"
+
+
 def _plan_tensor(name: str, f: SafetensorsFile, opts: QuantizeOptions) -> tuple[dict[str, Any] | None, str]:
     """The description a selected tensor will be written with (None: kept float), and a note."""
     shape = f.shape(name)
@@ -164,7 +191,7 @@ def _plan_tensor(name: str, f: SafetensorsFile, opts: QuantizeOptions) -> tuple[
     if gran is None:
         return None, note
     qt = get_qtype(opts.qtype)
-    algorithm = opts.algorithm if (opts.algorithm != "hqq" or len(shape) == 2) else "rtn"
+    algorithm = _algorithm_for({"shape": shape}, opts)
     if algorithm != opts.algorithm:
         note = (note + "; " if note else "") + "rtn (hqq takes 2-d weights)"
     sym = (True if qt.is_grid or qt.is_mx else qt.signed) if opts.symmetric is None else opts.symmetric
@@ -307,7 +334,8 @@ def _quantize_shard(src: Path, dst: Path, opts: QuantizeOptions,
     plans: dict[str, tuple[dict[str, Any] | None, str]] = {}
     entries: list[tuple[str, str, tuple[int, ...]]] = []
     for name in f.names:
-        info, note = _plan_tensor(name, f, opts) if _selected(name, f, opts) else (None, "")
+        mine = opts.for_tensor(name)
+        info, note = _plan_tensor(name, f, mine) if mine and _selected(name, f, mine) else (None, "")
         plans[name] = (info, note)
         if note:
             part.notes.append(f"{name}: {note}")
@@ -316,8 +344,7 @@ def _quantize_shard(src: Path, dst: Path, opts: QuantizeOptions,
     for name, (info, _) in plans.items():
         if info is not None:
             keys = [k for k, _, _ in planned_entries(name, info)]
-            algorithm = opts.algorithm if (opts.algorithm != "hqq" or len(info["shape"]) == 2) else "rtn"
-            tensors[name] = {**description(algorithm=algorithm, **info),
+            tensors[name] = {**description(algorithm=_algorithm_for(info, opts.for_tensor(name)), **info),
                              "arrays": {k.rpartition(".")[2]: k for k in keys}}
     meta = {"format": "lowbit", META_KEY: json.dumps({"format_version": FORMAT_VERSION, "tensors": tensors,
                                                       "modules": {}}, separators=(",", ":"))}
@@ -480,7 +507,8 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
                         symmetric: bool | None = None, algorithm: str = "rtn",
                         include: Iterable[str] | None = None, exclude: Iterable[str] = (), min_ndim: int = 2,
                         resume: bool = False, overwrite: bool = False, progress: bool | None = None,
-                        executor: str = "local", ray_address: str | None = None) -> ConvertSummary:
+                        executor: str = "local", ray_address: str | None = None,
+                        plan: Any = None) -> ConvertSummary:
     """Quantize the float tensors of a safetensors checkpoint into a lowbit checkpoint (see the module docstring).
 
     Args:
@@ -499,6 +527,9 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
             The output bytes are the same.
         ray_address: the cluster to join (``ray.init(address=...)``); None: ``RAY_ADDRESS``, a cluster started
             on this machine, or a new local one. A session already initialised in this process is used as is.
+        plan: a ``lowbit plan`` file (or :class:`lowbit.plan.Plan`): each planned layer's ``.weight`` takes
+            its own scheme, and no other tensor is quantized (``qtype``, ``granularity``, ``scale_format``,
+            ``symmetric`` and ``algorithm`` are then ignored). Every planned layer must be in the checkpoint.
 
     Returns:
         A :class:`ConvertSummary`.
@@ -511,11 +542,12 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
             (the message names the shard and the tensor).
     """
     run = _executor(executor, ray_address)
-    opts = QuantizeOptions(qtype, str(as_granularity(granularity)), scale_format, symmetric, algorithm,
-                           None if include is None else tuple(include), tuple(exclude), min_ndim)
-    opts.check()
     src_p, dst_p = Path(src), Path(dst)
     files = _inputs(src_p)
+    opts = QuantizeOptions(qtype, str(as_granularity(granularity)), scale_format, symmetric, algorithm,
+                           None if include is None else tuple(include), tuple(exclude), min_ndim,
+                           None if plan is None else _planned_schemes(plan, files))
+    opts.check()
     _check_fresh(dst_p, _outputs(src_p, files, dst_p), overwrite, resume)
     start = time.perf_counter()
     summary = ConvertSummary(input_bytes=sum(p.stat().st_size for p in files))
@@ -530,6 +562,19 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
         _quantize_folder(src_p, files, dst_p, opts, summary, resume, progress, run)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _planned_schemes(plan: Any, files: list[Path]) -> dict[str, dict[str, Any] | None]:
+    """Tensor name -> scheme fields of every layer a plan quantizes; every planned layer must be in ``files``."""
+    from lowbit.plan import Plan, load_plan
+
+    p = plan if isinstance(plan, Plan) else load_plan(plan)
+    names = {name for path in files for name in SafetensorsFile(path).names}
+    missing = sorted(layer for layer in p.layers if f"{layer}.weight" not in names)
+    if missing:
+        raise OptionError(f"the plan names {len(missing)} layer(s) whose weight is not in the checkpoint, e.g. "
+                          f"{', '.join(missing[:3])}: was it made for this model?")
+    return {name: fields for name in sorted(names) if (fields := p.scheme_for(name)) is not None}
 
 
 def _quantize_folder(src: Path, files: list[Path], dst: Path, opts: QuantizeOptions, summary: ConvertSummary,
