@@ -51,12 +51,12 @@ def gaussian() -> np.ndarray:
     return np.random.default_rng(0).standard_normal((256, 1024)).astype(np.float32)
 
 
-# (qtype, group size, max MSE ratio HQQ/RTN); measured 0.951, 0.897, 0.776 and 1.000 on this fixture.
-# Per channel, HQQ's parameters almost always clip the row's extreme, so min-max is kept.
+# (qtype, group size, max MSE ratio HQQ/RTN); measured 0.979, 0.979, 0.902 and 1.000 on this fixture.
+# Per channel, HQQ's parameters almost always clip some of the row's extremes, so min-max is kept.
 CASES = [
-    pytest.param("uint4", 64, 0.97, id="uint4-g64"),
-    pytest.param("uint3", 64, 0.92, id="uint3-g64"),
-    pytest.param("uint2", 16, 0.80, id="uint2-g16"),
+    pytest.param("uint4", 64, 0.99, id="uint4-g64"),
+    pytest.param("uint3", 64, 0.99, id="uint3-g64"),
+    pytest.param("uint2", 16, 0.92, id="uint2-g16"),
     pytest.param("uint4", None, 1.0 + 1e-9, id="uint4-channel"),
 ]
 
@@ -83,23 +83,21 @@ def test_valid_qtensor_and_no_block_worse(heavy_tailed, qtype, group_size):
     assert np.all(np.isfinite(qt.scale) & (qt.scale > 0))
     deq = lowbit.dequantize(qt)
     np.testing.assert_allclose(deq, reference_dequant(qt, group_size), rtol=1e-6, atol=1e-6)
-    # every block's squared error is at most that of min-max round-to-nearest, and its
-    # largest-magnitude weight is within half a min-max step
+    # every block's squared error is at most that of min-max round-to-nearest, and every
+    # weight is within half a min-max step (nothing clipped)
     rtn = lowbit.fake_quantize(w, qtype, granularity=granularity(group_size), symmetric=False)
     size = w.shape[1] if group_size is None else group_size
     blocks = w.astype(np.float64).reshape(-1, size)
     err = lambda r: np.sum((blocks - r.reshape(-1, size)) ** 2, axis=1)  # noqa: E731
     assert np.all(err(deq) <= err(rtn) * (1 + 1e-9) + 1e-12)
     s0, _ = lowbit.choose_qparams(blocks.min(1), blocks.max(1), fmt, symmetric=False)
-    top = np.argmax(np.abs(blocks), axis=1)
-    rows = np.arange(blocks.shape[0])
-    assert np.all(np.abs(blocks - deq.reshape(-1, size))[rows, top] <= 0.5 * s0 * (1 + 1e-6))
+    assert np.all(np.abs(blocks - deq.reshape(-1, size)).max(axis=1) <= 0.5 * s0 * (1 + 1e-6))
 
 
 def _numpy_hqq_params(w: np.ndarray, qtype: str, group_size: int, p=0.7, beta0=10.0, kappa=1.01, iterations=20):
     """The two half-quadratic phases in plain float64 NumPy (exact pow, one chunk of all blocks),
     steered by the l_p error, keeping the parameters of lowest squared error, then the per-block
-    choice between HQQ and min-max parameters by squared error and the largest weight's error."""
+    choice between HQQ and min-max parameters by squared error and the largest error."""
     fmt = lowbit.get_qtype(qtype)
     g = w.astype(np.float64).reshape(-1, group_size)
     s0, z0 = lowbit.choose_qparams(g.min(1), g.max(1), fmt, symmetric=False)
@@ -137,8 +135,7 @@ def _numpy_hqq_params(w: np.ndarray, qtype: str, group_size: int, p=0.7, beta0=1
     _, z_real = phase(s0, z0, True)
     z_int = np.clip(np.rint(z_real), fmt.qmin, fmt.qmax)
     s_hqq = phase(s0, z_int, False)[0].astype(np.float32).astype(np.float64)
-    top = np.argmax(np.abs(g), axis=1)[:, None]
-    top_err = np.abs(np.take_along_axis(g - s_hqq * (codes(s_hqq, z_int) - z_int), top, axis=1))
+    top_err = np.abs(g - s_hqq * (codes(s_hqq, z_int) - z_int)).max(axis=1, keepdims=True)
     keep = (sq(s_hqq, z_int) < sq(s0, z0)) & (top_err <= 0.5 * s0)
     return np.where(keep, s_hqq, s0).ravel(), np.where(keep, z_int, z0).ravel()
 

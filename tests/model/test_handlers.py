@@ -148,7 +148,8 @@ def test_groups_that_do_not_divide_fall_back_to_channels_and_say_so(net):
     assert schemes["conv"].endswith("(group 16 does not divide 3)")
 
 
-@pytest.mark.parametrize("granularity, scheme", [("group:64", "W4 uint4 group:64 hqq"), ("channel", "W4 uint4 channel hqq")])
+@pytest.mark.parametrize("granularity, scheme",
+                         [("group:64", "W4 uint4 group:64 hqq"), ("channel", "W4 uint4 channel hqq")])
 def test_hqq_algorithm_is_never_worse_than_round_to_nearest(granularity, scheme):
     torch.manual_seed(0)
     layer = nn.Linear(512, 64)

@@ -27,13 +27,12 @@ by the same half-quadratic scheme (shrink, then the closed-form least-squares
 scale ``<W - W_e, q - z> / <q - z, q - z>``).  The ``l_p`` norm steers the
 iterations, but the parameters kept are those with the lowest squared error
 seen, and each block keeps HQQ's parameters only where they have a lower
-squared error than the plain min-max ones *and* round the block's
-largest-magnitude weight to within half a min-max step, as min-max does.  So no block
-is worse than round-to-nearest in squared error, and none clips its extreme,
-which in a language model is a salient weight.  (Choosing by the ``l_p`` error
-let the extremes keep large errors: on SmolLM2 at uint4 per channel, 3.1x
-round-to-nearest's perplexity; by squared error alone 1.9x; with the extreme
-kept, 1.0x.)
+squared error than the plain min-max ones *and* round every weight to within
+half a min-max step, as min-max does: HQQ may move the grid but not clip.  So
+no block is worse than round-to-nearest in squared error, and none clips its
+extremes, which in a language model are salient weights.  (Choosing by the
+``l_p`` error let the extremes keep large errors: on SmolLM2 at uint4 per
+channel, 2.5-3.1x round-to-nearest's perplexity; by squared error alone, 1.9x.)
 The result is built with :func:`lowbit.quantize` from those explicit
 parameters, so ``lowbit.dequantize(result)`` *is* the reconstruction that was
 scored (codes are nearest-rounded for the chosen scale and zero point).
