@@ -248,7 +248,7 @@ class _Runner:
         assert self.blocks is not None
         patched = self.blocks[1][:k]
         for j, block in enumerate(patched):
-            block.forward = lambda *_a, _out=self.cache[i][j], **_k: _out
+            block.forward = lambda *_a, _out=self.cache[i][j], **_k: _fresh(_out)
         try:
             yield
         finally:
@@ -274,6 +274,13 @@ class _Runner:
                 with self._from_cache(block, i) if self.truncate else contextlib.nullcontext():
                     total += self.refs[i].error(self.output(self.model, batch))
         return total / len(self.batches)
+
+
+def _fresh(out: Any) -> Any:
+    """A copy of a cached block output (tensors cloned), so a model that adds to it in place cannot change the cache."""
+    if isinstance(out, (tuple, list)):
+        return type(out)(_fresh(o) for o in out)
+    return out.clone() if hasattr(out, "clone") else out
 
 
 def _rows(x: Any, limit: int) -> Any:
