@@ -229,6 +229,16 @@ def _select_plan(model: Any, plan: Plan, include: list[str] | None, exclude: lis
     return list(groups.values())
 
 
+def _plan_file(path: str | os.PathLike[str]) -> Any:
+    """The plan saved at ``path`` by ``lowbit plan``; a string that names no file is refused as a config."""
+    from lowbit.plan.plan_file import load_plan
+
+    if isinstance(path, str) and not os.path.exists(path) and not path.endswith(".json"):
+        raise OptionError(f"config must be a lowbit.model.Config, a plan (dict) or a plan file path, got the "
+                          f"string {path!r}, which names no file (for a format: lowbit.model.WeightOnly({path!r}))")
+    return load_plan(path)
+
+
 def _swap(model: Any, name: str, new: Any) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -334,9 +344,7 @@ def quantize_(
     """
     check_model(model, "quantize_")
     if isinstance(config, (str, os.PathLike)):  # a plan saved by lowbit.plan (Plan is itself a Mapping)
-        from lowbit.plan import load_plan
-
-        config = load_plan(config)
+        config = _plan_file(config)
     include_list = None if include is None else _patterns(include, "include")
     exclude_list = _patterns(exclude, "exclude")
     if isinstance(config, Mapping):

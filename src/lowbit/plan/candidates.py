@@ -109,7 +109,7 @@ def parse_candidate(spec: str) -> Candidate:
         >>> parse_candidate("int3:g64:asym").config.symmetric
         False
     """
-    from lowbit.model import WeightOnly
+    from lowbit.model.config import WeightOnly
 
     if not isinstance(spec, str) or not spec.strip():
         raise OptionError(f"a candidate is a non-empty string {_SYNTAX}, got {spec!r}")
