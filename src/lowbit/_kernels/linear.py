@@ -387,6 +387,28 @@ def quantize_blocks(x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, 
     return q, sx, qs
 
 
+@njit(inline="always", cache=True)
+def _dot_u4_i8(rs, es, os_, flip):  # pragma: no cover - compiled
+    """Exact int32 sum of a group's nibbles times int8 activations (``u = byte ^ flip``; low nibble with ``es``,
+    high with ``os_``).  Every product and sum is wrapped in int32: Numba types ``int32 * int32`` as int64,
+    which vectorises to 64-bit lanes; in int32 LLVM emits word dot products (vpmaddwd, vpdpwssd)."""
+    dot = np.int32(0)
+    for j in range(rs.size):
+        v = np.uint8(rs[j] ^ flip)  # a bare ``rs[j] ^ flip`` is int64, and so is the rest of the loop
+        dot = np.int32(dot + np.int32(np.int32(v & np.uint8(15)) * np.int32(es[j]))
+                       + np.int32(np.int32(v >> np.uint8(4)) * np.int32(os_[j])))
+    return dot
+
+
+@njit(inline="always", cache=True)
+def _dot_i8_i8(rs, xq):  # pragma: no cover - compiled
+    """Exact int32 sum of int8 codes times int8 activations (int32 throughout, as in :func:`_dot_u4_i8`)."""
+    dot = np.int32(0)
+    for j in range(rs.size):
+        dot = np.int32(dot + np.int32(np.int32(rs[j]) * np.int32(xq[j])))
+    return dot
+
+
 @njit(fastmath=True, nogil=True, cache=True)
 def _int4_q8_row1(qe, qo, sx, qs, w, scale, offset, xor, out, n0, n1):  # pragma: no cover - compiled
     ng = scale.shape[1]
@@ -401,11 +423,7 @@ def _int4_q8_row1(qe, qo, sx, qs, w, scale, offset, xor, out, n0, n1):  # pragma
             rs = row[b0 : b0 + gb]
             es = qe0[b0 : b0 + gb]
             os_ = qo0[b0 : b0 + gb]
-            dot = np.int32(0)
-            for j in range(gb):
-                v = np.uint8(rs[j] ^ flip)
-                dot = np.int32(dot + np.int32(np.int32(v & np.uint8(15)) * np.int32(es[j]))
-                               + np.int32(np.int32(v >> np.uint8(4)) * np.int32(os_[j])))
+            dot = _dot_u4_i8(rs, es, os_, flip)
             total += (np.float32(dot) * sx0[g] - offset[n, g] * qs0[g]) * scale[n, g]
         out[0, n] = total
 
@@ -430,11 +448,7 @@ def _int4_q8_rows(qe, qo, sx, qs, w, scale, offset, xor, out, n0, n1):  # pragma
             for m in range(m_rows):  # each row re-reads the group's bytes from L1 (faster than unpacking once)
                 es = qe[m, b0 : b0 + gb]
                 os_ = qo[m, b0 : b0 + gb]
-                dot = np.int32(0)
-                for j in range(gb):
-                    v = np.uint8(rs[j] ^ flip)
-                    dot = np.int32(dot + np.int32(np.int32(v & np.uint8(15)) * np.int32(es[j]))
-                                   + np.int32(np.int32(v >> np.uint8(4)) * np.int32(os_[j])))
+                dot = _dot_u4_i8(rs, es, os_, flip)
                 acc[m] += (np.float32(dot) * sx[m, g] - z * qs[m, g]) * s
         for m in range(m_rows):
             out[m, n] = acc[m]
@@ -484,9 +498,7 @@ def _int8_q8_row1(q, sx, qs, w, scale, offset, out, n0, n1):  # pragma: no cover
             c0 = g * gk
             rs = row[c0 : c0 + gk]
             xq = q0[c0 : c0 + gk]
-            dot = np.int32(0)
-            for j in range(gk):
-                dot = np.int32(dot + np.int32(np.int32(rs[j]) * np.int32(xq[j])))
+            dot = _dot_i8_i8(rs, xq)
             total += (np.float32(dot) * sx0[g] - offset[n, g] * qs0[g]) * scale[n, g]
         out[0, n] = total
 
@@ -509,9 +521,7 @@ def _int8_q8_rows(q, sx, qs, w, scale, offset, out, n0, n1):  # pragma: no cover
             s, z = scale[n, g], offset[n, g]
             for m in range(m_rows):
                 xq = q[m, c0 : c0 + gk]
-                dot = np.int32(0)
-                for j in range(gk):
-                    dot = np.int32(dot + np.int32(np.int32(rs[j]) * np.int32(xq[j])))
+                dot = _dot_i8_i8(rs, xq)
                 acc[m] += (np.float32(dot) * sx[m, g] - z * qs[m, g]) * s
         for m in range(m_rows):
             out[m, n] = acc[m]
