@@ -151,11 +151,16 @@ def _as_schemes(schemes: Iterable[Scheme | str] | None) -> list[Scheme]:
     return chosen
 
 
-def _range_qtype(schemes: Sequence[Scheme]) -> str:
-    """The lowest-bit integer format among the schemes (the ranges that matter most), else int8."""
+def range_qtype(qtypes: Iterable[Any]) -> str:
+    """The lowest-bit integer format among ``qtypes`` (the clipping ranges that matter most), else int8.
+
+    Example:
+        >>> range_qtype(["int8", "nf4", "int4"]), range_qtype(["nf4"])
+        ('int4', 'int8')
+    """
     from lowbit.formats import get_qtype
 
-    ints = [get_qtype(s.qtype) for s in schemes if get_qtype(s.qtype).kind == "int"]
+    ints = [get_qtype(q) for q in qtypes if get_qtype(q).kind == "int"]
     return min(ints, key=lambda q: q.bits).name if ints else "int8"
 
 
@@ -188,7 +193,7 @@ def tensor_file_data(path: str | Path, schemes: Iterable[Scheme | str] | None = 
     for name, array in iter_tensors(path, include, exclude, min_ndim):
         with error_context(f"tensor {name!r} (shape {array.shape})"):
             rows.extend(compare(array, chosen, name=name).rows)
-    data = ReportData(title or Path(path).name, rows, range_qtype=_range_qtype(chosen))
+    data = ReportData(title or Path(path).name, rows, range_qtype=range_qtype(sc.qtype for sc in chosen))
     worst = data.worst_tensors()
     data.weights = {n: np.asarray(a, np.float32) for n, a in load_tensors(path, worst).items()} if worst else {}
     return data
@@ -231,7 +236,7 @@ def checkpoint_data(path: str | os.PathLike[str], reference: str | os.PathLike[s
         rows.append(row_of(n, scheme, qt, refs.get(n), approx))
         deq[n] = approx
     data = ReportData(title or Path(path).name, rows,
-                      range_qtype=_range_qtype([Scheme(f.split(" ")[0]) for f in formats]))
+                      range_qtype=range_qtype(f.split(" ")[0] for f in formats))
     if reference is None:
         data.notes.append("No float reference was given: the error columns are n/a and histograms show the "
                           "dequantized weights (give --reference with the float .safetensors).")

@@ -23,7 +23,7 @@ import numpy as np
 
 from lowbit.errors import ModelError, OptionError
 from lowbit.metrics import CompareRow
-from lowbit.report.data import HISTOGRAM_LAYERS, ModelResult, ReportData, row_of
+from lowbit.report.data import HISTOGRAM_LAYERS, ModelResult, ReportData, range_qtype, row_of
 
 __all__ = ["Evaluator", "model_data"]
 
@@ -201,7 +201,7 @@ def model_data(model: Any, schemes: Mapping[str, Transform] | Iterable[Transform
     data = ReportData(title or type(model).__name__, rows, models=models,
                       metric=evaluator.name if evaluator else None,
                       higher_is_better=evaluator.higher_is_better if evaluator else True,
-                      range_qtype=_lowest_int(rows))
+                      range_qtype=range_qtype(r.qtype for r in rows))
     worst = data.worst_tensors(HISTOGRAM_LAYERS)
     data.weights = {n: floats[n].weight.detach().float().numpy() for n in worst}
     if batches:
@@ -209,11 +209,6 @@ def model_data(model: Any, schemes: Mapping[str, Transform] | Iterable[Transform
     return data
 
 
-def _lowest_int(rows: list[CompareRow]) -> str:
-    from lowbit.formats import get_qtype
-
-    ints = {r.qtype for r in rows if get_qtype(r.qtype).kind == "int"}
-    return min(ints, key=lambda q: get_qtype(q).bits) if ints else "int8"
 
 
 def _load_plan(path: str | os.PathLike[str]) -> Any:
