@@ -182,19 +182,7 @@ class _Reference:
 # --------------------------------------------------------------------------- the float pass
 
 
-def _blocks(model: Any) -> tuple[str, list] | None:
-    """The longest ModuleList of same-typed blocks (a transformer's layers), as (name, blocks)."""
-    import torch.nn as tnn
-
-    best = None
-    for n, m in model.named_modules():
-        same = isinstance(m, tnn.ModuleList) and len(m) >= 2 and len({type(b) for b in m}) == 1
-        if same and (best is None or len(m) > len(best[1])):
-            best = (n, list(m))
-    return best
-
-
-def _block_of(name: str, blocks: tuple[str, list] | None) -> int:
+def _block_of(name: str, blocks: tuple[str, Any] | None) -> int:
     """Index of the block holding layer ``name`` (0: outside every block, run the whole model)."""
     if blocks is None:
         return 0
@@ -211,7 +199,9 @@ class _Runner:
     def __init__(self, model: Any, batches: list, output: Callable[[Any, Any], Any], metric: str,
                  max_rows: int, layers: list) -> None:
         self.model, self.batches, self.output = model, batches, output
-        self.blocks = _blocks(model)
+        from lowbit.model._collect import _find_blocks  # the chain of blocks GPTQ/AWQ calibrate through
+
+        self.blocks = _find_blocks(model, layers)
         self.cache: list[list[Any]] = [[] for _ in batches]
         self.inputs: dict[str, list[Any]] = {n: [] for n, _ in layers}
         self.refs = self._float_pass(metric, max_rows, layers)
