@@ -17,12 +17,11 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from lowbit.io._safetensors import _fsync_dir
+from lowbit.io._safetensors import _fsync_dir, temp_beside
 
 __all__ = ["atomic_file"]
 
@@ -30,7 +29,7 @@ __all__ = ["atomic_file"]
 @contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` that becomes ``path`` when the block ends without an exception."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = temp_beside(path)
     os.close(fd)
     tmp = Path(name)
     try:

@@ -225,8 +225,10 @@ def _failure(ray: Any, err: Exception, src: Path, tensors_done: int) -> Exceptio
 
 def _remove_dead_attempts(outs: list[Path]) -> None:
     """Temporary files of attempts whose worker died (every task is finished when this runs)."""
+    from lowbit.io._safetensors import temps_beside
+
     for out in outs:
-        for tmp in out.parent.glob(f".{out.name}.*.tmp"):
+        for tmp in temps_beside(out):
             tmp.unlink(missing_ok=True)
 
 

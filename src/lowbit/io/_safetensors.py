@@ -395,7 +395,7 @@ class SafetensorsWriter:
         self._order = [n for n, _, _ in self.entries]
         self._next = 0
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+            fd, tmp = temp_beside(self.path)
         except OSError as err:
             raise FileFormatError(
                 f"cannot write {self.path}: {err.strerror or err} (its folder must exist and be writable)"
@@ -480,6 +480,23 @@ class SafetensorsWriter:
         except BaseException:
             self.abort()  # e.g. a declared tensor never written: no temporary file is left behind
             raise
+
+
+def temp_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file in ``path``'s folder, named ``.<name>.<random>.tmp``, as ``(fd, name)``.
+
+    Example:
+        >>> import tempfile
+        >>> fd, name = temp_beside(Path(tempfile.mkdtemp()) / "a.safetensors"); os.close(fd)
+        >>> [p.name == Path(name).name for p in temps_beside(Path(name).parent / "a.safetensors")]
+        [True]
+    """
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
+def temps_beside(path: Path) -> list[Path]:
+    """The temporary files :func:`temp_beside` made for ``path`` that are still there (a dead writer's)."""
+    return sorted(path.parent.glob(f".{path.name}.*.tmp"))
 
 
 def _fsync_dir(folder: Path) -> None:
