@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from lowbit.errors import LowbitError, error_context
+from lowbit.errors import LowbitError, OptionError, error_context
 
 __all__ = ["main", "build_parser"]
 
@@ -130,6 +130,7 @@ def _add_export_commands(sub: Any) -> None:
 
 def _add_checkpoint_commands(sub: Any) -> None:
     from lowbit.formats import list_qtypes, list_scale_formats
+    from lowbit.model.presets import PRESETS, list_presets, preset
 
     q = sub.add_parser(
         "quantize", help="quantize a safetensors checkpoint (file or model folder) into a lowbit checkpoint",
@@ -139,16 +140,23 @@ def _add_checkpoint_commands(sub: Any) -> None:
     )
     q.add_argument("input", help="a .safetensors file, or a folder with model.safetensors or shards and their index")
     q.add_argument("output", help="a .safetensors file (from a file) or a folder")
-    q.add_argument("--qtype", default="int4", metavar="QTYPE", help=f"format ({', '.join(list_qtypes())})")
-    q.add_argument("--granularity", default="group:64", metavar="G",
+    q.add_argument("--preset", choices=list(PRESETS), metavar="PRESET",
+                   help="a named scheme for a bits/weight budget (" + "; ".join(
+                       f"{p.name}: <= {p.budget:g}, {preset(p.name).scheme}" for p in list_presets())
+                   + "); it replaces the scheme flags below")
+    q.add_argument("--qtype", default=None, metavar="QTYPE", help=f"format ({', '.join(list_qtypes())}; default int4)")
+    q.add_argument("--granularity", default=None, metavar="G",
                    help="tensor, channel or group:SIZE along the last axis (default group:64); a size that does not "
                    "divide a tensor falls back to channel")
     q.add_argument("--scale-format", default=None, choices=list_scale_formats(), metavar="FORMAT",
                    help=f"how scales are stored ({', '.join(list_scale_formats())})")
-    q.add_argument("--symmetry", choices=["default", "sym", "asym"], default="default",
+    q.add_argument("--symmetry", choices=["default", "sym", "asym"], default=None,
                    help="default: sym for signed formats, asym for unsigned")
-    q.add_argument("--algorithm", choices=["rtn", "hqq"], default="rtn",
-                   help="rtn: round to nearest; hqq: half-quadratic (2-d weights, affine)")
+    q.add_argument("--algorithm", choices=["rtn", "hqq"], default=None,
+                   help="rtn (default): round to nearest; hqq: half-quadratic (2-d weights, affine)")
+    q.add_argument("--zero-point", choices=["int", "float"], default=None,
+                   help="int (default) or float: a float minimum per block, w = code * scale + min (unsigned "
+                   "formats, round to nearest, float32/float16 scales; GGUF Q4_1's rule)")
     q.add_argument("--tensor", nargs="+", metavar="GLOB", help="only tensors matching these patterns")
     q.add_argument("--exclude", nargs="+", default=[], metavar="GLOB", help="tensors to keep in float")
     q.add_argument("--min-ndim", type=int, default=2, help="only tensors with at least this many dimensions (2)")
@@ -198,14 +206,30 @@ def _summary_text(s: Any, verb: str) -> str:
     return "\n".join(lines)
 
 
+_SCHEME_FLAGS = {"qtype": "int4", "granularity": "group:64", "scale_format": None, "symmetry": "default",
+                 "algorithm": "rtn", "zero_point": "int"}
+
+
+def _scheme_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The scheme flags given, with their defaults; none may be given beside --preset or --plan."""
+    given = [k for k in _SCHEME_FLAGS if getattr(args, k) is not None]
+    for other in ("preset", "plan"):
+        if getattr(args, other) and given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise OptionError(f"--{other} sets each tensor's scheme; drop {flags}")
+    return {k: default if getattr(args, k) is None else getattr(args, k) for k, default in _SCHEME_FLAGS.items()}
+
+
 def _quantize(args: argparse.Namespace) -> str:
     import json
 
     from lowbit.io.convert import quantize_checkpoint
 
-    symmetric = {"default": None, "sym": True, "asym": False}[args.symmetry]
-    summary = quantize_checkpoint(args.input, args.output, qtype=args.qtype, granularity=args.granularity,
-                                  scale_format=args.scale_format, symmetric=symmetric, algorithm=args.algorithm,
+    flags = _scheme_flags(args)
+    symmetric = {"default": None, "sym": True, "asym": False}[flags["symmetry"]]
+    summary = quantize_checkpoint(args.input, args.output, qtype=flags["qtype"], granularity=flags["granularity"],
+                                  scale_format=flags["scale_format"], symmetric=symmetric,
+                                  algorithm=flags["algorithm"], zero_point=flags["zero_point"], preset=args.preset,
                                   include=args.tensor, exclude=args.exclude, min_ndim=args.min_ndim,
                                   resume=args.resume, overwrite=args.overwrite,
                                   progress=False if args.quiet else None,

@@ -42,7 +42,7 @@ def test_scheme_for_checkpoint_tensors():
     plan = make_plan()
     up = plan.scheme_for("model.layers.0.mlp.up_proj.weight")
     assert up == {"qtype": "int4", "granularity": "group:32", "symmetric": None, "scale_format": None,
-                  "algorithm": "rtn"}
+                  "algorithm": "rtn", "zero_point": "int"}
     assert plan.scheme_for("model.layers.0.mlp.up_proj.bias") is None
     assert plan.scheme_for("model.layers.0.mlp.down_proj.weight") is None  # kept float
     assert plan.scheme_for("model.norm.weight") is None  # not planned

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.errors import FileFormatError, GranularityError, OptionError, error_context
-from lowbit.formats import get_qtype, scale_format_for
+from lowbit.formats import QType, get_qtype, scale_format_for
 from lowbit.granularity import Granularity, PerChannel, PerGroup, PerTensor, as_granularity, plan
 from lowbit.io._progress import Progress
 from lowbit.io._safetensors import SafetensorsFile, SafetensorsWriter
@@ -82,6 +82,7 @@ class QuantizeOptions:
     min_ndim: int = 2
     #: from a ``lowbit plan`` file: tensor name -> its scheme's fields (None: kept float); only these are quantized
     plan: dict[str, dict[str, Any] | None] | None = None
+    zero_point: str = "int"
 
     def for_tensor(self, name: str) -> QuantizeOptions | None:
         """The options one tensor is quantized with: the run's, or with a plan the tensor's planned scheme
@@ -123,6 +124,22 @@ class QuantizeOptions:
                 raise OptionError("algorithm='hqq' stores its scales as float32, float16 or bfloat16")
         if isinstance(self.min_ndim, bool) or not isinstance(self.min_ndim, int) or self.min_ndim < 0:
             raise OptionError(f"min_ndim must be an int >= 0, got {self.min_ndim!r}")
+        self._check_zero_point(qt, gran)
+
+    def _check_zero_point(self, qt: QType, gran: Granularity) -> None:
+        from lowbit.core import float_zero_point_problems, float_zero_point_requested
+
+        if self.zero_point not in ("int", "float"):
+            raise OptionError(f"zero_point must be 'int' or 'float', got {self.zero_point!r}")
+        if not float_zero_point_requested(self.zero_point):
+            return
+        problems = float_zero_point_problems(qt, self.symmetric, self.scale_format or "float32")
+        if isinstance(gran, PerTensor):
+            problems.append("channel or group granularity (not tensor)")
+        if self.algorithm != "rtn":
+            problems.append(f"algorithm='rtn' for checkpoint files (got {self.algorithm!r})")
+        if problems:
+            raise OptionError("zero_point='float' needs " + "; ".join(problems))
 
 
 @dataclass
@@ -200,6 +217,8 @@ def _plan_tensor(name: str, f: SafetensorsFile, opts: QuantizeOptions) -> tuple[
     dtype = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}[f.dtype(name)]
     info = {"qtype": qt.name, "granularity": str(gran), "symmetric": sym,
             "scale_format": scale_format_for(qt, opts.scale_format).name, "shape": list(shape), "dtype": dtype}
+    if opts.zero_point == "float":
+        info["zero_point_kind"] = "float"
     return info, note
 
 
@@ -228,7 +247,7 @@ def _stored_rtn(f: SafetensorsFile, name: str, info: dict[str, Any]) -> Iterator
     if direct:
         for block in _rows(f, name):
             yield quantize(block, info["qtype"], granularity=gran, symmetric=info["symmetric"],
-                           scale_format=info["scale_format"])
+                           scale_format=info["scale_format"], zero_point=info.get("zero_point_kind"))
         return
     yield from _two_pass(f, name, info, gran)
 
@@ -508,7 +527,7 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
                         include: Iterable[str] | None = None, exclude: Iterable[str] = (), min_ndim: int = 2,
                         resume: bool = False, overwrite: bool = False, progress: bool | None = None,
                         executor: str = "local", ray_address: str | None = None,
-                        plan: Any = None) -> ConvertSummary:
+                        plan: Any = None, zero_point: str = "int", preset: str | None = None) -> ConvertSummary:
     """Quantize the float tensors of a safetensors checkpoint into a lowbit checkpoint (see the module docstring).
 
     Args:
@@ -530,6 +549,10 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
         plan: a ``lowbit plan`` file (or :class:`lowbit.plan.Plan`): each planned layer's ``.weight`` takes
             its own scheme, and no other tensor is quantized (``qtype``, ``granularity``, ``scale_format``,
             ``symmetric`` and ``algorithm`` are then ignored). Every planned layer must be in the checkpoint.
+        zero_point: ``"int"`` or ``"float"`` (unsigned formats, round to nearest, float32/float16 scales:
+            ``w = code * scale + min`` per block, GGUF Q4_1's rule).
+        preset: a preset name (``"w4"``, :mod:`lowbit.model.presets`): its data-free scheme replaces
+            ``qtype``, ``granularity``, ``scale_format``, ``symmetric``, ``algorithm`` and ``zero_point``.
 
     Returns:
         A :class:`ConvertSummary`.
@@ -544,9 +567,11 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
     run = _executor(executor, ray_address)
     src_p, dst_p = Path(src), Path(dst)
     files = _inputs(src_p)
+    if preset is not None:
+        qtype, granularity, scale_format, symmetric, algorithm, zero_point = _preset_scheme(preset)
     opts = QuantizeOptions(qtype, str(as_granularity(granularity)), scale_format, symmetric, algorithm,
                            None if include is None else tuple(include), tuple(exclude), min_ndim,
-                           None if plan is None else _planned_schemes(plan, files))
+                           None if plan is None else _planned_schemes(plan, files), zero_point)
     opts.check()
     _check_fresh(dst_p, _outputs(src_p, files, dst_p), overwrite, resume)
     start = time.perf_counter()
@@ -562,6 +587,15 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
         _quantize_folder(src_p, files, dst_p, opts, summary, resume, progress, run)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _preset_scheme(name: str) -> tuple[Any, ...]:
+    """(qtype, granularity, scale_format, symmetric, algorithm, zero_point) of a preset's data-free form."""
+    from lowbit.plan.plan_file import scheme_fields
+    from lowbit.model.presets import preset
+
+    f = scheme_fields(preset(name))
+    return f["qtype"], f["granularity"], f["scale_format"], f["symmetric"], f["algorithm"], f["zero_point"]
 
 
 def _planned_schemes(plan: Any, files: list[Path]) -> dict[str, dict[str, Any] | None]:

@@ -18,6 +18,7 @@ from lowbit.model._registry import get_handler, list_handlers, register_handler
 from lowbit.model._train import train
 from lowbit.model.config import QAT, Config, Dynamic, Static, StatPlan, WeightOnly
 from lowbit.model.ladder import Rung, render_ladder, run_ladder
+from lowbit.model.presets import PRESETS, Preset, list_presets, preset
 from lowbit.model.reports import ErrorReport, LayerErrorRow, SizeReport, error_report, size_report
 
 # isort: split
@@ -48,6 +49,10 @@ __all__ = [
     "run_ladder",
     "render_ladder",
     "train",
+    "Preset",
+    "PRESETS",
+    "preset",
+    "list_presets",
 ]
 
 __getattr__ = renamed_attributes("lowbit.model", {"LayerError": ("lowbit.model.LayerErrorRow", lambda: LayerErrorRow)})

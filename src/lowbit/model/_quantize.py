@@ -38,6 +38,7 @@ from lowbit.model._calibrate import check_model, one_batch_as_list
 from lowbit.model._registry import get_handler, is_config
 from lowbit.model.config import Config, StatPlan
 from lowbit.model.reports import module_nbytes
+from lowbit.model.presets import PRESETS, is_preset, preset
 
 __all__ = ["quantize_", "convert", "Summary", "SummaryRow"]
 
@@ -234,8 +235,9 @@ def _plan_file(path: str | os.PathLike[str]) -> Any:
     from lowbit.plan.plan_file import load_plan
 
     if isinstance(path, str) and not os.path.exists(path) and not path.endswith(".json"):
-        raise OptionError(f"config must be a lowbit.model.Config, a plan (dict) or a plan file path, got the "
-                          f"string {path!r}, which names no file (for a format: lowbit.model.WeightOnly({path!r}))")
+        raise OptionError(f"config must be a lowbit.model.Config, a preset ({', '.join(PRESETS)}), a plan (dict) or "
+                          f"a plan file path, got the string {path!r}, which names no file (for a format: "
+                          f"lowbit.model.WeightOnly({path!r}))")
     return load_plan(path)
 
 
@@ -300,7 +302,9 @@ def quantize_(
     Args:
         model: the model; its other layers are left alone.
         config: a config (WeightOnly, Dynamic, Static (prepares observers), QAT(step=...)
-            or one registered with :func:`register_handler`), or a plan: a dict of
+            or one registered with :func:`register_handler`), a preset name (``"w8"``, ``"w4"``,
+            ``"w3"``, ``"w2"``: :mod:`lowbit.model.presets`; its calibrated form when ``batches``
+            are given, its data-free form otherwise), or a plan: a dict of
             module-name glob patterns to configs or None (leave float); each layer
             takes the first pattern that matches it and whose config targets its type.
             A :class:`lowbit.plan.Plan` (from ``lowbit.plan.plan_model``) is such a dict, and the
@@ -343,7 +347,9 @@ def quantize_(
         'W8 int8 channel'
     """
     check_model(model, "quantize_")
-    if isinstance(config, (str, os.PathLike)):  # a plan saved by lowbit.plan (Plan is itself a Mapping)
+    if is_preset(config):  # "w4": the preset's calibrated form when batches are given, else its data-free one
+        config = preset(config, calibrated=batches is not None)
+    elif isinstance(config, (str, os.PathLike)):  # a plan saved by lowbit.plan (Plan is itself a Mapping)
         config = _plan_file(config)
     include_list = None if include is None else _patterns(include, "include")
     exclude_list = _patterns(exclude, "exclude")

@@ -12,6 +12,9 @@ commas: ``int8,int4:g64,int3:g64,uint4:g64:hqq,int2:g16:float16``.
 * ``SCALE_FORMAT``: how scales are stored (``float16``, ``bfloat16``, ``double8`` ...; default float32).
 * ``hqq``: half-quadratic rounding (data-free, affine) instead of round to nearest.
 
+A preset name (``w8``, ``w4``, ``w3``, ``w2``: :mod:`lowbit.model.presets`) is a candidate too: its
+data-free scheme.
+
 GPTQ and AWQ are not candidates: they round each layer from the already-quantized layers
 before it, so a one-layer-at-a-time sensitivity would not describe what they produce.
 
@@ -35,7 +38,8 @@ __all__ = ["Candidate", "parse_candidate", "parse_candidates", "DEFAULT_CANDIDAT
 DEFAULT_CANDIDATES = "int8,int4:g64,int3:g64,int2:g16:float16"
 """The candidates of ``lowbit plan`` when none are given (about 8.06, 4.5, 3.5 and 3.0 bits/weight on SmolLM2)."""
 
-_SYNTAX = "QTYPE[:gSIZE][:asym|:sym][:SCALE_FORMAT][:hqq] (e.g. int4:g64, uint4:g64:hqq, int2:g16:float16)"
+_SYNTAX = ("QTYPE[:gSIZE][:asym|:sym][:SCALE_FORMAT][:hqq] or a preset (e.g. int4:g64, uint4:g64:hqq, "
+           "int2:g16:float16, w4)")
 
 
 @dataclass(frozen=True)
@@ -108,14 +112,19 @@ def parse_candidate(spec: str) -> Candidate:
     Example:
         >>> parse_candidate("int3:g64:asym").config.symmetric
         False
+        >>> parse_candidate("w4").config.scheme
+        'W4 uint4 group:64 hqq float16 scales'
     """
     from lowbit.model.config import WeightOnly
+    from lowbit.model.presets import is_preset, preset
 
     if not isinstance(spec, str) or not spec.strip():
         raise OptionError(f"a candidate is a non-empty string {_SYNTAX}, got {spec!r}")
     spec = spec.strip()
     if spec == "float":
         return Candidate(spec, None)
+    if is_preset(spec):
+        return Candidate(spec.lower(), preset(spec))
     try:
         fields = _fields(spec)
         config = WeightOnly(fields["qtype"], fields.get("group"), symmetric=fields.get("symmetry"),

@@ -69,7 +69,7 @@ def scheme_fields(config: Any) -> dict[str, Any] | None:
     if config is None:
         return None
     return {"qtype": str(config.qtype), "granularity": str(config.granularity), "symmetric": config.symmetric,
-            "scale_format": config.scale_format, "algorithm": config.algorithm}
+            "scale_format": config.scale_format, "algorithm": config.algorithm, "zero_point": config.zero_point}
 
 
 @dataclass(frozen=True, eq=False)

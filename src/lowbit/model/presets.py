@@ -1,0 +1,124 @@
+"""Named presets: the best measured weight-only scheme for a bits-per-weight budget, one name away.
+
+A preset names a budget of stored bits per weight (codes, scales and zero points all counted)
+and the scheme that measured best inside it on lowbit's side-by-side quality benchmark
+(``benchmarks/quality_peers.py``: SmolLM2-135M perplexity on *Hamlet* and all-MiniLM-L6-v2
+sentence cosine).  Each preset has two forms:
+
+* ``data_free``: what lowbit runs without calibration data (round to nearest or HQQ); used by
+  ``quantize_(model, "w4")``, ``lowbit quantize IN OUT --preset w4`` and ``lowbit plan``'s
+  candidates;
+* ``calibrated``: what it runs when calibration batches are given,
+  ``quantize_(model, "w4", batches=...)`` (GPTQ or learned rounding; slower, better).
+
+Example:
+    >>> [p.name for p in list_presets()]
+    ['w8', 'w4', 'w3', 'w2']
+    >>> preset("w4").scheme
+    'W4 uint4 group:64 hqq float16 scales'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lowbit.errors import OptionError
+
+__all__ = ["Preset", "PRESETS", "preset", "list_presets", "is_preset"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A budget and the WeightOnly settings that measured best inside it.
+
+    Attributes:
+        name: ``"w4"`` ...
+        budget: the most stored bits per weight of its schemes (scales and zero points included).
+        data_free: WeightOnly keyword arguments without calibration data.
+        calibrated: WeightOnly keyword arguments with calibration batches.
+        summary: one line for help texts: what it is for.
+
+    Example:
+        >>> PRESETS["w3"].budget
+        3.5
+    """
+
+    name: str
+    budget: float
+    data_free: dict[str, Any] = field(hash=False)
+    calibrated: dict[str, Any] = field(hash=False)
+    summary: str = ""
+
+    def config(self, calibrated: bool = False) -> Any:
+        """The :class:`lowbit.model.WeightOnly` of one form (``calibrated``: the one that takes batches).
+
+        Example:
+            >>> PRESETS["w4"].config(calibrated=True).algorithm
+            'gptq'
+        """
+        from lowbit.model.config import WeightOnly
+
+        return WeightOnly(**(self.calibrated if calibrated else self.data_free), embeddings=False)
+
+
+def _scheme(qtype: str, group: int | None, algorithm: str, **extra: Any) -> dict[str, Any]:
+    gran = "channel" if group is None else f"group:{group}"
+    return {"qtype": qtype, "granularity": gran, "algorithm": algorithm, "scale_format": "float16", **extra}
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset("w8", 8.1, _scheme("int8", None, "rtn"), _scheme("int8", None, "gptq"),
+               "int8 per output channel: near-lossless, half of float16"),
+        Preset("w4", 4.5, _scheme("uint4", 64, "hqq"), _scheme("uint4", 64, "gptq"),
+               "4-bit, groups of 64: the usual shipping point"),
+        Preset("w3", 3.5, _scheme("uint3", 64, "hqq"), _scheme("uint3", 64, "gptq"),
+               "3-bit, groups of 64: smaller, needs calibration to hold up"),
+        Preset("w2", 2.5, _scheme("uint2", 64, "hqq"), _scheme("uint2", 64, "gptq"),
+               "2-bit, groups of 64: the smallest; calibrated only for serious use"),
+    ]
+}
+"""Preset name -> :class:`Preset`, smallest compression first."""
+
+
+def list_presets() -> list[Preset]:
+    """Every preset, from the most bits to the fewest.
+
+    Example:
+        >>> list_presets()[-1].name
+        'w2'
+    """
+    return sorted(PRESETS.values(), key=lambda p: -p.budget)
+
+
+def is_preset(name: Any) -> bool:
+    """Whether ``name`` is a preset's name.
+
+    Example:
+        >>> is_preset("w4"), is_preset("int4")
+        (True, False)
+    """
+    return isinstance(name, str) and name.strip().lower() in PRESETS
+
+
+def preset(name: str, *, calibrated: bool = False) -> Any:
+    """The :class:`lowbit.model.WeightOnly` config of a preset.
+
+    Args:
+        name: ``"w8"``, ``"w4"``, ``"w3"`` or ``"w2"``.
+        calibrated: the form that needs calibration batches (GPTQ or learned rounding) instead of
+            the data-free one.
+
+    Raises:
+        OptionError: an unknown name (the message lists the presets).
+
+    Example:
+        >>> preset("w2", calibrated=True).scheme
+        'W2 uint2 group:64 gptq float16 scales'
+    """
+    if not is_preset(name):
+        names = ", ".join(f"{p.name} (<= {p.budget:g} bits/weight)" for p in list_presets())
+        raise OptionError(f"unknown preset {name!r}; presets: {names}")
+    return PRESETS[name.strip().lower()].config(calibrated)
