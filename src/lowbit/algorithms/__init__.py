@@ -5,6 +5,8 @@
 * :func:`awq_quantize`: activation-aware column scaling and clipping;
 * :func:`smoothquant_scales`, :func:`search_smoothing`: activation outliers moved into the
   weights before W8A8 quantization (a fixed migration strength, or the best per layer);
+* :func:`autoround_block`, :func:`autoround_quantize`: learned rounding offsets and clipping
+  (AutoRound, signed gradient descent) matching a transformer block's (or a layer's) output;
 * :class:`ActivationStatistics`: what AWQ and SmoothQuant need from a layer's inputs, streamed.
 
 Example:
@@ -15,6 +17,7 @@ Example:
 """
 
 from lowbit.algorithms._statistics import ActivationStatistics
+from lowbit.algorithms.autoround import RoundingScheme, autoround_block, autoround_quantize
 from lowbit.algorithms.awq import awq_quantize, awq_scales
 from lowbit.algorithms.gptq import HessianAccumulator, gptq_quantize
 from lowbit.algorithms.hqq import hqq_quantize
@@ -27,6 +30,9 @@ __all__ = [
     "ActivationStatistics",
     "awq_quantize",
     "awq_scales",
+    "RoundingScheme",
+    "autoround_block",
+    "autoround_quantize",
     "smoothquant_scales",
     "search_smoothing",
 ]
