@@ -23,6 +23,12 @@ Two orders:
   blocks (e.g. a final projection) are fed by the first, float pass and come
   last.
 
+**Block-wise** (``block_step``, for AutoRound): in the sequential order, the float
+blocks' outputs are carried beside the quantized ones (one more forward pass per
+block), and instead of feeding statistics the block's chosen layers are handed with
+the block's inputs (from the quantized blocks before it) and its float outputs to
+``block_step``, whose results are the layers' statistics.
+
 Layers that receive the very same input tensor (a transformer's q/k/v
 projections, gate/up projections) share one statistic object, which sees that
 input once per call.  A module called several times in one forward pass (one
@@ -228,6 +234,7 @@ def layer_statistics(
     sequential: bool = False,
     progress: bool | None = None,
     sink_weight: float = 1.0,
+    block_step: Callable[..., dict[str, Any]] | None = None,
 ) -> Iterator[tuple[str, nn.Module, Any]]:
     """Yield ``(name, module, statistic)`` for each chosen layer, fed from ``batches``.
 
@@ -240,6 +247,8 @@ def layer_statistics(
             quantized blocks before it (see the module docstring).
         progress: show a progress meter on stderr (default: when stderr is a terminal).
         sink_weight: weight of the first position of each sequence (see the module docstring).
+        block_step: ``block_step(block, prefix, layers, inputs, targets)`` -> ``{name: statistic}``
+            for the chosen layers of each block of a chain (see the module docstring); None: feed statistics.
 
     Yields:
         ``(name, module, statistic)``; ``statistic`` is None for a layer that never ran.
@@ -272,9 +281,17 @@ def layer_statistics(
             return
         last = max(i for i, group in enumerate(inside) if group) if members else -1
         meter = Progress(last + 1, meter_on, "quantizing", "blocks")
+        floats = list(cached) if block_step is not None else []  # the float model's inputs of block i
         for i in range(last + 1):
             block = blocks[i]
-            if inside[i]:
+            if block_step is not None:
+                targets = [_hidden(block(*a, **k)) for a, k in floats]
+                if inside[i]:
+                    stats = block_step(block, f"{prefix}.{i}." if prefix else f"{i}.", inside[i], cached, targets)
+                    for name, module in inside[i]:
+                        yield name, module, stats.get(name)
+                floats = [_with_hidden(a, k, t) for (a, k), t in zip(floats, targets, strict=True)]
+            elif inside[i]:
                 with _Feeder(inside[i], factory, sink_weight) as block_feeder:
                     for args, kwargs in cached:
                         block_feeder.new_batch()

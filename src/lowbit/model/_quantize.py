@@ -260,7 +260,8 @@ def _layers_with_statistics(
     for name, module in chosen:
         if name not in names:
             yield name, module, None
-    yield from layer_statistics(model, fed, batches, plan.factory, plan.sequential, progress, plan.sink_weight)
+    yield from layer_statistics(model, fed, batches, plan.factory, plan.sequential, progress, plan.sink_weight,
+                                plan.block)
 
 
 def _apply(model: Any, config: Config, chosen: list, batches: Any, progress: bool | None, swapped: list,

@@ -45,14 +45,16 @@ ALGORITHM_OPTIONS: dict[str, tuple[str, ...]] = {
     "hqq": ("iterations", "lp_norm", "beta", "kappa", "early_stop"),
     "gptq": ("damp", "act_order", "block_size", "sink_weight"),
     "awq": ("grid", "clip", "max_shrink", "clip_steps", "max_rows", "sink_weight"),
+    "autoround": ("steps", "lr", "min_clip", "checkpoints", "seed", "sink_weight", "max_rows"),
 }
 # Options the calibration pass takes (not the algorithm's function), with their defaults.
 COLLECT_OPTIONS: dict[str, dict[str, Any]] = {
     "gptq": {"sink_weight": 32.0},
     "awq": {"sink_weight": 1.0, "max_rows": 1024},
+    "autoround": {"sink_weight": 1.0, "max_rows": 1024},
 }
 ALGORITHMS = tuple(ALGORITHM_OPTIONS)
-DATA_ALGORITHMS = ("gptq", "awq")
+DATA_ALGORITHMS = ("gptq", "awq", "autoround")
 """Algorithms that need calibration batches (``quantize_(model, config, batches=...)``)."""
 _SMOOTH_ROWS = 512  # calibration rows per layer that score SmoothQuant's alpha (smoothquant="auto")
 
@@ -71,6 +73,11 @@ class StatPlan:
             (others reach the handler first, with None).
         sink_weight: weight of the first position of each ``(batch, sequence, features)``
             input relative to the other rows (:func:`lowbit.model.quantize_` documents it).
+        block: for block-wise algorithms (AutoRound), ``block(module, prefix, layers, inputs, targets)``
+            run once per repeated block of the sequential pass, with the block's chosen
+            ``(name, layer)`` pairs (names start with ``prefix``), its inputs as ``(args, kwargs)``
+            in the quantized model and the float block's outputs; it returns each layer's statistic
+            by name. Layers outside the blocks still get ``factory``'s statistic.
 
     Example:
         >>> from lowbit.algorithms import ActivationStatistics
@@ -82,6 +89,7 @@ class StatPlan:
     sequential: bool = False
     wants: Callable[[Any], bool] = lambda module: True
     sink_weight: float = 1.0
+    block: Callable[..., dict[str, Any]] | None = None
 
 
 class Config(abc.ABC):
@@ -198,8 +206,11 @@ class WeightOnly(Config):
         algorithm: weight rounding algorithm: ``"rtn"`` (round to nearest),
             ``"hqq"`` (half-quadratic, data-free; affine, Linear and Embedding
             layers), ``"gptq"`` (second-order error feedback from the layer's input
-            Hessian) or ``"awq"`` (activation-aware column scaling and clipping).
-            GPTQ and AWQ need calibration batches (``quantize_(..., batches=...)``)
+            Hessian), ``"awq"`` (activation-aware column scaling and clipping) or
+            ``"autoround"`` (rounding offsets and clip factors learned by signed gradient
+            descent on each transformer block's output, :func:`lowbit.algorithms.autoround_block`;
+            options ``steps``, ``lr``, ``min_clip``, ``checkpoints``, ``seed``).
+            GPTQ, AWQ and AutoRound need calibration batches (``quantize_(..., batches=...)``)
             and quantize Linear layers; the layers an algorithm does not take keep
             round to nearest, and the summary says so.
         embeddings: also quantize ``nn.Embedding`` tables.
@@ -266,6 +277,10 @@ class WeightOnly(Config):
             )
         if self.algorithm != "rtn":
             _check_weight_algorithm(self)
+        if self.algorithm == "autoround":
+            from lowbit.algorithms.autoround import check_options
+
+            check_options(**{k: v for k, v in self.algorithm_options.items() if k != "max_rows"})
 
     @property
     def scheme(self) -> str:
@@ -293,6 +308,12 @@ class WeightOnly(Config):
         if self.algorithm == "gptq":
             return StatPlan(lambda name, m: HessianAccumulator(m.in_features), sequential=True, wants=_is_linear,
                             sink_weight=float(opts["sink_weight"]))
+        if self.algorithm == "autoround":
+            from lowbit.model._handlers import autoround_step
+
+            rows = int(opts["max_rows"])
+            return StatPlan(lambda name, m: ActivationStatistics(m.in_features, max_rows=rows), sequential=True,
+                            wants=_is_linear, sink_weight=float(opts["sink_weight"]), block=autoround_step(self))
         if self.algorithm == "awq":
             rows = int(opts["max_rows"])
             return StatPlan(lambda name, m: ActivationStatistics(m.in_features, max_rows=rows), sequential=True,
