@@ -82,17 +82,24 @@ def offset_dtype(scale_format: str, sdt: np.dtype | type) -> np.dtype:
 
 
 def _zero_point_kind(zero_point: Any) -> tuple[bool, Any]:
-    """(float zero point asked for, the explicit zero points left: None for a kind string)."""
-    if not isinstance(zero_point, str):
-        return False, zero_point
-    return float_zero_point_requested(zero_point), None
+    """(float zero point asked for, the explicit zero points left: None for a kind string).
+
+    An array of a float dtype (NumPy or torch), as a float-zero-point QTensor holds, is explicit offsets."""
+    if isinstance(zero_point, str):
+        return float_zero_point_requested(zero_point), None
+    dtype = getattr(zero_point, "dtype", None)
+    if dtype is not None and getattr(dtype, "is_floating_point", False):  # a torch float tensor
+        return True, zero_point.detach().cpu().numpy()
+    return isinstance(dtype, np.dtype) and dtype.kind == "f", zero_point
 
 
-def _offset_checks(qt: QType, symmetric: bool | None, scale: Any, est: Any, fmt: ScaleFormat) -> None:
+def _offset_checks(qt: QType, symmetric: bool | None, scale: Any, offsets: Any, est: Any, fmt: ScaleFormat) -> None:
     """Refuse the options a float zero point (``x = code * scale + offset``) does not combine with."""
     problems = float_zero_point_problems(qt, symmetric, fmt.name)
-    if scale is not None:
-        problems.append("no scale= (each block's scale and minimum are chosen)")
+    if scale is not None and offsets is None:
+        problems.append("explicit offsets beside scale= (zero_point= a float array, e.g. a QTensor's zero_point)")
+    if offsets is not None and scale is None:
+        problems.append("scale= beside the explicit offsets (zero_point= a float array)")
     if est is not None:
         problems.append(f"each block's min and max (method='minmax'), got {est!r}")
     if problems:
@@ -105,23 +112,44 @@ def _codes_buffer(qt: QType, n: int, out: np.ndarray | None) -> np.ndarray:
     return np.empty(size, dtype) if out is None else check_out(out, dtype, size, qt.name)
 
 
-def _quantize_offset(x: Any, qtype: str | QType, granularity: Any, symmetric: bool | None, scale: Any, est: Any,
-                     scale_format: str | None, mode_seed: tuple[str, np.uint64], out: np.ndarray | None) -> QTensor:
-    """quantize() with a float zero point: codes ``rint((x - min) / scale)``, stored min and scale."""
+def _explicit_offsets(scale: Any, offsets: Any, layout: BlockLayout, sdt: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Given scales and float offsets, broadcast to the blocks (scales > 0, both finite)."""
+    try:
+        s = np.broadcast_to(np.asarray(scale, np.float64), layout.param_shape).astype(sdt)
+        m = np.broadcast_to(np.asarray(offsets, np.float64), layout.param_shape).astype(sdt)
+    except ValueError:
+        raise OptionError(f"scale/zero_point must be scalars or shaped {layout.param_shape} for this granularity"
+                          ) from None
+    if not np.all(np.isfinite(s) & (s > 0)):
+        raise OptionError("scale must be finite and > 0 everywhere")
+    if not np.all(np.isfinite(m)):
+        raise OptionError("float zero points (offsets) must be finite")
+    return s, m
+
+
+def _quantize_offset(x: Any, qtype: str | QType, granularity: Any, symmetric: bool | None, params: tuple[Any, Any],
+                     est: Any, scale_format: str | None, mode_seed: tuple[str, np.uint64],
+                     out: np.ndarray | None) -> QTensor:
+    """quantize() with a float zero point: codes ``rint((x - offset) / scale)``, stored offset and scale.
+
+    ``params`` is ``(scale, offsets)``: both None (each block's min-max) or both given."""
     from lowbit._kernels import block_minmax, quantize_kernel
     from lowbit.qparams import offset_qparams
 
     qt = get_qtype(qtype)
     fmt = scale_format_for(qt, scale_format)
-    _offset_checks(qt, symmetric, scale, est, fmt)
+    _offset_checks(qt, symmetric, *params, est, fmt)
     gran = as_granularity(granularity, PerTensor())
     flat, source = as_float_array(x)
     layout = _layout(qt, gran, source.shape)
     mins, maxs, nonfinite = block_minmax(flat, layout)
     check_finite(flat, nonfinite, source.shape)
     sdt = scale_dtype(source)
-    s, m = offset_qparams(mins.reshape(layout.param_shape), maxs.reshape(layout.param_shape), qt, sdt,
-                          max_value=_value_limit(source))
+    if params[0] is None:
+        s, m = offset_qparams(mins.reshape(layout.param_shape), maxs.reshape(layout.param_shape), qt, sdt,
+                              max_value=_value_limit(source))
+    else:
+        s, m = _explicit_offsets(*params, layout, sdt)
     s, _, (fmt_name, arrays) = _encoded(s, np.zeros(s.shape, np.int64), mins, qt, False, fmt, False)
     with np.errstate(over="ignore"):  # a minimum beyond float16 becomes inf, refused just below
         offset = m.astype(offset_dtype(fmt.name, m.dtype))
@@ -410,7 +438,9 @@ def quantize(
         zero_point: optional fixed zero point(s), used with ``scale``; or ``"float"``: a
             float zero point per block, ``x = code * scale + offset`` with ``offset`` the
             block minimum (unsigned formats, min-max; stored in the scale format, float32
-            or float16), as GGUF's Q4_1/Q5_1 store it. ``"int"`` is the default.
+            or float16), as GGUF's Q4_1/Q5_1 store it. ``"int"`` is the default. With
+            ``scale``, an array of a float dtype (a float-zero-point QTensor's ``zero_point``)
+            gives the offsets.
         out: optional buffer for the codes (storage dtype, or uint8 packed bytes).
         method: how the clipping range is estimated: ``"minmax"`` (default),
             ``"percentile"``, ``"mse"``, ``"entropy"``, ``"aciq"`` (see
@@ -447,7 +477,8 @@ def quantize(
     est = _range_estimator(method, method_options, deprecated, "quantize()")
     float_zp, zero_point = _zero_point_kind(zero_point)
     if float_zp:
-        return _quantize_offset(x, qtype, granularity, symmetric, scale, est, scale_format, (rounding, seed), out)
+        return _quantize_offset(x, qtype, granularity, symmetric, (scale, zero_point), est, scale_format,
+                                (rounding, seed), out)
     flat, source, qt, gran, sym, layout, s, z, enc = _prepare(
         x, qtype, granularity, symmetric, scale, zero_point, est, scale_format
     )
@@ -525,8 +556,8 @@ def fake_quantize(
     est = _range_estimator(method, method_options, deprecated, "fake_quantize()")
     float_zp, zero_point = _zero_point_kind(zero_point)
     if float_zp:
-        return _quantize_offset(x, qtype, granularity, symmetric, scale, est, scale_format, (rounding, seed),
-                                None).dequantize()
+        return _quantize_offset(x, qtype, granularity, symmetric, (scale, zero_point), est, scale_format,
+                                (rounding, seed), None).dequantize()
     flat, source, qt, gran, _, layout, s, z, _ = _prepare(
         x, qtype, granularity, symmetric, scale, zero_point, est, scale_format
     )
