@@ -21,7 +21,7 @@ Example:
     >>> w1 = np.array([[0.3, 0.6]]); err = np.zeros((1, 2)); q = np.zeros((1, 2))
     >>> u = np.array([[1.0, 0.5], [0.0, 1.0]])
     >>> one = np.ones((1, 1)); zero = np.zeros((1, 1)); groups = np.zeros(2, np.int64)
-    >>> gptq_columns(w1, err, q, u, 0, 2, one, one, zero, groups, np.array([-7.0, 7.0]))
+    >>> gptq_columns(w1, err, q, u, 0, 2, one, one, zero, None, groups, np.array([-7.0, 7.0]))
     >>> q.tolist(), float(w1[0, 1])  # column 0 rounds to 0, its error 0.3 moves 0.15 off column 1
     ([[0.0, 0.0]], 0.44999999999999996)
 """
@@ -31,11 +31,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["gptq_columns", "lower_inverse"]
+__all__ = ["gptq_columns", "clip_errors", "lower_inverse"]
 
 
 @njit(cache=True)
-def _row_columns(row, err, q, upper, k0, k1, scale, inv, zp, group_of, qmin, qmax, cast):  # pragma: no cover
+def _row_columns(row, err, q, upper, k0, k1, scale, inv, zp, off, group_of, qmin, qmax, cast):  # pragma: no cover
     """The column loop for one row (all arguments are that row's slices)."""
     width = row.size
     for k in range(k0, k1):
@@ -45,7 +45,7 @@ def _row_columns(row, err, q, upper, k0, k1, scale, inv, zp, group_of, qmin, qma
         w = row[k]
         cast[0] = w  # rounds the float64 weight to the scale dtype
         code = min(max(np.rint(cast[0] * inv[g] + z), qmin), qmax)
-        qv = np.float64((code - z) * s)
+        qv = np.float64((code - z) * s) if off is None else np.float64(code * s + off[g])  # float zero point
         e = (w - qv) / upper[k, k]
         q[k] = qv
         err[k] = e
@@ -56,7 +56,7 @@ def _row_columns(row, err, q, upper, k0, k1, scale, inv, zp, group_of, qmin, qma
 
 
 @njit(parallel=True, cache=True)
-def gptq_columns(w1, err, q, upper, k0, k1, scale, inv, zp, group_of, qlim):  # pragma: no cover - compiled
+def gptq_columns(w1, err, q, upper, k0, k1, scale, inv, zp, off, group_of, qlim):  # pragma: no cover - compiled
     """Quantize columns ``k0 <= k < k1`` of the block ``w1`` in place.
 
     Args:
@@ -67,13 +67,53 @@ def gptq_columns(w1, err, q, upper, k0, k1, scale, inv, zp, group_of, qlim):  # 
         k0, k1: the columns to process.
         scale, inv, zp: (out, groups) scale, ``1/scale`` and zero point, all in the
             scale dtype (float32 or float64); column ``k`` uses group ``group_of[k]``.
+        off: None, or (out, groups) float offsets in the scale dtype (float zero points:
+            ``zp`` is then ``qmin - offset / scale`` for rounding and a code means
+            ``code * scale + offset``, as lowbit's kernels compute them).
         group_of: (block,) int64.
         qlim: ``[qmin, qmax]`` in the scale dtype.
     """
     rows = w1.shape[0]
     for r in prange(rows):
         cast = np.empty(1, qlim.dtype)
-        _row_columns(w1[r], err[r], q[r], upper, k0, k1, scale[r], inv[r], zp[r], group_of, qlim[0], qlim[1], cast)
+        o = None if off is None else off[r]
+        _row_columns(w1[r], err[r], q[r], upper, k0, k1, scale[r], inv[r], zp[r], o, group_of, qlim[0], qlim[1],
+                     cast)
+
+
+@njit(parallel=True, cache=True)
+def clip_errors(cols, wts, scale, zp, off, qmin, qmax, out_err):  # pragma: no cover - compiled
+    """Weighted squared rounding error of every row of ``cols`` under every candidate (scale, zero point).
+
+    Candidate ``f`` of row ``r`` rounds ``x`` to ``c = clip(rint(x / scale + zp))`` and
+    reconstructs ``(c - zp) * scale`` (``off`` None) or ``c * scale + off`` (float zero points).
+
+    Args:
+        cols: (rows, k) float64 weights. wts: (k,) float64 weights of the columns.
+        scale, zp: (candidates, rows) float64. off: None or (candidates, rows) float64.
+        qmin, qmax: the code range. out_err: (candidates, rows) float64 result.
+
+    Example:
+        >>> e = np.empty((2, 1))
+        >>> clip_errors(np.array([[0.0, 1.0, 3.0]]), np.ones(3), np.array([[0.2], [0.1]]), np.zeros((2, 1)),
+        ...             None, 0.0, 15.0, e)
+        >>> e.round(2).tolist()  # 3.0 clips at 15 * 0.1 = 1.5 under the second candidate
+        [[0.0], [2.25]]
+    """
+    nf, rows = scale.shape
+    k = cols.shape[1]
+    for r in prange(rows):
+        for f in range(nf):
+            s = scale[f, r]
+            inv = 1.0 / s
+            z = zp[f, r]
+            acc = 0.0
+            for j in range(k):
+                x = cols[r, j]
+                c = min(max(np.rint(x * inv + z), qmin), qmax)
+                e = x - ((c - z) * s if off is None else c * s + off[f, r])
+                acc += wts[j] * e * e
+            out_err[f, r] = acc
 
 
 @njit(cache=True)

@@ -10,14 +10,15 @@ only the sums that the closed-form update needs: ``z = mean(q - (g - W_e) / s)``
 stored per element.  Rows are taken in chunks whose total ``l_p`` error decides
 early stopping, as in :mod:`lowbit.algorithms.hqq`, and chunks run in parallel.
 
+Every element may carry a weight (activation-aware HQQ: the mean square of its
+input feature): the errors are then weighted sums and the closed-form updates
+weighted least squares; the shrink step is unchanged.  With all weights 1 this
+is the data-free HQQ.
+
 The ``l_p`` error steers the iterations; the parameters kept are those with the
-lowest *squared* error seen.  A block keeps its min-max parameters unless HQQ's
-have a lower squared error *and* round every weight to within half a min-max
-step, as min-max rounding does (HQQ may move the grid, not clip): the extremes
-of a row are the salient weights of a language model, and clipping them costs
-far more than their share of the squared error.  On SmolLM2 at uint4 per
-channel, choosing by ``l_p`` error gave 2.5-3.1x round-to-nearest's perplexity,
-by squared error alone 1.9x.
+lowest (weighted) *squared* error seen.  The choice between these candidates and
+min-max parameters is made by :mod:`lowbit.algorithms.hqq` on the reconstruction
+as stored.
 
 ``|e|^p`` comes from :func:`~lowbit._kernels._floatbits.pow_pos` (vectorised,
 relative error < 1e-10) and sums may be reassociated, so the errors compared are
@@ -29,7 +30,7 @@ Example:
     >>> g = np.array([[0.0, 0.1, 0.2, 0.9]])
     >>> s, z = np.array([0.06]), np.array([0.0])
     >>> out_s, out_z = np.empty(1), np.empty(1)
-    >>> hqq_blocks(g, s, z, 0, 15, 0.7, 10.0, 1.01, 20, True, 64, True, out_s, out_z)
+    >>> hqq_blocks(g, np.ones((1, 4)), s, z, 0, 15, 0.7, 10.0, 1.01, 20, True, 64, False, out_s, out_z)
     >>> bool(out_s[0] > 0 and 0 <= out_z[0] <= 15)
     True
 """
@@ -47,91 +48,76 @@ _FAST = {"reassoc", "contract", "nsz"}  # reductions vectorise; no assumption ab
 
 
 @njit(cache=True, fastmath=_FAST, error_model="numpy")
-def _zero_pass(row, s, z, qmin, qmax, p, beta, gsum):  # pragma: no cover - compiled
-    """(l_p error, squared error, least-squares zero point) of one block for the current (s, z)."""
+def _zero_pass(row, wt, s, z, qmin, qmax, p, beta):  # pragma: no cover - compiled
+    """(weighted l_p error, weighted squared error, weighted least-squares zero point) of one block."""
     err = 0.0
     sq = 0.0
-    qsum = 0.0
+    num = 0.0
     wsum = 0.0
     for i in range(row.size):
         x = row[i]
+        c = wt[i]
         q = min(max(np.rint(x / s + z), qmin), qmax)
         e = x - s * (q - z)
         ax = abs(e)
         axp = pow_pos(ax, p)
-        err += axp
-        sq += e * e
+        err += c * axp
+        sq += c * e * e
         w = max(ax - axp / (ax * beta), 0.0) if ax > 0 else 0.0
-        qsum += q
-        wsum += w if e >= 0 else -w
-    return err, sq, (qsum - (gsum - wsum) / s) / row.size
+        num += c * (q - (x - (w if e >= 0 else -w)) / s)
+        wsum += c
+    return err, sq, num / wsum
 
 
 @njit(cache=True, fastmath=_FAST, error_model="numpy")
-def _errors(row, s, z, qmin, qmax):  # pragma: no cover - compiled
-    """(sum of squared errors, largest absolute error) of one block's reconstruction for (s, z)."""
-    sq = 0.0
-    top = 0.0
-    for i in range(row.size):
-        x = row[i]
-        e = x - s * (min(max(np.rint(x / s + z), qmin), qmax) - z)
-        sq += e * e
-        top = max(top, abs(e))
-    return sq, top
-
-
-@njit(cache=True, fastmath=_FAST, error_model="numpy")
-def _scale_pass(row, s, z, qmin, qmax, p, beta):  # pragma: no cover - compiled
-    """(l_p error, squared error, numerator, denominator of the least-squares scale) of one block."""
+def _scale_pass(row, wt, s, z, qmin, qmax, p, beta):  # pragma: no cover - compiled
+    """(weighted l_p error, weighted squared error, numerator, denominator of the least-squares scale)."""
     err = 0.0
     sq = 0.0
     num = 0.0
     den = 0.0
     for i in range(row.size):
         x = row[i]
+        c = wt[i]
         q = min(max(np.rint(x / s + z), qmin), qmax)
         d = q - z
         e = x - s * d
         ax = abs(e)
         axp = pow_pos(ax, p)
-        err += axp
-        sq += e * e
+        err += c * axp
+        sq += c * e * e
         w = max(ax - axp / (ax * beta), 0.0) if ax > 0 else 0.0
-        num += (x - (w if e >= 0 else -w)) * d
-        den += d * d
+        num += c * (x - (w if e >= 0 else -w)) * d
+        den += c * d * d
     return err, sq, num, den
 
 
 @njit(inline="always", cache=True, error_model="numpy")
-def _half_quadratic(g, s0, z0, qmin, qmax, p, beta, kappa, iterations, early_stop, update_zero, best_s, best_z,
-                    first_err):  # pragma: no cover - compiled
+def _half_quadratic(g, wts, first, s0, z0, qmin, qmax, p, beta, kappa, iterations, early_stop, update_zero, best_s,
+                    best_z):  # pragma: no cover - compiled
     """Alternate shrink and closed-form update of z (update_zero) or s over the rows of g.
 
+    Row ``r`` is block ``first + r``, whose elements are weighted by ``wts[(first + r) % len(wts)]``.
     The iterations follow HQQ's l_p objective (early stopping on the total l_p error); the (s, z)
-    kept per row is the one seen with the lowest squared error, into best_s / best_z, and the squared
-    error of (s0, z0) goes into first_err."""
+    kept per row is the one seen with the lowest weighted squared error, into best_s / best_z."""
     rows = g.shape[0]
+    nw = wts.shape[0]
     s = s0.copy()
     z = z0.copy()
     best_err = np.full(rows, np.inf)
-    gsum = np.zeros(rows)
-    for r in range(rows):
-        for i in range(g.shape[1]):
-            gsum[r] += g[r, i]
     nxt = np.empty(rows)
     prev = np.inf
     for it in range(iterations + 1):
         total = 0.0
         for r in range(rows):
+            wt = wts[(first + r) % nw]
             if update_zero:
-                err, sq, new_z = _zero_pass(g[r], s[r], z[r], qmin, qmax, p, beta, gsum[r])
-                nxt[r] = new_z
+                err, sq, new_z = _zero_pass(g[r], wt, s[r], z[r], qmin, qmax, p, beta)
+                nxt[r] = new_z if np.isfinite(new_z) else z[r]
             else:
-                err, sq, num, den = _scale_pass(g[r], s[r], z[r], qmin, qmax, p, beta)
+                err, sq, num, den = _scale_pass(g[r], wt, s[r], z[r], qmin, qmax, p, beta)
                 new_s = num / den
                 nxt[r] = new_s if den > 0 and np.isfinite(new_s) and new_s > 0 else s[r]
-            if it == 0:
-                first_err[r] = sq
             if sq < best_err[r]:
                 best_err[r] = sq
                 best_s[r] = s[r]
@@ -149,24 +135,26 @@ def _half_quadratic(g, s0, z0, qmin, qmax, p, beta, kappa, iterations, early_sto
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def hqq_blocks(g, s0, z0, qmin, qmax, p, beta, kappa, iterations, early_stop, chunk_rows, scale_f32, out_s, out_z):
-    # pragma: no cover - compiled
-    """HQQ parameters for every row (block) of the float64 matrix ``g``.
+def hqq_blocks(g, wts, s0, z0, qmin, qmax, p, beta, kappa, iterations, early_stop, chunk_rows, float_zero, out_s,
+               out_z):  # pragma: no cover - compiled
+    """HQQ's candidate parameters for every row (block) of the float64 matrix ``g``.
 
-    Phase 1 optimises a real zero point with the scale fixed at ``s0``; it is
-    rounded to an integer in ``[qmin, qmax]``; phase 2 refits the scale for it
-    (stored as float32 when ``scale_f32``).  Each row then keeps HQQ's parameters
-    where their squared error is lower than ``(s0, z0)``'s and they round every
-    element to within half a min-max step; ``(s0, z0)`` otherwise.  Rows are processed in
-    chunks of ``chunk_rows`` (early stopping looks at a chunk's total error).
+    Phase 1 optimises a real zero point with the scale fixed at ``s0``.  With
+    ``float_zero`` that is the result (the authors' form: scale ``s0``, real
+    zero point).  Otherwise the zero point is rounded to an integer in
+    ``[qmin, qmax]`` and phase 2 refits the scale for it.  Whether a block keeps
+    these candidates or its min-max parameters is decided by the caller, on the
+    stored reconstruction.  Rows are processed in chunks of ``chunk_rows``
+    (early stopping looks at a chunk's total error).
 
     Args:
         g: (rows, size) float64 weights, one block per row.
-        s0, z0: (rows,) float64 min-max scale and integer-valued zero point.
+        wts: (k, size) float64 element weights; row ``r`` uses ``wts[r % k]`` (all ones: plain errors).
+        s0, z0: (rows,) float64 starting scale and zero point (in code units: ``x ~ s (q - z)``).
         qmin, qmax: the format's code range.
         p, beta, kappa, iterations, early_stop: HQQ options.
         chunk_rows: rows per chunk.
-        scale_f32: round the refitted scale to float32 before scoring it.
+        float_zero: keep the real zero point and ``s0`` (no phase 2).
         out_s, out_z: (rows,) float64 results.
     """
     rows = g.shape[0]
@@ -178,21 +166,20 @@ def hqq_blocks(g, s0, z0, qmin, qmax, p, beta, kappa, iterations, early_stop, ch
         n = r1 - r0
         s_tmp = np.empty(n)
         z_real = np.empty(n)
-        err0 = np.empty(n)
-        _half_quadratic(gc, s0[r0:r1], z0[r0:r1], qmin, qmax, p, beta, kappa, iterations, early_stop, True,
-                        s_tmp, z_real, err0)
+        _half_quadratic(gc, wts, r0, s0[r0:r1], z0[r0:r1], qmin, qmax, p, beta, kappa, iterations, early_stop, True,
+                        s_tmp, z_real)
+        if float_zero:
+            for r in range(n):
+                out_s[r0 + r] = s0[r0 + r]
+                out_z[r0 + r] = z_real[r]
+            continue
         z_int = np.empty(n)
         for r in range(n):
             z_int[r] = min(max(np.rint(z_real[r]), qmin), qmax)
         s_hqq = np.empty(n)
         z_tmp = np.empty(n)
-        _half_quadratic(gc, s0[r0:r1], z_int, qmin, qmax, p, beta, kappa, iterations, early_stop, False,
-                        s_hqq, z_tmp, s_tmp)
+        _half_quadratic(gc, wts, r0, s0[r0:r1], z_int, qmin, qmax, p, beta, kappa, iterations, early_stop, False,
+                        s_hqq, z_tmp)
         for r in range(n):
-            sh = np.float64(np.float32(s_hqq[r])) if scale_f32 else s_hqq[r]
-            sr, zr = s0[r0 + r], z0[r0 + r]
-            sq_h, top_h = _errors(gc[r], sh, z_int[r], qmin, qmax)
-            if sq_h < err0[r] and top_h <= 0.5 * sr:
-                sr, zr = sh, z_int[r]
-            out_s[r0 + r] = sr
-            out_z[r0 + r] = zr
+            out_s[r0 + r] = s_hqq[r]
+            out_z[r0 + r] = z_int[r]

@@ -29,7 +29,7 @@ __all__ = ["ActivationStatistics"]
 
 
 class ActivationStatistics:
-    """Per-channel ``max |x|`` and ``mean |x|`` over all rows, and a uniform sample of rows, streamed.
+    """Per-channel ``max |x|``, ``mean |x|`` and ``mean x^2`` over all rows, and a uniform sample of rows, streamed.
 
     Args:
         in_features: length of the last axis of every batch.
@@ -38,7 +38,7 @@ class ActivationStatistics:
 
     Attributes:
         n_samples_: rows seen.
-        absmax_, mean_abs_, sample_: the statistics; reading one before any
+        absmax_, mean_abs_, mean_sq_, sample_: the statistics; reading one before any
             data raises NotCalibratedError (an AttributeError: they do not exist yet).
 
     Raises:
@@ -55,6 +55,7 @@ class ActivationStatistics:
         self.max_rows = positive_int(max_rows, "max_rows", low=0)
         self._rng = np.random.default_rng(seed)
         self._abs_sum = np.zeros(self.in_features, np.float64)
+        self._sq_sum = np.zeros(self.in_features, np.float64)
         self._abs_max = np.zeros(self.in_features, np.float64)
         self._rows = np.zeros((0, self.in_features), np.float32)
         self._keys = np.zeros(0, np.float64)
@@ -74,6 +75,7 @@ class ActivationStatistics:
         rows = as_rows(x, self.in_features, "activations")
         magnitude = np.abs(rows)
         self._abs_sum += magnitude.sum(axis=0, dtype=np.float64)
+        self._sq_sum += np.einsum("ij,ij->j", magnitude, magnitude, dtype=np.float64)
         np.maximum(self._abs_max, magnitude.max(axis=0), out=self._abs_max)
         self.n_samples_ += rows.shape[0]
         if self.max_rows:
@@ -108,6 +110,12 @@ class ActivationStatistics:
         """float64 ``(in_features,)`` mean of ``|x_j|`` over every row seen."""
         self._check()
         return self._abs_sum / self.n_samples_
+
+    @property
+    def mean_sq_(self) -> np.ndarray:
+        """float64 ``(in_features,)`` mean of ``x_j^2`` over every row seen (half the diagonal of GPTQ's Hessian)."""
+        self._check()
+        return self._sq_sum / self.n_samples_
 
     @property
     def sample_(self) -> np.ndarray:

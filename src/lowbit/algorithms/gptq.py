@@ -61,7 +61,7 @@ from lowbit.granularity import Granularity, PerChannel
 from lowbit.qparams import choose_qparams
 from lowbit.qtensor import QTensor
 
-__all__ = ["HessianAccumulator", "gptq_quantize", "MAX_DAMP_RETRIES"]
+__all__ = ["HessianAccumulator", "gptq_quantize", "MAX_DAMP_RETRIES", "SCALE_SEARCHES", "CLIP_FACTORS"]
 
 MAX_DAMP_RETRIES = 8
 """How many times the dampening is multiplied by 10 before falling back to RTN."""
@@ -270,23 +270,91 @@ def _inverse_cholesky(h: np.ndarray, damp: float) -> np.ndarray:
     return np.eye(n)
 
 
-class _Rounder:
-    """Per-row scales and zero points of each group, chosen once; kept with ``1/scale`` for the kernel."""
+SCALE_SEARCHES = ("none", "mse", "hqq")
+"""How GPTQ picks a group's scale and zero point: min-max, the clip search, or HQQ."""
+CLIP_FACTORS = tuple(1.0 - i / 100 for i in range(40))
+"""Shrink factors of the range tried by ``scale_search="mse"`` (1.00, 0.99, ..., 0.61)."""
 
-    def __init__(self, qt: QType, sym: bool, sdt: np.dtype, out: int, ngroups: int) -> None:
-        self.qt, self.sym, self.sdt = qt, sym, sdt
+
+class _Rounder:
+    """Per-row scales and zero points of each group, chosen once; kept with ``1/scale`` for the kernel.
+
+    With float zero points, ``zf`` holds ``qmin - offset / scale`` (what the kernel adds before
+    rounding, as :func:`lowbit.quantize` does) and ``off`` the offsets."""
+
+    def __init__(self, qt: QType, sym: bool, sdt: np.dtype, out: int, ngroups: int, fmt: Any, float_zero: bool,
+                 search: str, hdiag: np.ndarray) -> None:
+        from lowbit.core import offset_dtype
+
+        self.qt, self.sym, self.sdt, self.fmt, self.search, self.hdiag = qt, sym, sdt, fmt, search, hdiag
+        self.float_zero = float_zero
         self.scale = np.ones((out, ngroups), sdt)
         self.inv = np.ones((out, ngroups), sdt)
-        self.zero = np.zeros((out, ngroups), np.int64)
+        self.zero = np.zeros((out, ngroups), offset_dtype(fmt.name, sdt) if float_zero else np.int64)
         self.zf = np.zeros((out, ngroups), sdt)
+        self.off = np.zeros((out, ngroups), sdt) if float_zero else None
         self.chosen = np.zeros(ngroups, bool)
         self.qlim = np.array([qt.qmin, qt.qmax], sdt)
 
-    def choose(self, g: int, cols: np.ndarray) -> None:
-        s, z = choose_qparams(cols.min(axis=1), cols.max(axis=1), self.qt, symmetric=self.sym, scale_dtype=self.sdt)
+    def _params(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Min-max (scale, zero point or offset) of ranges ``[lo, hi]``, as stored in the scale format."""
+        from lowbit.core import offset_dtype
+        from lowbit.formats.scales import store_scales
+        from lowbit.qparams import affine_zero_points, offset_qparams
+
+        if self.float_zero:
+            s, m = offset_qparams(lo, hi, self.qt, self.sdt)
+            dec = store_scales(s, self.qt, self.fmt)[1] if self.fmt.name != "float32" else s
+            return dec, m.astype(offset_dtype(self.fmt.name, self.sdt))
+        s, z = choose_qparams(lo, hi, self.qt, symmetric=self.sym, scale_dtype=self.sdt)
+        if self.fmt.name != "float32":
+            dec = store_scales(s, self.qt, self.fmt)[1]
+            if not self.sym and not np.array_equal(dec, s):
+                z = affine_zero_points(lo, dec, self.qt)
+            s = dec
+        return s, z
+
+    def _clip_search(self, cols: np.ndarray, wts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, the shrink of the min-max range with the lowest ``diag(H)``-weighted squared error."""
+        from lowbit._kernels.gptq import clip_errors
+
+        factors = np.asarray(CLIP_FACTORS)[:, None]
+        lo, hi = cols.min(axis=1)[None] * factors, cols.max(axis=1)[None] * factors
+        s, z = self._params(lo, hi)
+        s64 = s.astype(np.float64)
+        off = z.astype(np.float64) if self.float_zero else None
+        zp = z.astype(np.float64) if off is None else -off / s64
+        err = np.empty(s.shape)
+        clip_errors(np.ascontiguousarray(cols, np.float64), np.ascontiguousarray(wts, np.float64), s64, zp, off,
+                    float(self.qt.qmin), float(self.qt.qmax), err)
+        best = np.argmin(err, axis=0)  # the first (least shrunk) of equal errors
+        rows = np.arange(cols.shape[0])
+        return s[best, rows], z[best, rows]
+
+    def _hqq(self, cols: np.ndarray, wts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """HQQ's per-row parameters for these columns, weighted by ``diag(H)`` (activation-aware HQQ)."""
+        from lowbit.algorithms.hqq import hqq_quantize
+
+        qt = hqq_quantize(cols.astype(self.sdt), self.qt, granularity="channel", x_mean_sq=wts,
+                          zero_point="float" if self.float_zero else "int", scale_format=self.fmt.name)
+        return np.asarray(qt.scale, self.sdt).reshape(-1), qt.zero_point.reshape(-1)
+
+    def choose(self, g: int, cols: np.ndarray, members: np.ndarray) -> None:
+        """Choose group ``g``'s parameters from its current weights ``cols`` (original columns ``members``)."""
+        wts = self.hdiag[members]
+        if self.search == "mse":
+            s, z = self._clip_search(cols, wts)
+        elif self.search == "hqq" and not (self.sym or self.qt.kind != "int"):
+            s, z = self._hqq(cols, wts)
+        else:
+            s, z = self._params(cols.min(axis=1), cols.max(axis=1))
         self.scale[:, g], self.zero[:, g], self.chosen[g] = s, z, True
         self.inv[:, g] = self.sdt.type(1) / self.scale[:, g]  # as lowbit's kernels: x * (1/s) + zp, then rint
-        self.zf[:, g] = self.zero[:, g]
+        if self.off is None:
+            self.zf[:, g] = self.zero[:, g]
+        else:
+            self.off[:, g] = self.zero[:, g]
+            self.zf[:, g] = self.sdt.type(self.qt.qmin) - self.off[:, g] * self.inv[:, g]
 
 
 def _gptq_core(
@@ -315,11 +383,12 @@ def _gptq_core(
                 current = np.concatenate(
                     [w1[:, inside - i1], w[:, outside] - err[:, :k] @ upper[i1:j, outside]], axis=1
                 )
-                rounder.choose(g, current)
+                rounder.choose(g, current, np.concatenate([inside, outside]))
             stop = k + 1  # run the kernel up to the next column whose group has no scale yet
             while stop < i2 - i1 and rounder.chosen[group_of[i1 + stop]]:
                 stop += 1
-            gptq_columns(w1, err, q1, u1, k, stop, rounder.scale, rounder.inv, rounder.zf, groups, rounder.qlim)
+            gptq_columns(w1, err, q1, u1, k, stop, rounder.scale, rounder.inv, rounder.zf, rounder.off, groups,
+                         rounder.qlim)
             k = stop
         q[:, i1:i2] = q1
         if i2 < n:
@@ -339,6 +408,9 @@ def gptq_quantize(
     damp: float = 0.01,
     act_order: bool = False,
     block_size: int = 128,
+    zero_point: str = "int",
+    scale_format: str | None = None,
+    scale_search: str = "none",
     group_size: Any = _UNSET,
 ) -> QTensor:
     """Quantize a linear layer's weight with GPTQ.
@@ -356,6 +428,16 @@ def gptq_quantize(
         act_order: visit columns by decreasing ``H_ii`` (groups stay contiguous in
             the original order; a group's scale is chosen when it is first reached).
         block_size: columns per lazy batch update (speed only; the result is the same).
+        zero_point: ``"int"`` (default) or ``"float"``: each group stores its minimum as a
+            float zero point, ``x = code * scale + min`` (unsigned formats, affine, float32 or
+            float16 scales; :func:`lowbit.quantize`'s ``zero_point="float"``).
+        scale_format: how the scales (and float zero points) are stored, e.g. ``"float16"``;
+            None for float32. GPTQ rounds with the scales as stored, so the result is exact.
+        scale_search: how a group's scale and zero point are chosen when its first column
+            is reached, from its updated weights: ``"none"`` (min-max), ``"mse"`` (the range
+            shrunk by the factor in :data:`CLIP_FACTORS` with the lowest ``H_jj``-weighted
+            squared rounding error, as the reference implementation's ``mse`` option) or
+            ``"hqq"`` (HQQ's parameters, weighted by ``H_jj``; affine only).
         group_size: deprecated spelling of ``granularity`` (None: per channel).
 
     Returns:
@@ -364,7 +446,9 @@ def gptq_quantize(
         except when every input is dead: then the weight is rounded to nearest (RuntimeWarning).
 
     Raises:
-        OptionError: shapes that do not match, a non-integer format, bad ``damp``/``block_size``.
+        OptionError: shapes that do not match, a non-integer format, bad ``damp``/``block_size``,
+            an unknown ``scale_search`` (or ``"hqq"`` with symmetric use), ``zero_point="float"``
+            with a signed format, ``symmetric=True`` or another scale format.
         GranularityError: not per channel or per group, or a group size that does
             not divide ``in_features``.
         NonFiniteError: NaN/Inf in the weight or Hessian. InputTypeError: not float.
@@ -382,10 +466,11 @@ def gptq_quantize(
     qt = get_qtype(qtype)
     gran, gs = weight_granularity(granularity, group_size, w_src.shape, "gptq_quantize")
     _check_args(w_src.shape, h, qt, damp, block_size)
+    sym = qt.signed if symmetric is None else bool(symmetric)
+    fmt, float_zero = _check_storage(qt, symmetric, sym, zero_point, scale_format, scale_search)
     sdt = np.dtype(w_flat.dtype)  # float32, or float64 for float64 weights
     w = w_flat.reshape(w_src.shape).astype(np.float64)
     out, n = w.shape
-    sym = qt.signed if symmetric is None else bool(symmetric)
 
     dead = np.diag(h) == 0
     if dead.all():  # no input ever fired (all-zero calibration data): nothing to weigh the errors by
@@ -408,11 +493,33 @@ def gptq_quantize(
     per_channel = isinstance(gran, PerChannel)
     group_of = perm // gs  # group (original order) of each permuted column
     members = [np.sort(inv_perm[g * gs : (g + 1) * gs]) for g in range(n // gs)]
-    rounder = _Rounder(qt, sym, sdt, out, n // gs)
+    rounder = _Rounder(qt, sym, sdt, out, n // gs, fmt, float_zero, scale_search, np.diag(h)[perm])
     if per_channel:  # per-channel: scales from the whole (dead-zeroed) row, as RTN
-        rounder.choose(0, w)
+        rounder.choose(0, w[:, perm], np.arange(n))
     q = _gptq_core(w[:, perm], upper, rounder, group_of, members, int(block_size))[:, inv_perm]
 
     scale = rounder.scale[:, 0] if per_channel else rounder.scale
     zero = rounder.zero[:, 0] if per_channel else rounder.zero
-    return quantize(q.astype(sdt), qt, granularity=gran, symmetric=sym, scale=scale, zero_point=zero)
+    return quantize(q.astype(sdt), qt, granularity=gran, symmetric=None if float_zero else sym, scale=scale,
+                    zero_point=zero, scale_format=scale_format)
+
+
+def _check_storage(qt: QType, symmetric: Any, sym: bool, zero_point: Any, scale_format: Any,
+                   scale_search: Any) -> tuple[Any, bool]:
+    """The scale format and whether zero points are float; OptionError for what cannot combine."""
+    from lowbit.core import float_zero_point_problems, float_zero_point_requested
+    from lowbit.formats import scale_format_for
+
+    if scale_search not in SCALE_SEARCHES:
+        raise OptionError(f"scale_search must be one of {SCALE_SEARCHES}, got {scale_search!r}")
+    if scale_search == "hqq" and sym:
+        raise OptionError(f"scale_search='hqq' fits an affine scale and zero point; {qt.name} is used symmetric "
+                          "here: pass symmetric=False or an unsigned format (e.g. 'uint4')")
+    fmt = scale_format_for(qt, scale_format)
+    if fmt.name not in ("float32", "float16", "bfloat16"):
+        raise OptionError(f"gptq_quantize stores scales as float32, float16 or bfloat16, got {fmt.name!r}")
+    float_zero = float_zero_point_requested(zero_point)
+    problems = float_zero_point_problems(qt, symmetric, fmt.name) if float_zero else []
+    if problems:
+        raise OptionError("gptq_quantize(zero_point='float') needs " + "; ".join(problems))
+    return fmt, float_zero

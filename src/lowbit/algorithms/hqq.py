@@ -1,4 +1,4 @@
-"""HQQ: half-quadratic quantization of a weight matrix, data-free.
+"""HQQ: half-quadratic quantization of a weight matrix, data-free or activation-aware.
 
 After Badri & Shaji (2023), "Half-Quadratic Quantization of Large Machine
 Learning Models".  Round-to-nearest with min-max parameters treats every
@@ -18,27 +18,38 @@ with the penalty ``beta`` growing by ``kappa`` each iteration:
 
 The scale stays at its min-max value during this phase and ``z`` is real.
 
-Integer zero points.  A lowbit :class:`~lowbit.QTensor` stores an *integer*
-zero point per block, and a real offset ``s * (z - round(z))`` cannot be
-folded into an integer zero point and a scale exactly.  So this module
-finishes in a second phase that lowbit can represent exactly: the optimised
-zero point is rounded to an integer in ``[qmin, qmax]`` and the scale is refit
-by the same half-quadratic scheme (shrink, then the closed-form least-squares
-scale ``<W - W_e, q - z> / <q - z, q - z>``).  The ``l_p`` norm steers the
-iterations, but the parameters kept are those with the lowest squared error
-seen, and each block keeps HQQ's parameters only where they have a lower
-squared error than the plain min-max ones *and* round every weight to within
-half a min-max step, as min-max does: HQQ may move the grid but not clip.  So
-no block is worse than round-to-nearest in squared error, and none clips its
-extremes, which in a language model are salient weights.  (Choosing by the
-``l_p`` error let the extremes keep large errors: on SmolLM2 at uint4 per
-channel, 2.5-3.1x round-to-nearest's perplexity; by squared error alone, 1.9x.)
-The result is built with :func:`lowbit.quantize` from those explicit
-parameters, so ``lowbit.dequantize(result)`` *is* the reconstruction that was
-scored (codes are nearest-rounded for the chosen scale and zero point).
+Float zero points (``zero_point="float"``, the authors' form).  That is the
+result: the min-max scale (as stored, e.g. float16) and the real ``z``, which
+lowbit stores as its float zero point, the offset ``-z * s`` in the scales'
+precision (``x = code * s + offset``, GGUF Q4_1's rule).
+
+Integer zero points (the default).  A real offset ``s * (z - round(z))`` cannot
+be folded into an integer zero point and a scale exactly, so a second phase
+rounds ``z`` to an integer in ``[qmin, qmax]`` and refits the scale by the same
+half-quadratic scheme (shrink, then the closed-form least-squares scale
+``<W - W_e, q - z> / <q - z, q - z>``).
+
+Activation-aware HQQ (``x_mean_sq``, from calibration data).  The error of input
+feature ``j`` reaches the layer's output scaled by ``x_j``, so every squared
+error (and the least-squares updates) is weighted by the mean ``x_j^2``: the
+diagonal of the output error's Hessian, the part GPTQ's cross terms aside.
+
+Choice per block.  The ``l_p`` norm steers the iterations, but the parameters
+kept are those with the lowest (weighted) squared error seen, and each block
+keeps HQQ's parameters only where, *as stored and reconstructed by lowbit*, they
+have a lower (weighted) squared error than min-max round to nearest in the same
+format (zero point kind and scale format) *and* round every weight to within half
+a min-max step, as min-max does: HQQ may move the grid but not clip.  So no block
+is worse than round-to-nearest, and none clips its extremes, which in a language
+model are salient weights.  (Choosing by the ``l_p`` error let the extremes keep
+large errors: on SmolLM2 at uint4 per channel, 2.5-3.1x round-to-nearest's
+perplexity; by squared error alone, 1.9x.)  The result is built with
+:func:`lowbit.quantize` from those explicit parameters, so ``lowbit.dequantize(result)``
+*is* the reconstruction that was scored.
 
 Supported formats: every integer format (``"uint4"``, ``"uint3"``, and also
-signed ones such as ``"int4"``), always used affine (``symmetric=False``).
+signed ones such as ``"int4"``), always used affine (``symmetric=False``);
+float zero points need an unsigned one.
 
 Example:
     >>> import numpy as np, lowbit
@@ -61,13 +72,15 @@ from lowbit.algorithms._checks import _UNSET, weight_granularity
 from lowbit.core import quantize
 from lowbit.errors import OptionError
 from lowbit.formats import QType, get_qtype
-from lowbit.granularity import Granularity, PerGroup, plan
+from lowbit.granularity import Granularity, PerGroup
 from lowbit.qparams import choose_qparams
 from lowbit.qtensor import QTensor
 
-__all__ = ["hqq_quantize", "shrink_lp"]
+__all__ = ["hqq_quantize", "shrink_lp", "column_weights", "ACTIVATION_DAMP"]
 
 _CHUNK_ELEMENTS = 1 << 16  # elements per chunk of rows processed together
+ACTIVATION_DAMP = 0.01
+"""Fraction of the mean ``x_j^2`` added to every input feature's error weight (activation-aware HQQ)."""
 
 
 def shrink_lp(x: np.ndarray, beta: float, p: float) -> np.ndarray:
@@ -126,6 +139,49 @@ def _check_options(
     return qt, gran, size
 
 
+def column_weights(x_mean_sq: Any, n_in: int, damp: float = ACTIVATION_DAMP) -> np.ndarray:
+    """Per-input-feature error weights from activation statistics: ``mean(x_j^2)``, normalised to mean 1.
+
+    ``damp`` (a fraction of the mean) is added so that no feature is ignored; all-zero
+    statistics give equal weights (the data-free objective).
+
+    Raises:
+        OptionError: not ``n_in`` finite values >= 0.
+
+    Example:
+        >>> column_weights(np.array([0.0, 1.0, 3.0]), 3).round(3).tolist()
+        [0.01, 0.752, 2.238]
+    """
+    d = np.asarray(x_mean_sq, np.float64)
+    if d.shape != (n_in,) or not np.all(np.isfinite(d)) or np.any(d < 0):
+        bad = "" if d.shape != (n_in,) else " with negative or non-finite values"
+        raise OptionError(f"x_mean_sq must hold {n_in} finite values >= 0 (mean x_j^2 of each input feature), "
+                          f"got shape {d.shape}{bad}")
+    mean = float(d.mean())
+    if not mean > 0:
+        return np.ones(n_in)
+    d = d / mean
+    return (d + damp) / (1.0 + damp)
+
+
+def _candidate(g: np.ndarray, wts: np.ndarray, s0: np.ndarray, z0: np.ndarray, qt: QType, float_zero: bool,
+               opts: tuple[float, float, float, int, bool]) -> tuple[np.ndarray, np.ndarray]:
+    """HQQ's (scale, zero point in code units) per block, from the fused kernel."""
+    from lowbit._kernels.hqq import hqq_blocks
+
+    p, beta, kappa, iterations, early_stop = opts
+    scale, zero = np.empty(g.shape[0]), np.empty(g.shape[0])
+    hqq_blocks(g, wts, np.ascontiguousarray(s0, np.float64), np.ascontiguousarray(z0, np.float64), qt.qmin, qt.qmax,
+               p, beta, kappa, iterations, early_stop, max(1, _CHUNK_ELEMENTS // g.shape[1]), float_zero, scale, zero)
+    return scale, zero
+
+
+def _block_errors(w: np.ndarray, qtensor: QTensor, wts: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(weighted squared error, largest absolute error) of every block of a stored reconstruction."""
+    e = (w.astype(np.float64) - np.asarray(qtensor.dequantize(), np.float64)).reshape(-1, wts.shape[0], size)
+    return np.einsum("rgk,gk->rg", e * e, wts).reshape(-1), np.abs(e).max(axis=2).reshape(-1)
+
+
 def hqq_quantize(
     weight: Any,
     qtype: str | QType = "uint4",
@@ -136,14 +192,17 @@ def hqq_quantize(
     beta: float = 10.0,
     kappa: float = 1.01,
     early_stop: bool = True,
+    zero_point: str = "int",
+    scale_format: str | None = None,
+    x_mean_sq: Any = None,
     group_size: Any = _UNSET,
 ) -> QTensor:
-    """Quantize a weight matrix with half-quadratic quantization (no calibration data).
+    """Quantize a weight matrix with half-quadratic quantization (data-free, or activation-aware).
 
     Args:
         weight: 2-D float NumPy array or CPU torch tensor ``(out_features, in_features)``.
-        qtype: integer format, used affine (zero point in ``[qmin, qmax]``): ``"uint4"``,
-            ``"uint3"``, ... (signed formats such as ``"int4"`` work too).
+        qtype: integer format, used affine: ``"uint4"``, ``"uint3"``, ... (signed formats
+            such as ``"int4"`` work too with integer zero points).
         granularity: ``PerGroup(size)`` / ``"group:64"`` (the default, None; groups along
             ``in_features``, the size must divide it) or ``PerChannel(0)`` / ``"channel"``
             (one scale and zero point per output channel).
@@ -153,18 +212,34 @@ def hqq_quantize(
         kappa: factor by which ``beta`` grows each iteration, >= 1.
         early_stop: stop a phase as soon as the total ``l_p`` error stops decreasing (judged
             per chunk of about 65k elements, which are processed together to stay in cache).
+        zero_point: ``"int"`` (an integer zero point in ``[qmin, qmax]``, the scale refitted
+            for it) or ``"float"`` (the authors' form: the min-max scale and a real zero
+            point ``z``, stored as lowbit's float zero point ``offset = -z * scale``;
+            unsigned formats, float32 or float16 scales).
+        scale_format: how the scales (and float zero points) are stored, e.g. ``"float16"``;
+            None for float32. Every candidate is scored as stored.
+        x_mean_sq: optional ``(in_features,)`` mean of ``x_j^2`` of each input feature over
+            calibration data (the diagonal of GPTQ's Hessian, halved): the errors of column
+            ``j`` are weighted by it (normalised, plus 1% of the mean), in the iterations and
+            in the choice against min-max, so the objective is the layer's output error
+            without cross terms. None: every weight counts alike (data-free).
         group_size: deprecated spelling of ``granularity`` (None: per channel).
 
     Returns:
         A QTensor with ``PerGroup(size)`` or ``PerChannel(0)`` granularity,
-        ``symmetric=False``; ``lowbit.dequantize`` of it is the HQQ reconstruction.
+        ``symmetric=False``; ``lowbit.dequantize`` of it is the HQQ reconstruction. It is exactly
+        ``lowbit.quantize(weight, qtype, granularity=..., scale=qt.scale, zero_point=qt.zero_point,
+        scale_format=...)``. Each block keeps HQQ's parameters only where its (weighted) squared
+        error is lower than min-max round to nearest's in the same format and no weight is rounded
+        beyond half a min-max step; else min-max's.
 
     Raises:
         OptionError: non-integer format, weight not 2-D, ``iterations < 1``, ``lp_norm``
-            outside (0, 1], ``beta <= 0`` or ``kappa < 1``. GranularityError: not per
-            channel or per group, or a group size not dividing ``in_features``. QTypeError: unknown
-            format. InputTypeError,
-            EmptyInputError, NonFiniteError: as for :func:`lowbit.quantize`.
+            outside (0, 1], ``beta <= 0``, ``kappa < 1``, a bad ``x_mean_sq``, or
+            ``zero_point="float"`` with a signed format or another scale format.
+            GranularityError: not per channel or per group, or a group size not dividing
+            ``in_features``. QTypeError: unknown format. InputTypeError, EmptyInputError,
+            NonFiniteError: as for :func:`lowbit.quantize`.
 
     Example:
         >>> import numpy as np, lowbit
@@ -174,28 +249,58 @@ def hqq_quantize(
         >>> codes = qt.codes
         >>> bool(codes.min() >= 0 and codes.max() <= 15), qt.zero_point.shape
         (True, (4, 2))
+        >>> f = hqq_quantize(w, "uint4", granularity="group:32", zero_point="float", scale_format="float16")
+        >>> f.zero_point.dtype.name, f.scale_format
+        ('float16', 'float16')
     """
     flat, source = as_float_array(weight)
     qt, gran, size = _check_options(qtype, source.shape, granularity, group_size, iterations, lp_norm, beta, kappa)
+    float_zero = _check_zero_point(qt, zero_point, scale_format)
     check_finite(flat, int(flat.size - np.count_nonzero(np.isfinite(flat))), source.shape)
-    layout = plan(gran, source.shape)
-    g = flat.astype(np.float64).reshape(-1, size)  # one row per block, in parameter order
-    sdt = np.dtype(np.float64 if flat.dtype == np.float64 else np.float32)
-    s0, z0 = choose_qparams(g.min(axis=1), g.max(axis=1), qt, symmetric=False, scale_dtype=sdt)
-    s0 = s0.astype(np.float64)
-    z0 = z0.astype(np.float64)
-    scale, zero = np.empty_like(s0), np.empty_like(z0)
-    from lowbit._kernels.hqq import hqq_blocks
+    w = flat.reshape(source.shape)
+    n_in = source.shape[1]
+    cols = np.ones(n_in) if x_mean_sq is None else column_weights(x_mean_sq, n_in)
+    wts = np.ascontiguousarray(cols.reshape(-1, size))
+    kind = "float" if float_zero else "int"
+    base = quantize(w, qt, granularity=gran, symmetric=False, zero_point=kind, scale_format=scale_format)
+    g = w.astype(np.float64).reshape(-1, size)  # one row per block, in parameter order
+    s0 = np.asarray(base.scale, np.float64).reshape(-1)
+    if float_zero:  # the min-max scale as stored, and its minimum in code units
+        z0 = -np.asarray(base.zero_point, np.float64).reshape(-1) / s0
+    else:
+        sdt = np.float64 if flat.dtype == np.float64 else np.float32
+        s0, z0 = choose_qparams(g.min(axis=1), g.max(axis=1), qt, symmetric=False, scale_dtype=sdt)
+        s0 = s0.astype(np.float64)
+    opts = (float(lp_norm), float(beta), float(kappa), int(iterations), bool(early_stop))
+    s_h, z_h = _candidate(g, wts, s0, np.asarray(z0, np.float64), qt, float_zero, opts)
+    zdt = base.zero_point.dtype
+    with np.errstate(over="ignore", invalid="ignore"):
+        z_c = (-z_h * s_h).astype(zdt) if float_zero else z_h
+    usable = np.isfinite(z_c.astype(np.float64)) & np.isfinite(s_h) & (s_h > 0)
+    s_c = np.where(usable, s_h, s0)
+    z_c = np.where(usable, z_c, base.zero_point.reshape(-1)).astype(zdt if float_zero else np.int64)
+    shape = base.scale.shape
+    cand = quantize(w, qt, granularity=gran, symmetric=False, scale=s_c.reshape(shape),
+                    zero_point=z_c.reshape(shape), scale_format=scale_format)
+    err_b = _block_errors(w, base, wts, size)[0]
+    err_c, top_c = _block_errors(w, cand, wts, size)
+    keep = usable & (err_c < err_b) & (top_c <= 0.5 * s0)
+    flat_scale = lambda q: np.asarray(q.scale, np.float64).reshape(-1)  # noqa: E731
+    scale = np.where(keep, flat_scale(cand), flat_scale(base))
+    zero = np.where(keep, cand.zero_point.reshape(-1), base.zero_point.reshape(-1))
+    return quantize(weight, qt, granularity=gran, symmetric=False, scale=scale.reshape(shape),
+                    zero_point=zero.reshape(shape).astype(zdt if float_zero else np.int64), scale_format=scale_format)
 
-    hqq_blocks(
-        g, s0, z0, qt.qmin, qt.qmax, float(lp_norm), float(beta), float(kappa), int(iterations), bool(early_stop),
-        max(1, _CHUNK_ELEMENTS // size), sdt == np.float32, scale, zero,
-    )
-    return quantize(
-        weight,
-        qt,
-        granularity=gran,
-        symmetric=False,
-        scale=scale.astype(sdt).reshape(layout.param_shape),
-        zero_point=zero.astype(np.int64).reshape(layout.param_shape),
-    )
+
+def _check_zero_point(qt: QType, zero_point: Any, scale_format: Any) -> bool:
+    """Whether a float zero point is asked for (OptionError where the format cannot hold one)."""
+    from lowbit.core import float_zero_point_problems, float_zero_point_requested
+    from lowbit.formats import scale_format_for
+
+    fmt = scale_format_for(qt, scale_format).name
+    if not float_zero_point_requested(zero_point):
+        return False
+    problems = float_zero_point_problems(qt, None, fmt)
+    if problems:
+        raise OptionError("hqq_quantize(zero_point='float') needs " + "; ".join(problems))
+    return True
