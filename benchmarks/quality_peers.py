@@ -21,7 +21,9 @@ machine: noisy.
 
 lowbit rows are spec strings ``ALGORITHM:QTYPE:GRANULARITY[:KEY=VALUE...]`` (granularity
 ``channel`` or ``gN``); a key that is a ``WeightOnly`` field (``scale_format``, ``zero_point``,
-``symmetric``, ``method``) goes to ``WeightOnly``, any other to ``algorithm_options``.  An algorithm,
+``symmetric``, ``method``) goes to ``WeightOnly``, any other to ``algorithm_options``; ``:batches``
+gives calibration batches to an algorithm that takes them optionally (HQQ); ``preset:w4`` and
+``preset:w4:calibrated`` are the presets' two forms.  An algorithm,
 option or peer that fails shows its error in the table.
 
 Budgets (the targets of issue 14): at <= 4.5 and <= 3.5 bits/weight, and 2 bits at <= 2.5,
@@ -30,7 +32,8 @@ least in half, with no more stored bits/weight than that peer's row.  Peer rows 
 those of its code width (4, 3, 2 bits) whatever their bits/weight.
 
 Run: ``.venv/bin/python benchmarks/quality_peers.py [--model smollm2 minilm] [--peers hqq ...]
-[--rows SPEC ...] [--add-rows SPEC ...] [--eval-windows 8] [--json PATH]``; quick check:
+[--rows SPEC ...] [--add-rows SPEC ...] [--eval-windows 8] [--json PATH]``; ``--from-json PATH ...``
+prints the tables of saved runs again.  Quick check:
 ``--model minilm --peers hqq --rows rtn:uint4:g64 --sentences 160``.
 Needs ``pip install -c constraints.txt '.[peers]'``.  Not part of ``make test``.
 """
@@ -201,10 +204,15 @@ def _short(err: BaseException) -> str:
 
 
 def parse_spec(spec: str) -> Any:
-    """``gptq:uint4:g64:scale_format=float16:damp=0.01`` -> a ``lowbit.model.WeightOnly``."""
+    """``gptq:uint4:g64:scale_format=float16:damp=0.01`` (or ``preset:w4[:calibrated]``) -> a ``WeightOnly``."""
     import lowbit
     import lowbit.model as lm
 
+    if spec.startswith("preset:"):  # preset:w4 or preset:w4:calibrated
+        from lowbit.model.presets import preset
+
+        _, name, *form = spec.split(":")
+        return preset(name, calibrated=form == ["calibrated"])
     algorithm, qtype, gran, *options = spec.split(":")
     granularity = lowbit.PerChannel(0) if gran == "channel" else lowbit.PerGroup(int(gran.removeprefix("g")))
     fields: dict[str, Any] = {}
@@ -234,10 +242,12 @@ def run_lowbit(subject: Subject, spec: str) -> tuple[Any, Row]:
 
     row = Row(subject.name, spec, "lowbit", 0)
     try:
-        config = parse_spec(spec)
+        calibrate = ":batches" in spec  # e.g. hqq:uint4:g64:batches: HQQ's activation-aware form
+        config = parse_spec(spec.replace(":batches", ""))
         row.bits = get_qtype(config.qtype).bits
         candidate = copy.deepcopy(subject.model)
-        data = {"batches": subject.batches, "progress": False} if config.algorithm in DATA_ALGORITHMS else {}
+        calibrate = calibrate or config.algorithm in DATA_ALGORITHMS
+        data = {"batches": subject.batches, "progress": False} if calibrate else {}
         start = time.perf_counter()
         lm.quantize_(candidate, config, include=subject.include, **data)
         row.seconds = time.perf_counter() - start
@@ -383,29 +393,75 @@ def versions_line() -> str:
 # --------------------------------------------------------------------------- main
 
 
-def run_model(subject: Subject, specs: list[str], methods: list[PeerMethod]) -> list[Row]:
+def _spec_bits(spec: str) -> int:
+    try:
+        from lowbit.formats import get_qtype
+
+        return get_qtype(parse_spec(spec).qtype).bits
+    except Exception:
+        return 0  # shown with its error after the others
+
+
+def run_model(subject: Subject, specs: list[str], methods: list[PeerMethod], save: Any = None) -> list[Row]:
+    """Every peer method and lowbit spec on one subject, widest codes first; ``save(rows)`` after each row."""
     monitor = CpuMonitor()
     monitor.start()
     reference = subject.score(subject.model)
     rows = [Row(subject.name, "fp32", "fp32", 32, 32.0, 32.0, reference, 0.0)]
-    for method in methods:
-        model, row = run_peer(subject, method)
+    jobs = [(m.bits, 0, m) for m in methods] + [(_spec_bits(s), 1, s) for s in specs]
+    for _, kind, item in sorted(jobs, key=lambda j: (-j[0], j[1])):
+        model, row = run_peer(subject, item) if kind == 0 else run_lowbit(subject, item)
         score_row(subject, model, row, reference)
+        del model
         rows.append(row)
         print(f"  {row.method:45s} {_bits_text(row):24s} gap {_num(row.gap, 4):>10s}  {_note(row)}", flush=True)
-    for spec in specs:
-        model, row = run_lowbit(subject, spec)
-        score_row(subject, model, row, reference)
-        rows.append(row)
-        print(f"  {row.method:45s} {_bits_text(row):24s} gap {_num(row.gap, 4):>10s}  {_note(row)}", flush=True)
+        if save is not None:
+            save(rows)
     other = monitor.stop()
-    rows = [rows[0], *sorted(rows[1:], key=_order)]
     print(f"\n### {subject.name}: {len(subject.targets)} Linear layers quantized ({', '.join(subject.include)})")
     if other is not None:
         print(f"(wall {other[1]:.0f} s; other processes used {other[0] / other[1]:.2f} of the {os.cpu_count()} CPUs "
               f"meanwhile: times are noisy)")
-    print_table(rows, lm_metrics="ppl" in reference)
     return rows
+
+
+def report_model(name: str, rows: list[Row]) -> list[dict[str, Any]]:
+    """Print one model's table (fp32 first, then by code width) and its per-budget summary."""
+    rows = [r for r in rows if r.source == "fp32"] + sorted((r for r in rows if r.source != "fp32"), key=_order)
+    print_table(rows, lm_metrics=any("ppl" in r.metrics for r in rows))
+    return print_summary(name, rows)
+
+
+def print_targets(verdicts: dict[str, list[dict[str, Any]]]) -> None:
+    if len(verdicts) < 2:
+        return
+    print("\nTargets (both models must pass):")
+    for k, budget in enumerate(BUDGETS):
+        if budget.target:
+            each = [v[k]["verdict"] for v in verdicts.values()]
+            overall = "PASS" if all(x == "PASS" for x in each) else "FAIL"
+            detail = ", ".join(f"{m}: {v[k]['verdict']}" for m, v in verdicts.items())
+            print(f"  {budget.label:26s} {overall}  ({detail})")
+
+
+def write_json(path: Path, results: dict[str, Any]) -> None:
+    from lowbit.io._atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
+
+
+def from_json(paths: list[Path]) -> int:
+    """Print the tables, summaries and targets of saved runs (rows of one or more ``--json`` files)."""
+    verdicts = {}
+    for path in paths:
+        results = json.loads(path.read_text(encoding="utf-8"))
+        print(f"versions: {results['versions']}")
+        for name, data in results["models"].items():
+            print(f"\n### {name}" + (f" ({data['setup']})" if data.get("setup") else ""))
+            verdicts[name] = report_model(name, [Row(**r) for r in data["rows"]])
+    print_targets(verdicts)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -425,11 +481,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentences", type=int, default=640, help="sentences in all (held out: after calibration)")
     parser.add_argument("--calib-sentences", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="save the raw rows and verdicts")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
+                        help="save the raw rows (after every row) and verdicts")
+    parser.add_argument("--from-json", type=Path, nargs="+", default=None, metavar="PATH",
+                        help="print the tables and verdicts of saved --json files (several: one per model) and exit")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.from_json:
+        return from_json(args.from_json)
     specs = (LOWBIT_ROWS if args.rows is None else args.rows) + args.add_rows
     methods = peer_methods(args.peers, args.peer_match, args.all_peer_rows)
     print(f"versions: {versions_line()}", flush=True)
@@ -438,31 +499,27 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.model:
         if name == "smollm2":
             subject = smollm2_subject(args.eval_windows, args.calib_windows, args.window)
-            print(f"\nSmolLM2-135M: {args.eval_windows} Hamlet windows of {args.window} tokens; lowbit calibration "
-                  f"{args.calib_windows} Macbeth windows", flush=True)
+            setup = (f"{args.eval_windows} Hamlet windows of {args.window} tokens; lowbit calibration "
+                     f"{args.calib_windows} Macbeth windows")
         else:
             subject = minilm_subject(args.sentences, args.calib_sentences)
-            print(f"\nall-MiniLM-L6-v2: {args.sentences - args.calib_sentences} held-out sentences; lowbit calibration "
-                  f"{args.calib_sentences} sentences", flush=True)
-        rows = run_model(subject, specs, methods)
-        verdicts[subject.name] = print_summary(subject.name, rows)
-        results["models"][subject.name] = {"rows": [asdict(r) for r in rows], "budgets": verdicts[subject.name]}
-    if len(verdicts) > 1:
-        print("\nTargets (both models must pass):")
-        for k, budget in enumerate(BUDGETS):
-            if budget.target:
-                each = [v[k]["verdict"] for v in verdicts.values()]
-                overall = "PASS" if all(x == "PASS" for x in each) else "FAIL"
-                detail = ", ".join(f"{m}: {v[k]['verdict']}" for m, v in verdicts.items())
-                print(f"  {budget.label:26s} {overall}  ({detail})")
-    if args.json is not None:
-        from lowbit.io._atomic import atomic_file
+            setup = (f"{args.sentences - args.calib_sentences} held-out sentences; lowbit calibration "
+                     f"{args.calib_sentences} sentences")
+        print(f"\n{subject.name}: {setup}", flush=True)
 
-        with atomic_file(args.json) as tmp:
-            tmp.write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
+        def save(rows: list[Row], name: str = subject.name, setup: str = setup) -> None:
+            results["models"][name] = {"setup": setup, "rows": [asdict(r) for r in rows]}
+            if args.json is not None:
+                write_json(args.json, results)
+
+        rows = run_model(subject, specs, methods, save)
+        verdicts[subject.name] = report_model(subject.name, rows)
+        results["models"][subject.name]["budgets"] = verdicts[subject.name]
+    print_targets(verdicts)
+    if args.json is not None:
+        write_json(args.json, results)
         print(f"\nrows saved to {args.json}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
