@@ -259,8 +259,10 @@ def run_lowbit(subject: Subject, spec: str) -> tuple[Any, Row]:
     left_float = sum(isinstance(modules[n], torch.nn.Linear) for n in subject.targets)
     weights = sum(subject.model.get_submodule(n).weight.numel() for n in subject.targets)
     row.bpw = row.packed_bpw = 8 * stored / weights
+    notes = [config.scheme] if spec.startswith("preset:") else []
     if left_float:
-        row.note = f"{left_float} of {len(subject.targets)} layers left float"
+        notes.append(f"{left_float} of {len(subject.targets)} layers left float")
+    row.note = "; ".join(notes)
     return candidate, row
 
 
