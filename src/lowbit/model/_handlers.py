@@ -83,7 +83,7 @@ def _weight_only_layer(module: Any, name: str, cfg: WeightOnly, stat: Any) -> An
     if gran is None:
         return module, scheme
     if cfg.algorithm == "hqq" and not isinstance(module, tnn.Conv2d):
-        return _record(_hqq_layer(cls, module, cfg, gran), "hqq", cfg.algorithm_options), scheme
+        return _record(_hqq_layer(cls, module, cfg, gran, stat), "hqq", cfg.algorithm_options), scheme
     if cfg.algorithm in DATA_ALGORITHMS and stat is not None:
         layer = {"gptq": _gptq_layer, "awq": _awq_layer, "autoround": _autoround_layer}[cfg.algorithm]
         return _record(layer(module, cfg, gran, stat), cfg.algorithm, cfg.algorithm_options), scheme
@@ -101,14 +101,16 @@ def _record(layer: Any, algorithm: str, options: dict[str, Any]) -> Any:
     return layer
 
 
-def _hqq_layer(cls: Any, module: Any, cfg: WeightOnly, gran: Granularity) -> Any:
-    """A weight-only layer whose weight HQQ optimised (affine, per group or per output channel)."""
+def _hqq_layer(cls: Any, module: Any, cfg: WeightOnly, gran: Granularity, stat: Any) -> Any:
+    """A weight-only layer whose weight HQQ optimised (affine, per group or per output channel), weighted by
+    the layer's mean ``x_j^2`` where calibration fed it (``stat``)."""
     from lowbit.algorithms import hqq_quantize
 
-    qt = _stored(hqq_quantize(module.weight.detach().float(), cfg.qtype, granularity=gran,
-                              **cfg.algorithm_options), cfg)
+    qt = hqq_quantize(module.weight.detach().float(), cfg.qtype, granularity=gran, zero_point=cfg.zero_point,
+                      scale_format=cfg.scale_format, x_mean_sq=None if stat is None else stat.mean_sq_,
+                      **_algorithm_options(cfg))
     new = cls.from_float(module, qtype=cfg.qtype, granularity=qt.granularity, symmetric=False,
-                         scale_format=qt.scale_format)
+                         scale_format=qt.scale_format, zero_point=cfg.zero_point)
     new.load_qtensor(qt)
     return new
 
@@ -119,7 +121,7 @@ def _linear_from_qtensor(module: Any, qt: Any, smooth_scale: Any = None) -> Any:
 
     new = WeightOnlyLinear(module.in_features, module.out_features, module.bias is not None, qtype=qt.qtype,
                            granularity=qt.granularity, symmetric=qt.symmetric, scale_format=qt.scale_format,
-                           smooth=smooth_scale is not None)
+                           smooth=smooth_scale is not None, zero_point="float" if qt.float_zero_point else "int")
     new.load_qtensor(qt)
     if smooth_scale is not None:
         new.set_smooth_scale(smooth_scale)
@@ -133,8 +135,9 @@ def _gptq_layer(module: Any, cfg: WeightOnly, gran: Granularity, hessian: Any) -
     from lowbit.algorithms import gptq_quantize
 
     qt = gptq_quantize(module.weight.detach().float(), hessian.hessian_, cfg.qtype, granularity=gran,
-                       symmetric=cfg.symmetric, **_algorithm_options(cfg))
-    return _linear_from_qtensor(module, _stored(qt, cfg))
+                       symmetric=cfg.symmetric, zero_point=cfg.zero_point, scale_format=cfg.scale_format,
+                       **_algorithm_options(cfg))
+    return _linear_from_qtensor(module, qt)
 
 
 def _autoround_layer(module: Any, cfg: WeightOnly, gran: Granularity, stat: Any) -> Any:

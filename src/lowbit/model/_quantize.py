@@ -271,6 +271,8 @@ def _apply(model: Any, config: Config, chosen: list, batches: Any, progress: boo
     A module used at several places is replaced at all of them by the same new module."""
     record = get_handler(config)
     plan = record.statistics(config)
+    if plan is not None and plan.optional and batches is None:  # e.g. HQQ without data: data-free
+        plan = None
     aliases = _aliases(model)
     items = ((n, m, None) for n, m in chosen) if plan is None else _layers_with_statistics(
         model, chosen, plan, batches, progress
@@ -362,14 +364,16 @@ def quantize_(
         raise OptionError(f"config must be a lowbit.model.Config, a plan (dict) or a plan file path, "
                           f"got {type(config).__name__}")
     batches = one_batch_as_list(batches)
-    needs_data = [cfg.scheme for cfg, _ in groups if get_handler(cfg).statistics(cfg) is not None]
-    if not needs_data and batches is not None:
+    plans = [get_handler(cfg).statistics(cfg) for cfg, _ in groups]
+    needs_data = [cfg.scheme for (cfg, _), plan in zip(groups, plans, strict=True) if plan and not plan.optional]
+    takes_data = [plan for plan in plans if plan is not None]
+    if not takes_data and batches is not None:
         raise OptionError(f"{', '.join(cfg.scheme for cfg, _ in groups)} uses no calibration data; drop batches=")
     if needs_data and batches is None:
         raise ModelError(
             f"{needs_data[0]} needs calibration data: call quantize_(model, config, batches=[...]) with model inputs"
         )
-    batch_list = list(batches) if batches is not None and len(needs_data) > 1 else batches
+    batch_list = list(batches) if batches is not None and len(takes_data) > 1 else batches
     rows: list[SummaryRow] = []
     swapped: list[tuple[str, Any]] = []
     try:

@@ -42,13 +42,14 @@ __all__ = ["Config", "StatPlan", "WeightOnly", "Dynamic", "Static", "QAT", "ALGO
 # Weight rounding algorithms and the options each takes (passed to its function in lowbit.algorithms).
 ALGORITHM_OPTIONS: dict[str, tuple[str, ...]] = {
     "rtn": (),
-    "hqq": ("iterations", "lp_norm", "beta", "kappa", "early_stop"),
-    "gptq": ("damp", "act_order", "block_size", "sink_weight"),
+    "hqq": ("iterations", "lp_norm", "beta", "kappa", "early_stop", "sink_weight"),
+    "gptq": ("damp", "act_order", "block_size", "scale_search", "sink_weight"),
     "awq": ("grid", "clip", "max_shrink", "clip_steps", "max_rows", "sink_weight"),
     "autoround": ("steps", "lr", "min_clip", "checkpoints", "seed", "sink_weight", "max_rows"),
 }
 # Options the calibration pass takes (not the algorithm's function), with their defaults.
 COLLECT_OPTIONS: dict[str, dict[str, Any]] = {
+    "hqq": {"sink_weight": 1.0},
     "gptq": {"sink_weight": 32.0},
     "awq": {"sink_weight": 1.0, "max_rows": 1024},
     "autoround": {"sink_weight": 1.0, "max_rows": 1024},
@@ -78,6 +79,8 @@ class StatPlan:
             ``(name, layer)`` pairs (names start with ``prefix``), its inputs as ``(args, kwargs)``
             in the quantized model and the float block's outputs; it returns each layer's statistic
             by name. Layers outside the blocks still get ``factory``'s statistic.
+        optional: the config also runs without data; the statistics are collected only when
+            ``quantize_`` is given batches (HQQ's activation-aware form).
 
     Example:
         >>> from lowbit.algorithms import ActivationStatistics
@@ -90,6 +93,7 @@ class StatPlan:
     wants: Callable[[Any], bool] = lambda module: True
     sink_weight: float = 1.0
     block: Callable[..., dict[str, Any]] | None = None
+    optional: bool = False
 
 
 class Config(abc.ABC):
@@ -120,14 +124,15 @@ class Config(abc.ABC):
 
 
 def _check_zero_point(cfg: Any, qt: Any) -> None:
-    """Refuse a float zero point where round to nearest of an unsigned affine format cannot keep it."""
+    """Refuse a float zero point where the format or the algorithm (rtn, hqq, gptq) cannot keep it."""
     from lowbit.core import float_zero_point_problems, float_zero_point_requested
 
     if not float_zero_point_requested(cfg.zero_point):
         return
     problems = float_zero_point_problems(qt, cfg.symmetric, cfg.scale_format or "float32")
-    if cfg.algorithm != "rtn" or cfg.method != "minmax":
-        problems.append(f"algorithm='rtn' with method='minmax' (got {cfg.algorithm!r}, {cfg.method!r})")
+    if cfg.algorithm not in ("rtn", "hqq", "gptq") or cfg.method != "minmax":
+        problems.append(f"algorithm 'rtn', 'hqq' or 'gptq' with method='minmax' (got {cfg.algorithm!r}, "
+                        f"{cfg.method!r})")
     if problems:
         raise OptionError("zero_point='float' needs " + "; ".join(problems))
 
@@ -158,6 +163,9 @@ def _check_algorithm(algorithm: str, options: dict[str, Any]) -> None:
     if unknown:
         allowed = ", ".join(ALGORITHM_OPTIONS[algorithm]) or "none"
         raise OptionError(f"algorithm_options {unknown} are not options of {algorithm!r} (it takes: {allowed})")
+    search = options.get("scale_search", "none")
+    if search not in ("none", "mse", "hqq"):  # lowbit.algorithms.gptq.SCALE_SEARCHES, checked before any data
+        raise OptionError(f"scale_search must be one of ('none', 'mse', 'hqq'), got {search!r}")
     weight = options.get("sink_weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < float("inf"):
         raise OptionError(f"sink_weight must be a finite number > 0 (1 = no extra weight), got {weight!r}")
@@ -227,7 +235,8 @@ class WeightOnly(Config):
         zero_point: ``"int"`` (default) or ``"float"``: a float zero point per block,
             ``w = code * scale + min`` (unsigned formats, round to nearest, float32 or
             float16 scales) as GGUF's Q4_1/Q5_1 store it; ``WeightOnly("uint4", "group:32",
-            scale_format="float16", zero_point="float")`` is Q4_1's scheme.
+            scale_format="float16", zero_point="float")`` is Q4_1's scheme. HQQ (its authors'
+            form: a real zero point) and GPTQ take it too.
         activations: ``"float"`` (default) or ``"int8"``: Linear layers with integer 4- or 8-bit
             weights quantize their input to int8 per block for at most 4 input rows (decoding):
             faster, an approximation (see :class:`lowbit.nn.WeightOnlyLinear`).
@@ -301,10 +310,14 @@ class WeightOnly(Config):
         return {k: self.algorithm_options.get(k, v) for k, v in defaults.items()}
 
     def statistics(self) -> StatPlan | None:
-        """GPTQ needs each Linear's input Hessian, AWQ its channel means and a sample of rows."""
+        """GPTQ needs each Linear's input Hessian, AWQ its channel means and a sample of rows; HQQ takes
+        each Linear's mean ``x_j^2`` when batches are given (activation-aware), and runs without them."""
         from lowbit.algorithms import ActivationStatistics, HessianAccumulator
 
         opts = self.collect_options()
+        if self.algorithm == "hqq":
+            return StatPlan(lambda name, m: ActivationStatistics(m.in_features, max_rows=0), sequential=True,
+                            wants=_is_linear, sink_weight=float(opts["sink_weight"]), optional=True)
         if self.algorithm == "gptq":
             return StatPlan(lambda name, m: HessianAccumulator(m.in_features), sequential=True, wants=_is_linear,
                             sink_weight=float(opts["sink_weight"]))
