@@ -156,7 +156,7 @@ def _add_checkpoint_commands(sub: Any) -> None:
                    help="rtn (default): round to nearest; hqq: half-quadratic (2-d weights, affine)")
     q.add_argument("--zero-point", choices=["int", "float"], default=None,
                    help="int (default) or float: a float minimum per block, w = code * scale + min (unsigned "
-                   "formats, round to nearest, float32/float16 scales; GGUF Q4_1's rule)")
+                   "formats, float32/float16 scales; GGUF Q4_1's rule)")
     q.add_argument("--tensor", nargs="+", metavar="GLOB", help="only tensors matching these patterns")
     q.add_argument("--exclude", nargs="+", default=[], metavar="GLOB", help="tensors to keep in float")
     q.add_argument("--min-ndim", type=int, default=2, help="only tensors with at least this many dimensions (2)")

@@ -100,3 +100,17 @@ def test_checkpoint_float_zero_point_equals_quantize(tmp_path):
 def test_a_preset_is_a_plan_candidate():
     c = parse_candidate("W2")
     assert c.spec == "w2" and c.config == preset("w2")
+
+
+def test_checkpoint_hqq_with_float_zero_points_equals_hqq_quantize(tmp_path):
+    from safetensors.numpy import save_file
+
+    from lowbit.algorithms import hqq_quantize
+
+    w = np.random.default_rng(3).standard_normal((16, 128)).astype(np.float32)
+    save_file({"fc.weight": w}, tmp_path / "m.safetensors")
+    quantize_checkpoint(tmp_path / "m.safetensors", tmp_path / "o.safetensors", qtype="uint3", granularity="group:64",
+                        scale_format="float16", algorithm="hqq", zero_point="float")
+    got = lowbit.load(tmp_path / "o.safetensors")["fc.weight"]
+    want = hqq_quantize(w, "uint3", granularity="group:64", scale_format="float16", zero_point="float")
+    assert got.float_zero_point and np.array_equal(got.dequantize(), want.dequantize())

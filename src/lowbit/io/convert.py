@@ -136,8 +136,6 @@ class QuantizeOptions:
         problems = float_zero_point_problems(qt, self.symmetric, self.scale_format or "float32")
         if isinstance(gran, PerTensor):
             problems.append("channel or group granularity (not tensor)")
-        if self.algorithm != "rtn":
-            problems.append(f"algorithm='rtn' for checkpoint files (got {self.algorithm!r})")
         if problems:
             raise OptionError("zero_point='float' needs " + "; ".join(problems))
 
@@ -299,14 +297,10 @@ def _two_pass(f: SafetensorsFile, name: str, info: dict[str, Any], gran: Granula
 
 def _stored_hqq(f: SafetensorsFile, name: str, info: dict[str, Any]) -> Iterator[Any]:
     from lowbit.algorithms import hqq_quantize
-    from lowbit.core import quantize
 
     for block in _rows(f, name):
-        qt = hqq_quantize(block, info["qtype"], granularity=info["granularity"])
-        if info["scale_format"] != "float32":
-            qt = quantize(qt.dequantize(), qt.qtype, granularity=qt.granularity, symmetric=False, scale=qt.scale,
-                          zero_point=qt.zero_point, scale_format=info["scale_format"])
-        yield qt
+        yield hqq_quantize(block, info["qtype"], granularity=info["granularity"], scale_format=info["scale_format"],
+                           zero_point=info.get("zero_point_kind", "int"))
 
 
 def _write_quantized(writer: SafetensorsWriter, f: SafetensorsFile, name: str, info: dict[str, Any],
@@ -549,7 +543,7 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
         plan: a ``lowbit plan`` file (or :class:`lowbit.plan.Plan`): each planned layer's ``.weight`` takes
             its own scheme, and no other tensor is quantized (``qtype``, ``granularity``, ``scale_format``,
             ``symmetric`` and ``algorithm`` are then ignored). Every planned layer must be in the checkpoint.
-        zero_point: ``"int"`` or ``"float"`` (unsigned formats, round to nearest, float32/float16 scales:
+        zero_point: ``"int"`` or ``"float"`` (unsigned formats, float32/float16 scales; rtn or hqq:
             ``w = code * scale + min`` per block, GGUF Q4_1's rule).
         preset: a preset name (``"w4"``, :mod:`lowbit.model.presets`): its data-free scheme replaces
             ``qtype``, ``granularity``, ``scale_format``, ``symmetric``, ``algorithm`` and ``zero_point``.
