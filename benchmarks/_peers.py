@@ -238,11 +238,12 @@ PEER_METHODS: list[PeerMethod] = [
 
 def peer_methods(peers: list[str] | None = None, match: list[str] | None = None,
                  extra: bool = False) -> list[PeerMethod]:
-    """The methods of the chosen peers (all by default) whose label contains one of ``match``
-    (without ``match``, the ``extra`` rows only when ``extra`` is true)."""
+    """The methods of the chosen peers (all by default) whose label is one of ``match`` or, for a ``match``
+    item that is no label, contains it (without ``match``, the ``extra`` rows only when ``extra`` is true)."""
     chosen = [m for m in PEER_METHODS if peers is None or m.peer in peers]
     if match:
-        return [m for m in chosen if any(s in m.label for s in match)]
+        labels = {m.label for m in PEER_METHODS}
+        return [m for m in chosen if any(s == m.label or (s not in labels and s in m.label) for s in match)]
     return [m for m in chosen if extra or not m.extra]
 
 
