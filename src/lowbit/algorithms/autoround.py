@@ -59,6 +59,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
 import warnings
@@ -135,9 +136,27 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+@functools.cache
+def _round_function() -> Any:
+    import torch
+
+    class _RoundSTE(torch.autograd.Function):
+        """Round half to even forward, identity backward: one pass each way."""
+
+        @staticmethod
+        def forward(ctx: Any, x: Any) -> Any:
+            return torch.round(x)
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            return grad
+
+    return _RoundSTE
+
+
 def _round_ste(x: Any) -> Any:
     """Round half to even forward, identity backward (straight-through)."""
-    return x + (x.round() - x).detach()
+    return _round_function().apply(x)
 
 
 class _LearnedWeight:
@@ -201,8 +220,12 @@ class _LearnedWeight:
 
         s = self.scale()
         z = self.zero_point(s)
-        q = torch.clamp(_round_ste(self.wg / s + self.v) + z, self.qt.qmin, self.qt.qmax)
-        return ((q - z) * s).reshape(self.shape[0], -1)[:, : self.shape[1]]
+        steps = _round_ste(self.wg / s + self.v)  # the code minus the zero point, clipped to the codes below
+        if self.sym:
+            steps = steps.clamp(self.qt.qmin - z, self.qt.qmax - z)
+        else:
+            steps = torch.clamp(steps, self.qt.qmin - z, self.qt.qmax - z)
+        return (steps * s).reshape(self.shape[0], -1)[:, : self.shape[1]]
 
     def state(self) -> list[Any]:
         return [p.detach().clone() for p in (self.v, self.alpha, self.beta)]
@@ -295,12 +318,13 @@ def _sign_step(params: list[Any], rate: float) -> bool:
     import torch
 
     grads = [p.grad for p in params]
-    if any(g is not None and not bool(torch.isfinite(g).all()) for g in grads):
+    # one reduction per gradient: a NaN or Inf makes the sum non-finite (finite sums never reach 1e38 here)
+    if any(g is not None and not bool(torch.isfinite(g.sum())) for g in grads):
         return False
     with torch.no_grad():
         for p, g in zip(params, grads, strict=True):
             if g is not None:
-                p.sub_(rate * torch.sign(g))
+                p.sub_(g.sign_(), alpha=rate)
             p.grad = None
     return True
 
