@@ -1,4 +1,8 @@
-"""lowbit.calibration.entropy: Entropy (KL-divergence threshold) on the seeds' outlier example."""
+"""lowbit.calibration.entropy: Entropy, the symmetric threshold and the two-sided (affine) window.
+
+The kernel's objective is checked against a brute force over every window in
+tests/_kernels/test_histogram.py; here, the ranges it gives on skewed data.
+"""
 
 from __future__ import annotations
 
@@ -119,11 +123,23 @@ def test_symmetric_data_gets_a_window_close_to_the_symmetric_threshold(qtype):
     assert abs(lo + t) < 0.1 * t and abs(hi - t) < 0.1 * t
 
 
+@pytest.mark.parametrize("qtype", ["uint8", "uint4"])
+def test_a_spike_at_zero_does_not_pull_the_window_onto_it(qtype):
+    """ReLU outputs: half the values are exactly 0.  TensorRT's divergence smears that spike over
+    its bucket, which costs more than clipping half the values onto it; the window keeps the
+    central 99 %, and lands far better than the old threshold."""
+    x = np.maximum(np.random.default_rng(10).standard_normal(200_000), 0.0)
+    est = Entropy().fit([x])
+    lo, hi = est.clip_range(qtype)
+    assert lo == 0.0 and hi >= np.quantile(x, 0.995)
+    assert _mse(x, lo, hi, qtype) < 0.7 * _mse(x, *_old_affine(est, x, qtype), qtype)
+
+
 def test_affine_per_channel_matches_per_tensor_on_each_channel():
     rng = np.random.default_rng(7)
     x = np.stack([rng.uniform(-20, 200, 4000), -rng.gamma(2.0, 1.0, 4000), rng.standard_normal(4000)], axis=1)
     x[0] = [-800.0, 30.0, 9.0]
-    lo, hi = Entropy(axis=1, bins=512).fit([x]).clip_range("uint8")
+    lo, hi = Entropy(axis=1, bins=512).fit([x]).clip_range("uint8")  # channel 0's bulk: < 256 bins
     for c in range(3):
         assert (lo[c], hi[c]) == Entropy(bins=512).fit([x[:, c]]).clip_range("uint8")
     assert lo[0] > -21 and hi[1] < 0.9 * x[:, 1].max() + 1e-9 and lo[1] < 0.9 * x[:, 1].min()
