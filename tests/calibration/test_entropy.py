@@ -105,13 +105,14 @@ def test_a_tail_on_one_side_is_clipped_and_the_other_side_kept(sign, qtype):
 
 @pytest.mark.parametrize("sign", [1, -1], ids=["right-tail", "left-tail"])
 def test_a_skewed_density_keeps_its_short_side(sign):
-    """A gamma density (a long tail on one side, a sharp edge on the other): the short side is
-    kept to within a few sparse values of its extreme (< 0.1 % of the range), the long tail is cut."""
-    x = sign * (np.random.default_rng(6).gamma(2.0, 1.0, 50_000) - 0.5)
+    """A shifted lognormal (a long tail on one side, a sharp edge on the other): the short side is
+    kept to within a few sparse values of its extreme (< 0.2 % of the range), the long tail is cut."""
+    x = sign * (np.random.default_rng(6).lognormal(0.0, 0.7, 100_000) - 1.0)
     lo, hi = Entropy().fit([x]).clip_range("uint8")
     short, long = (lo, hi) if sign > 0 else (-hi, -lo)
     edge, extreme = float(np.min(sign * x)), float(np.max(sign * x))
-    assert edge <= short < edge + 1e-3 * (extreme - edge) and 0.5 * extreme < long < 0.95 * extreme
+    assert edge <= short < edge + 2e-3 * (extreme - edge)
+    assert 0.5 * extreme < long < 0.9 * extreme
 
 
 @pytest.mark.parametrize("qtype", ["uint8", "int8", "uint4"])

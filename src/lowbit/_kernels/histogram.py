@@ -339,52 +339,65 @@ def _window_prefixes(hist):  # pragma: no cover - compiled
     return mass, filled, hlogh
 
 
-@njit(cache=True)
-def _window_kl(hist, mass, filled, hlogh, a, b, levels):  # pragma: no cover - compiled
-    """``D(a, b)`` for ``b > a`` and ``levels >= 2``, in O(levels).
+@njit(inline="always", cache=True)
+def _bucket_term(hist, mass, filled, hlogh, s, e, a, b, left, right):  # pragma: no cover - compiled
+    """``sum P log(P/Q)`` (counts) over bucket ``[s, e)`` of window ``[a, b)``: ``sum P log P -
+    (sum P) log(inside / nonzero)``, read off the prefix sums; the window's edge bins carry the
+    clipped mass (``left``, ``right``).  +inf where P has mass and Q none."""
+    inside = mass[e] - mass[s]
+    p_mass = inside
+    nonzero = filled[e] - filled[s]
+    p_logp = hlogh[e] - hlogh[s]
+    if s == a and left > 0:
+        h = np.float64(hist[a])
+        p_mass += left
+        nonzero += h == 0
+        p_logp += _plogp(h + left) - _plogp(h)
+    if e == b and right > 0:
+        h = np.float64(hist[b - 1])
+        p_mass += right
+        nonzero += h == 0
+        p_logp += _plogp(h + right) - _plogp(h)
+    if p_mass == 0:
+        return 0.0
+    if inside == 0:
+        return np.inf
+    return p_logp - p_mass * np.log(inside / nonzero)
 
-    Per bucket, ``sum P log(P/Q) = sum P log P - (sum P) log(inside / nonzero)``; only the edge
-    bins differ from the histogram (they carry the clipped mass), and are corrected one by one.
+
+@njit(cache=True)
+def _window_kl(hist, mass, filled, hlogh, a, b, levels, limit=np.inf):  # pragma: no cover - compiled
+    """``D(a, b)`` for ``b > a`` and ``levels >= 2``, in O(levels); +inf once ``N * D`` passes ``limit``.
+
     Bucket ``l`` is ``[a + l*n//levels, a + (l+1)*n//levels)``, walked without division; a window
-    of fewer bins than codes has one bucket per bin (its grid is finer than the bins).
+    of fewer bins than codes has one bucket per bin (its grid is finer than the bins).  Every
+    bucket's term is >= 0, so the sum so far bounds ``N * D`` from below: the two edge buckets
+    (where the clipped mass is) go first, and the walk stops once past ``limit``.
     """
     total = mass[hist.size]
     left = mass[a]
     right = total - mass[b]
-    first = np.float64(hist[a])
-    last = np.float64(hist[b - 1])
     n = b - a
     if n == 1:  # one bin takes the clipped mass of both sides
-        return np.log(total / first) if first > 0 else np.inf
+        return np.log(total / hist[a]) if hist[a] > 0 else np.inf
     buckets = min(levels, n)
     step, extra = n // buckets, n % buckets
-    acc = 0.0
+    last_start = a + (buckets - 1) * n // buckets
+    acc = _bucket_term(hist, mass, filled, hlogh, last_start, b, a, b, left, right)
     e = a
     rem = 0
-    for _ in range(buckets):
+    for _ in range(buckets - 1):
+        if acc > limit:
+            return np.inf
         s = e
         e += step
         rem += extra
         if rem >= buckets:
             rem -= buckets
             e += 1
-        inside = mass[e] - mass[s]
-        p_mass = inside
-        nonzero = filled[e] - filled[s]
-        p_logp = hlogh[e] - hlogh[s]
-        if s == a and left > 0:
-            p_mass += left
-            nonzero += first == 0
-            p_logp += _plogp(first + left) - _plogp(first)
-        if e == b and right > 0:
-            p_mass += right
-            nonzero += last == 0
-            p_logp += _plogp(last + right) - _plogp(last)
-        if p_mass == 0:
-            continue
-        if inside == 0:
-            return np.inf
-        acc += p_logp - p_mass * np.log(inside / nonzero)
+        acc += _bucket_term(hist, mass, filled, hlogh, s, e, a, b, left, right)
+    if acc > limit:
+        return np.inf
     return max(acc, 0.0) / total
 
 
@@ -449,7 +462,7 @@ def kl_window_scores(hist: np.ndarray, levels: int, keep_from: int, keep_to: int
 def _best_start(hist, mass, filled, hlogh, levels, b, lo, hi):  # pragma: no cover - compiled
     best, arg = np.inf, lo
     for a in range(lo, hi + 1):
-        v = _window_kl(hist, mass, filled, hlogh, a, b, levels)
+        v = _window_kl(hist, mass, filled, hlogh, a, b, levels, best * mass[hist.size])
         if v < best:
             best, arg = v, a
     return best, arg
@@ -459,7 +472,7 @@ def _best_start(hist, mass, filled, hlogh, levels, b, lo, hi):  # pragma: no cov
 def _best_end(hist, mass, filled, hlogh, levels, a, lo, hi):  # pragma: no cover - compiled
     best, arg = np.inf, hi
     for b in range(hi, lo - 1, -1):
-        v = _window_kl(hist, mass, filled, hlogh, a, b, levels)
+        v = _window_kl(hist, mass, filled, hlogh, a, b, levels, best * mass[hist.size])
         if v < best:
             best, arg = v, b
     return best, arg
@@ -489,9 +502,10 @@ def _bounded_row(hist, mass, filled, hlogh, levels, keep_to, a, limit):  # pragm
     """Best end and score for start ``a``, scoring only the windows whose edge bound is below ``limit``."""
     best, arg = np.inf, -1
     for b in range(max(keep_to, a + 1), hist.size + 1):
-        if _edge_bound(mass, a, b, levels) >= min(limit, best * mass[hist.size]):
+        bound = min(limit, best * mass[hist.size])
+        if _edge_bound(mass, a, b, levels) >= bound:
             continue
-        v = _window_kl(hist, mass, filled, hlogh, a, b, levels)
+        v = _window_kl(hist, mass, filled, hlogh, a, b, levels, bound)
         if v < best:
             best = v
             arg = b
@@ -516,7 +530,7 @@ def _local(hist, levels, keep_from, keep_to, a0, b0, reach):  # pragma: no cover
     best, arg_a, arg_b = np.inf, a0, b0
     for a in range(max(a0 - reach, 0), min(a0 + reach, keep_from) + 1):
         for b in range(max(b0 - reach, keep_to, a + 1), min(b0 + reach, nb) + 1):
-            v = _window_kl(hist, mass, filled, hlogh, a, b, levels)
+            v = _window_kl(hist, mass, filled, hlogh, a, b, levels, best * mass[nb])
             if v < best:
                 best, arg_a, arg_b = v, a, b
     return arg_a, arg_b, best
