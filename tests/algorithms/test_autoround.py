@@ -225,7 +225,7 @@ def test_weight_only_autoround_config_errors():
 
 
 @pytest.mark.model
-def test_smollm2_two_blocks_lower_error_than_rtn():
+def test_smollm2_block_lower_error_than_rtn():
     pytest.importorskip("transformers")
     import lowbit.model as lm
     from lowbit.zoo import load_smollm2, play_windows
@@ -233,12 +233,12 @@ def test_smollm2_two_blocks_lower_error_than_rtn():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, tokenizer = load_smollm2()
-    ids = play_windows(tokenizer, 2, 128, "macbeth")
+    ids = play_windows(tokenizer, 2, 96, "macbeth")
     batches = [{"input_ids": ids[i : i + 1]} for i in range(2)]
 
     def hidden(m: torch.nn.Module) -> torch.Tensor:
         with torch.no_grad():
-            return torch.cat([m(**b, output_hidden_states=True).hidden_states[2] for b in batches])
+            return torch.cat([m(**b, output_hidden_states=True).hidden_states[1] for b in batches])
 
     ref = hidden(model)
     errors = {}
@@ -246,7 +246,7 @@ def test_smollm2_two_blocks_lower_error_than_rtn():
         candidate = copy.deepcopy(model)
         data = {"batches": batches, "progress": False} if algorithm == "autoround" else {}
         lm.quantize_(candidate, lm.WeightOnly("uint3", "group:64", algorithm=algorithm, scale_format="float16",
-                                              algorithm_options={"steps": 12} if data else {}),
-                     include=["model.layers.0.*", "model.layers.1.*"], **data)
+                                              algorithm_options={"steps": 10} if data else {}),
+                     include=["model.layers.0.*"], **data)
         errors[algorithm] = float(((hidden(candidate) - ref) ** 2).mean())
     assert errors["autoround"] < 0.9 * errors["rtn"]
