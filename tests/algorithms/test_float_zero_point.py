@@ -56,7 +56,7 @@ def _block_sq(w, r, size):
     return np.sum((w.astype(np.float64) - np.asarray(r, np.float64)).reshape(-1, size) ** 2, axis=1)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(case=weights())
 def test_hqq_float_zero_point_is_core_quantization_and_never_worse(case):
     w, qtype, group, fmt = case
@@ -67,7 +67,7 @@ def test_hqq_float_zero_point_is_core_quantization_and_never_worse(case):
     assert np.all(_block_sq(w, qt.dequantize(), size) <= _block_sq(w, rtn, size))
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(case=weights(), act=st.integers(0, 2**32 - 1))
 def test_gptq_float_zero_point_is_core_quantization(case, act):
     w, qtype, group, fmt = case

@@ -23,9 +23,15 @@ Steps (all in float64; rounding itself follows lowbit's kernels exactly):
    later columns of the block at once; the later blocks receive the block's
    accumulated error in one matrix product (lazy batch update);
 5. with ``PerGroup(size)`` the scale and zero point of a group (``size``
-   consecutive input columns in the original order) are chosen by min-max
-   (:func:`lowbit.choose_qparams`) from the group's *updated* weights when the
-   first of its columns is reached.
+   consecutive input columns in the original order) are chosen from the group's
+   *updated* weights when the first of its columns is reached: by min-max
+   (:func:`lowbit.choose_qparams`; ``scale_search="none"``), by the shrink of
+   that range with the lowest ``H_jj``-weighted squared rounding error over
+   :data:`CLIP_FACTORS` (``"mse"``, the reference implementation's ``mse``
+   option, with the Hessian's diagonal as weights), or by activation-aware HQQ
+   weighted by ``H_jj`` (``"hqq"``).  Scales are chosen as stored
+   (``scale_format``), and with ``zero_point="float"`` each group keeps a float
+   minimum (``x = code * scale + min``) instead of an integer zero point.
 
 The result is an ordinary :class:`lowbit.QTensor` (``PerChannel(0)`` or
 ``PerGroup(size)``) whose dequantized weight is exactly the weight GPTQ
