@@ -96,11 +96,12 @@ def test_kl_thresholds_match_the_bin_by_bin_loop(seed):
 # --------------------------------------------------------------------------- two-sided windows (affine entropy)
 
 
-def _window_reference(hist, levels, a, b, separate=False):
+def _window_reference(hist, levels, a, b, tensorrt=False):
     """The affine entropy score of window [a, b), P and Q built bin by bin in plain Python (float64).
 
-    ``levels`` buckets, one per bin when the window has fewer bins.  ``separate``: Q normalised on
-    its own, as TensorRT's one-sided score does (with its 1e-12 floor).
+    ``levels`` buckets, one per bin when the window has fewer bins; Q spreads each bucket's mass
+    over all its bins and shares P's total.  ``tensorrt``: TensorRT's one-sided score carried over
+    to windows instead: Q spread over P's non-zero bins, normalised on its own, floored at 1e-12.
     """
     import math
 
@@ -113,27 +114,26 @@ def _window_reference(hist, levels, a, b, separate=False):
     q = [0.0] * n
     for lvl in range(buckets):
         s, e = lvl * n // buckets, (lvl + 1) * n // buckets
-        nonzero = sum(p[j] != 0 for j in range(s, e))
-        for j in range(s, e):
-            if p[j] != 0:
-                q[j] = float(sum(int(v) for v in hist[a + s : a + e])) / nonzero
-    q_total = sum(q) if separate else total
+        spread = [j for j in range(s, e) if p[j] != 0] if tensorrt else list(range(s, e))
+        for j in spread:
+            q[j] = float(sum(int(v) for v in hist[a + s : a + e])) / len(spread)
+    q_total = sum(q) if tensorrt else total
     if q_total == 0:
         return math.inf
     acc = 0.0
     for j in range(n):
         if p[j] > 0:
             if q[j] == 0:
-                if not separate:
+                if not tensorrt:
                     return math.inf
                 q[j] = 1e-12 * q_total
             acc += p[j] / total * math.log((p[j] / total) / (q[j] / q_total))
     return acc
 
 
-def _all_windows(hist, levels, keep_from, keep_to, separate=False):
+def _all_windows(hist, levels, keep_from, keep_to, tensorrt=False):
     return {
-        (a, b): _window_reference(hist, levels, a, b, separate)
+        (a, b): _window_reference(hist, levels, a, b, tensorrt)
         for a in range(keep_from + 1)
         for b in range(max(keep_to, a + 1), hist.size + 1)
     }
@@ -183,13 +183,13 @@ def test_kl_window_finds_the_brute_force_minimum(seed, levels):
     assert score == pytest.approx(best, rel=1e-9, abs=1e-13)
 
 
-def test_separately_normalised_q_picks_a_tail_window_and_the_shared_total_does_not():
+def test_tensorrts_score_picks_a_tail_window_and_the_affine_score_does_not():
     """Why Q shares P's total: with Q normalised on its own (TensorRT's one-sided score carried
     over to windows), a window over the sparse left tail that holds 0.1 % of the mass, whose last
     bin takes all the clipped bulk, scores best.  The affine score makes it pay for the clipping."""
     hist = np.array([0, 2, 0, 0, 0, 0, 2, 0, 1, 3, 3, 11, 33, 38, 53, 65, 114, 136, 167, 178, 185, 181, 160, 169,
                      134, 113, 72, 63, 45, 33, 20, 13, 8, 2, 1], np.int64)
-    separate = _all_windows(hist, 2, 0, 0, separate=True)
+    separate = _all_windows(hist, 2, 0, 0, tensorrt=True)
     a, b = min(separate, key=separate.get)
     assert hist[a:b].sum() < 0.01 * hist.sum()
     shared = _all_windows(hist, 2, 0, 0)
@@ -223,8 +223,7 @@ def test_merged_bin_search_lands_near_the_exact_minimum(seed):
 def test_kl_window_edge_cases():
     hist = np.array([0, 5, 0, 0, 3], np.int64)
     assert kl_window(hist, 8, 0, 0) == (0, 5, 0.0)  # no more bins than codes: nothing to clip
-    a, b, score = kl_window(np.array([7, 0, 0, 0, 0, 0, 0, 9], np.int64), 2, 8, 8)
-    assert (a, b) == (0, 8) and score == 0.0  # two spikes, two codes: kept exactly
+    assert kl_window(np.full(16, 5, np.int64), 4, 8, 8) == (0, 16, 0.0)  # a flat density merges losslessly
     assert np.isinf(kl_window_scores(np.array([7, 0, 0, 0, 9], np.int64), 2, 0, 0)[0, 2])  # 9 onto an empty bin
     for bad in ((1, 0, 0), (2, 3, 2), (2, 0, 6)):
         with pytest.raises(ValueError, match="kl_window needs"):

@@ -310,11 +310,13 @@ def kl_thresholds(hist: np.ndarray, levels: int) -> np.ndarray:
 # P: the histogram inside the window, with the mass left of a added to bin a and the mass from
 # b on added to bin b - 1 (clipped values land on the edges).  Q: the window's own (unclipped)
 # mass merged into ``levels`` buckets (one per bin in a window of fewer bins) and spread evenly
-# over each bucket's bins where P is not zero.  Q sums to the mass inside, m, so
-# D = KL_TensorRT(P/N || Q/m) + log(N / m): TensorRT's divergence plus the information lost by
-# clipping the fraction 1 - m/N.  That second term is what a window far out in one tail, holding
-# almost no mass, pays (with Q normalised on its own, as in TensorRT, such a window scores near 0).
-# A bucket where P holds clipped mass and Q none scores +inf.  Every bucket's term is >= 0
+# over each bucket's bins: a code stands for its whole bucket, the quantized data cannot tell
+# which of its bins were empty.  (TensorRT spreads over P's non-zero bins only, which makes
+# isolated far values free to keep: at 4 bits it kept 20 values spread over [-800, -400] next to
+# a bulk on [-20, 200].)  Q sums to the mass inside, m, so D is at least log(N / m), the
+# information lost by clipping the fraction 1 - m/N: what a window far out in one tail, holding
+# almost no mass, pays (with Q normalised on its own, as in TensorRT, such a window scores near
+# 0).  A bucket where P holds clipped mass and Q none scores +inf.  Every bucket's term is >= 0
 # (log-sum inequality), so D >= 0 and the two edge buckets alone give an O(1) lower bound, which
 # prunes the exhaustive search.
 
@@ -326,47 +328,42 @@ def _plogp(v):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _window_prefixes(hist):  # pragma: no cover - compiled
-    """Prefix sums of the counts, of the non-empty bins and of ``h log h``: a bucket's terms in O(1)."""
+    """Prefix sums of the counts and of ``h log h``: a bucket's terms in O(1)."""
     nb = hist.size
     mass = np.zeros(nb + 1, np.float64)
-    filled = np.zeros(nb + 1, np.int64)
     hlogh = np.zeros(nb + 1, np.float64)
     for j in range(nb):
         h = np.float64(hist[j])
         mass[j + 1] = mass[j] + h
-        filled[j + 1] = filled[j] + (h > 0)
         hlogh[j + 1] = hlogh[j] + _plogp(h)
-    return mass, filled, hlogh
+    return mass, hlogh
 
 
 @njit(inline="always", cache=True)
-def _bucket_term(hist, mass, filled, hlogh, s, e, a, b, left, right):  # pragma: no cover - compiled
+def _bucket_term(hist, mass, hlogh, s, e, a, b, left, right):  # pragma: no cover - compiled
     """``sum P log(P/Q)`` (counts) over bucket ``[s, e)`` of window ``[a, b)``: ``sum P log P -
-    (sum P) log(inside / nonzero)``, read off the prefix sums; the window's edge bins carry the
+    (sum P) log(inside / (e - s))``, read off the prefix sums; the window's edge bins carry the
     clipped mass (``left``, ``right``).  +inf where P has mass and Q none."""
     inside = mass[e] - mass[s]
     p_mass = inside
-    nonzero = filled[e] - filled[s]
     p_logp = hlogh[e] - hlogh[s]
     if s == a and left > 0:
         h = np.float64(hist[a])
         p_mass += left
-        nonzero += h == 0
         p_logp += _plogp(h + left) - _plogp(h)
     if e == b and right > 0:
         h = np.float64(hist[b - 1])
         p_mass += right
-        nonzero += h == 0
         p_logp += _plogp(h + right) - _plogp(h)
     if p_mass == 0:
         return 0.0
     if inside == 0:
         return np.inf
-    return p_logp - p_mass * np.log(inside / nonzero)
+    return p_logp - p_mass * np.log(inside / (e - s))
 
 
 @njit(cache=True)
-def _window_kl(hist, mass, filled, hlogh, a, b, levels, limit=np.inf):  # pragma: no cover - compiled
+def _window_kl(hist, mass, hlogh, a, b, levels, limit=np.inf):  # pragma: no cover - compiled
     """``D(a, b)`` for ``b > a`` and ``levels >= 2``, in O(levels); +inf once ``N * D`` passes ``limit``.
 
     Bucket ``l`` is ``[a + l*n//levels, a + (l+1)*n//levels)``, walked without division; a window
@@ -383,7 +380,7 @@ def _window_kl(hist, mass, filled, hlogh, a, b, levels, limit=np.inf):  # pragma
     buckets = min(levels, n)
     step, extra = n // buckets, n % buckets
     last_start = a + (buckets - 1) * n // buckets
-    acc = _bucket_term(hist, mass, filled, hlogh, last_start, b, a, b, left, right)
+    acc = _bucket_term(hist, mass, hlogh, last_start, b, a, b, left, right)
     e = a
     rem = 0
     for _ in range(buckets - 1):
@@ -395,7 +392,7 @@ def _window_kl(hist, mass, filled, hlogh, a, b, levels, limit=np.inf):  # pragma
         if rem >= buckets:
             rem -= buckets
             e += 1
-        acc += _bucket_term(hist, mass, filled, hlogh, s, e, a, b, left, right)
+        acc += _bucket_term(hist, mass, hlogh, s, e, a, b, left, right)
     if acc > limit:
         return np.inf
     return max(acc, 0.0) / total
@@ -429,12 +426,12 @@ def _edge_bound(mass, a, b, levels):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _window_table(hist, levels, keep_from, keep_to, out):  # pragma: no cover - compiled
-    mass, filled, hlogh = _window_prefixes(hist)
+    mass, hlogh = _window_prefixes(hist)
     nb = hist.size
     for a in range(nb + 1):
         for b in range(nb + 1):
             if a <= keep_from and b >= keep_to and b > a:
-                out[a, b] = _window_kl(hist, mass, filled, hlogh, a, b, levels)
+                out[a, b] = _window_kl(hist, mass, hlogh, a, b, levels)
             else:
                 out[a, b] = np.nan
 
@@ -459,20 +456,20 @@ def kl_window_scores(hist: np.ndarray, levels: int, keep_from: int, keep_to: int
 
 
 @njit(cache=True)
-def _best_start(hist, mass, filled, hlogh, levels, b, lo, hi):  # pragma: no cover - compiled
+def _best_start(hist, mass, hlogh, levels, b, lo, hi):  # pragma: no cover - compiled
     best, arg = np.inf, lo
     for a in range(lo, hi + 1):
-        v = _window_kl(hist, mass, filled, hlogh, a, b, levels, best * mass[hist.size])
+        v = _window_kl(hist, mass, hlogh, a, b, levels, best * mass[hist.size])
         if v < best:
             best, arg = v, a
     return best, arg
 
 
 @njit(cache=True)
-def _best_end(hist, mass, filled, hlogh, levels, a, lo, hi):  # pragma: no cover - compiled
+def _best_end(hist, mass, hlogh, levels, a, lo, hi):  # pragma: no cover - compiled
     best, arg = np.inf, hi
     for b in range(hi, lo - 1, -1):
-        v = _window_kl(hist, mass, filled, hlogh, a, b, levels, best * mass[hist.size])
+        v = _window_kl(hist, mass, hlogh, a, b, levels, best * mass[hist.size])
         if v < best:
             best, arg = v, b
     return best, arg
@@ -481,15 +478,15 @@ def _best_end(hist, mass, filled, hlogh, levels, a, lo, hi):  # pragma: no cover
 @njit(cache=True)
 def _descend(hist, levels, keep_from, keep_to, a, b, rounds):  # pragma: no cover - compiled
     """Coordinate descent from ``[a, b)``: the best start for the end, then the best end for the start, ..."""
-    mass, filled, hlogh = _window_prefixes(hist)
+    mass, hlogh = _window_prefixes(hist)
     nb = hist.size
-    best = _window_kl(hist, mass, filled, hlogh, a, b, levels)
+    best = _window_kl(hist, mass, hlogh, a, b, levels)
     for _ in range(rounds):
         moved = False
-        v, a2 = _best_start(hist, mass, filled, hlogh, levels, b, 0, min(keep_from, b - 1))
+        v, a2 = _best_start(hist, mass, hlogh, levels, b, 0, min(keep_from, b - 1))
         if v < best:
             best, a, moved = v, a2, True
-        v, b2 = _best_end(hist, mass, filled, hlogh, levels, a, max(keep_to, a + 1), nb)
+        v, b2 = _best_end(hist, mass, hlogh, levels, a, max(keep_to, a + 1), nb)
         if v < best:
             best, b, moved = v, b2, True
         if not moved:
@@ -498,14 +495,14 @@ def _descend(hist, levels, keep_from, keep_to, a, b, rounds):  # pragma: no cove
 
 
 @njit(cache=True)
-def _bounded_row(hist, mass, filled, hlogh, levels, keep_to, a, limit):  # pragma: no cover - compiled
+def _bounded_row(hist, mass, hlogh, levels, keep_to, a, limit):  # pragma: no cover - compiled
     """Best end and score for start ``a``, scoring only the windows whose edge bound is below ``limit``."""
     best, arg = np.inf, -1
     for b in range(max(keep_to, a + 1), hist.size + 1):
         bound = min(limit, best * mass[hist.size])
         if _edge_bound(mass, a, b, levels) >= bound:
             continue
-        v = _window_kl(hist, mass, filled, hlogh, a, b, levels, bound)
+        v = _window_kl(hist, mass, hlogh, a, b, levels, bound)
         if v < best:
             best = v
             arg = b
@@ -514,10 +511,10 @@ def _bounded_row(hist, mass, filled, hlogh, levels, keep_to, a, limit):  # pragm
 
 @njit(parallel=True, cache=True)
 def _bounded_rows(hist, levels, keep_to, bound, best_b, best_v):  # pragma: no cover - compiled
-    mass, filled, hlogh = _window_prefixes(hist)
+    mass, hlogh = _window_prefixes(hist)
     limit = bound * mass[hist.size]
     for a in prange(best_b.size):
-        v, b = _bounded_row(hist, mass, filled, hlogh, levels, keep_to, np.int64(a), limit)
+        v, b = _bounded_row(hist, mass, hlogh, levels, keep_to, np.int64(a), limit)
         best_b[a] = b
         best_v[a] = v
 
@@ -525,12 +522,12 @@ def _bounded_rows(hist, levels, keep_to, bound, best_b, best_v):  # pragma: no c
 @njit(cache=True)
 def _local(hist, levels, keep_from, keep_to, a0, b0, reach):  # pragma: no cover - compiled
     """Best window with its start within ``reach`` bins of ``a0`` and its end within ``reach`` of ``b0``."""
-    mass, filled, hlogh = _window_prefixes(hist)
+    mass, hlogh = _window_prefixes(hist)
     nb = hist.size
     best, arg_a, arg_b = np.inf, a0, b0
     for a in range(max(a0 - reach, 0), min(a0 + reach, keep_from) + 1):
         for b in range(max(b0 - reach, keep_to, a + 1), min(b0 + reach, nb) + 1):
-            v = _window_kl(hist, mass, filled, hlogh, a, b, levels, best * mass[nb])
+            v = _window_kl(hist, mass, hlogh, a, b, levels, best * mass[nb])
             if v < best:
                 best, arg_a, arg_b = v, a, b
     return arg_a, arg_b, best
@@ -586,19 +583,21 @@ def kl_window(
 
     with P the histogram cut to the window, the clipped mass added to its two edge bins; Q the
     window's unclipped mass merged into ``levels`` buckets and spread evenly over each bucket's
-    bins where P is non-zero; both over the same total ``N``.  So ``D`` is TensorRT's KL
-    divergence plus ``-log(1 - c)`` for the clipped fraction ``c``: a window that leaves out the
-    bulk of the data pays for it, however its inside looks.  A window of fewer bins than codes
-    has one bucket per bin (the grid is finer than the histogram: nothing merges, only clipping
-    costs), so a bulk narrower than ``levels`` bins can still be cut from a far outlier.
+    bins (a code stands for its whole bucket; TensorRT spreads over P's non-zero bins only, which
+    lets isolated far values be kept for free); both over the same total ``N``.  Q sums to the
+    mass ``m`` the window holds, so ``D >= -log(1 - c)`` for the clipped fraction ``c = 1 - m/N``:
+    a window that leaves out the bulk of the data pays for it, however its inside looks.  A
+    window of fewer bins than codes has one bucket per bin (the grid is finer than the histogram:
+    nothing merges, only clipping costs), so a bulk narrower than ``levels`` bins can still be cut
+    from a far outlier.
 
     Up to ``exact_bins`` bins the minimum is exact (every window is scored or pruned by an O(1)
     lower bound, after coordinate descent has found a good bound), unless that could take more
     than ``2**28`` bucket terms (formats of thousands of codes), where coordinate descent alone
-    searches.  A larger histogram is first
-    searched exactly with its bins merged by a power of two (to at most ``exact_bins`` bins, but
-    never fewer than ``4 * levels``), and the best few results refined at full resolution: every
-    window within two merged bins of each, then coordinate descent.
+    searches.  A larger histogram is first searched exactly with its bins merged by a power of
+    two (to at most ``exact_bins`` bins, but never fewer than ``4 * levels``), and the best few
+    results refined at full resolution: every window within two merged bins of each, then
+    coordinate descent.
 
     Args:
         hist: counts (int64) of the bins, in order.

@@ -21,11 +21,14 @@ scores
 P is the histogram cut to the window with the mass clipped on each side added
 to that side's edge bin; Q is the window's unclipped mass merged into
 ``levels`` buckets (one per bin in a window of fewer bins: its grid is finer
-than the histogram) and spread over each bucket's bins where P is non-zero; P
-and Q are counts over the same total ``N``.  So ``D`` is TensorRT's divergence plus
-``-log(1 - c)``, ``c`` the fraction clipped: a window that leaves the bulk of
-the data out pays for it.  (Normalising Q on its own, as the one-sided form
-does, lets a tiny window far out in a tail score near 0.)  The minimum is
+than the histogram) and spread evenly over each bucket's bins; P and Q are
+counts over the same total ``N``.  Two departures from the one-sided form, each
+against a failure it has on windows: Q shares P's total, so ``D >= -log(1 - c)``
+for the clipped fraction ``c`` and a window that leaves the bulk of the data
+out pays for it (normalised on its own, a tiny window far out in a tail scores
+near 0); and Q spreads over all of a bucket's bins, not just P's non-zero ones
+(a code stands for its whole bucket), so a few isolated far values are not
+free to keep (at 4 bits they would stretch the grid over them).  The minimum is
 exact on histograms of up to 1024 bins and refined from a merged-bin search
 above (:func:`lowbit._kernels.histogram.kl_window`).  Both ends are then pulled
 in past empty bins to the filled ones, and to the data's min and max.
