@@ -439,7 +439,7 @@ def _per_sequence(block: Any, keys: list[str], weights: list[Any], calls: list[t
             args, kwargs = _slice(calls[0], rows, 0)
             first = _hidden(functional_call(block, params, args, kwargs)).float()
         same = first.shape == outs[0][:1].shape and bool(torch.allclose(first, outs[0][:1], rtol=1e-4, atol=1e-5))
-    except Exception:  # noqa: BLE001 - a block that cannot take one sequence keeps its batches whole
+    except Exception:  # a block that cannot take one sequence keeps its batches whole
         same = False
     if not same:
         return calls, outs
