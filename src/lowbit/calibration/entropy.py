@@ -30,7 +30,7 @@ near 0); and Q spreads over all of a bucket's bins, not just P's non-zero ones
 (a code stands for its whole bucket), so a few isolated far values are not
 free to keep (at 4 bits they would stretch the grid over them).  The minimum is
 exact on histograms of up to 1024 bins and refined from a merged-bin search
-above (:func:`lowbit._kernels.histogram.kl_window`).  Both ends are then pulled
+above (:func:`lowbit._kernels.kl_window.kl_window`).  Both ends are then pulled
 in past empty bins to the filled ones, and to the data's min and max.
 
 Example:
@@ -104,7 +104,7 @@ class Entropy(HistogramEstimator):
         return -t, t
 
     def _window_range(self, c: int, qtype: QType) -> tuple[float, float]:
-        from lowbit._kernels.histogram import kl_window
+        from lowbit._kernels.kl_window import kl_window
 
         lo, hi = float(self.hist_.lo[c]), float(self.hist_.hi[c])
         if self.hist_.width[c] == 0.0:  # no data spread: nothing to clip
