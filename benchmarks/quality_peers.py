@@ -442,7 +442,8 @@ def print_targets(verdicts: dict[str, list[dict[str, Any]]]) -> None:
     for k, budget in enumerate(BUDGETS):
         if budget.target:
             each = [v[k]["verdict"] for v in verdicts.values()]
-            overall = "PASS" if all(x == "PASS" for x in each) else "FAIL"
+            overall = "n/a (not measured on every model)" if "n/a" in each else (
+                "PASS" if all(x == "PASS" for x in each) else "FAIL")
             detail = ", ".join(f"{m}: {v[k]['verdict']}" for m, v in verdicts.items())
             print(f"  {budget.label:26s} {overall}  ({detail})")
 
