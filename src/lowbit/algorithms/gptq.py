@@ -416,7 +416,7 @@ def gptq_quantize(
     block_size: int = 128,
     zero_point: str = "int",
     scale_format: str | None = None,
-    scale_search: str = "none",
+    scale_search: str = "mse",
     group_size: Any = _UNSET,
 ) -> QTensor:
     """Quantize a linear layer's weight with GPTQ.
@@ -440,8 +440,8 @@ def gptq_quantize(
         scale_format: how the scales (and float zero points) are stored, e.g. ``"float16"``;
             None for float32. GPTQ rounds with the scales as stored, so the result is exact.
         scale_search: how a group's scale and zero point are chosen when its first column
-            is reached, from its updated weights: ``"none"`` (min-max), ``"mse"`` (the range
-            shrunk by the factor in :data:`CLIP_FACTORS` with the lowest ``H_jj``-weighted
+            is reached, from its updated weights: ``"none"`` (min-max), ``"mse"`` (the default:
+            the range shrunk by the factor in :data:`CLIP_FACTORS` with the lowest ``H_jj``-weighted
             squared rounding error, as the reference implementation's ``mse`` option) or
             ``"hqq"`` (HQQ's parameters, weighted by ``H_jj``; affine only).
         group_size: deprecated spelling of ``granularity`` (None: per channel).
@@ -462,7 +462,7 @@ def gptq_quantize(
     Example:
         >>> import numpy as np
         >>> w = np.array([[0.5, -1.0, 0.25, 2.0]])
-        >>> qt = gptq_quantize(w, np.eye(4), "int8", granularity="group:2")
+        >>> qt = gptq_quantize(w, np.eye(4), "int8", granularity="group:2", scale_search="none")
         >>> qt.codes.tolist()
         [[64, -127, 16, 127]]
     """
