@@ -163,7 +163,7 @@ def _quantize_offset(x: Any, qtype: str | QType, granularity: Any, symmetric: bo
     inv = (flat.dtype.type(1) / s.astype(flat.dtype)).reshape(-1)
     zpf = (qt.qmin - offset.astype(flat.dtype).reshape(-1) * inv).astype(flat.dtype)
     rounding, seed = mode_seed
-    quantize_kernel(flat, data, inv, zpf, layout.Q, layout.R, layout.T, qt.qmin, qt.qmax, qt.bits,
+    quantize_kernel(flat, data, inv, zpf, *layout.dims, qt.qmin, qt.qmax, qt.bits,
                     _mode(rounding, gran), seed)
     return QTensor(data, s, offset, qt, gran, False, source, fmt_name, arrays)
 
@@ -489,12 +489,12 @@ def quantize(
         from lowbit._kernels.grid import grid_tables, quantize_grid_kernel
 
         _, mids, tie = grid_tables(qt)
-        quantize_grid_kernel(flat, data, inv, mids, tie, layout.Q, layout.R, layout.T, qt.bits)
+        quantize_grid_kernel(flat, data, inv, mids, tie, *layout.dims, qt.bits)
         return QTensor(data, s, z.astype(qt.storage_dtype), qt, gran, sym, source, *enc)
     from lowbit._kernels import quantize_kernel
 
     quantize_kernel(
-        flat, data, inv, zpf, layout.Q, layout.R, layout.T, qt.qmin, qt.qmax, qt.bits, _mode(rounding, gran), seed
+        flat, data, inv, zpf, *layout.dims, qt.qmin, qt.qmax, qt.bits, _mode(rounding, gran), seed
     )
     return QTensor(data, s, z.astype(qt.storage_dtype), qt, gran, sym, source, *enc)
 
@@ -569,13 +569,13 @@ def fake_quantize(
 
         grid, mids, tie = grid_tables(qt)
         fake_quantize_grid_kernel(
-            flat, result, inv, mids, tie, sf, grid.astype(flat.dtype), layout.Q, layout.R, layout.T
+            flat, result, inv, mids, tie, sf, grid.astype(flat.dtype), *layout.dims
         )
         return restore(result, source)
     from lowbit._kernels import fake_quantize_kernel
 
     fake_quantize_kernel(
         flat, result, inv, z.astype(flat.dtype).reshape(-1), sf, z.astype(np.int32).reshape(-1),
-        layout.Q, layout.R, layout.T, qt.qmin, qt.qmax, _mode(rounding, gran), seed,
+        *layout.dims, qt.qmin, qt.qmax, _mode(rounding, gran), seed,
     )
     return restore(result, source)

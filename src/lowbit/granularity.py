@@ -18,14 +18,19 @@ object                 string                      one scale per ...
 ``plan`` validates a granularity against a shape once and normalises it to a
 :class:`BlockLayout`, the single internal description every kernel
 understands: the C-ordered tensor is viewed as ``(P, Q, R, T)`` and there is
-one parameter per ``(q, t)``, shared over ``p`` and ``r``.
+one parameter per ``(q, t)``, shared over ``p`` and ``r``.  A group size that does
+not divide its axis gives a shorter last group (ragged groups): the layout then
+carries the axis length ``N`` and each run of ``N`` elements (times ``T``) is cut
+into ``G = ceil(N / R)`` groups, ``start = g*R; end = min(start + R, N)``.
 
 Example:
     >>> from lowbit.granularity import PerGroup, as_granularity, plan
     >>> as_granularity("group:4") == PerGroup(4)
     True
     >>> plan(PerGroup(size=4), (2, 8))
-    BlockLayout(P=1, Q=4, R=4, T=1, param_shape=(2, 2))
+    BlockLayout(P=1, Q=4, R=4, T=1, param_shape=(2, 2), N=4)
+    >>> plan(PerGroup(size=4), (2, 6))  # ragged: groups of 4 and 2 per row
+    BlockLayout(P=1, Q=4, R=4, T=1, param_shape=(2, 2), N=6)
 """
 
 from __future__ import annotations
@@ -98,7 +103,8 @@ class PerChannel(Granularity):
 class PerGroup(Granularity):
     """One scale per run of ``size`` consecutive elements along ``axis``.
 
-    The group size must divide the length of that axis (no padding).
+    A size that does not divide the length of that axis gives a shorter last group
+    (``ceil(length / size)`` groups; no padding is stored).
 
     Example:
         >>> str(PerGroup(128))
@@ -136,7 +142,19 @@ class PerToken(Granularity):
 class BlockLayout:
     """The ``(P, Q, R, T)`` view of a C-contiguous tensor; params have ``param_shape``.
 
-    Element ``((p*Q + q)*R + r)*T + t`` uses parameter ``q*T + t``.
+    Regular layouts (``N == R``): element ``((p*Q + q)*R + r)*T + t`` uses parameter
+    ``q*T + t``.  Ragged layouts (``N`` not a multiple of ``R``; ``N == 0`` in the
+    constructor means ``R``): the tensor is ``(P, Q // G, N, T)`` with ``G = ceil(N / R)``
+    groups per run of ``N``; element ``((p*O + o)*N + n)*T + t`` uses parameter
+    ``(o*G + n // R)*T + t``.  Group ``g`` covers ``n`` in ``[g*R, min(g*R + R, N))``:
+    every group has ``R`` elements along the axis but the last, which has ``N - (G-1)*R``.
+    A regular layout is the ragged one with ``G = 1``, so kernels take ``(Q, R, T, N)``
+    (:attr:`dims`) and walk one loop for both.
+
+    Example:
+        >>> lay = plan(PerGroup(4), (3, 10))
+        >>> lay.G, lay.ragged, lay.nparams, lay.group_bounds()
+        (3, True, 9, [(0, 4), (4, 8), (8, 10)])
     """
 
     P: int
@@ -144,11 +162,40 @@ class BlockLayout:
     R: int
     T: int
     param_shape: tuple[int, ...]
+    N: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.N:
+            object.__setattr__(self, "N", self.R)
+
+    @property
+    def G(self) -> int:
+        """Groups per run of ``N`` (1 for a regular layout)."""
+        return -(-self.N // self.R) if self.R else 1
+
+    @property
+    def ragged(self) -> bool:
+        """Whether the last group of each run is shorter than ``R``."""
+        return self.N != self.R
+
+    @property
+    def dims(self) -> tuple[int, int, int, int]:
+        """``(Q, R, T, N)``, the arguments every block kernel takes."""
+        return self.Q, self.R, self.T, self.N
 
     @property
     def nparams(self) -> int:
         """Number of (scale, zero point) pairs."""
         return self.Q * self.T
+
+    def group_bounds(self) -> list[tuple[int, int]]:
+        """``(start, end)`` along the grouped run of each of its ``G`` groups.
+
+        Example:
+            >>> plan(PerGroup(3), (7,)).group_bounds()
+            [(0, 3), (3, 6), (6, 7)]
+        """
+        return [(g * self.R, min(g * self.R + self.R, self.N)) for g in range(self.G)]
 
 
 def parse_granularity(text: str) -> Granularity:
@@ -242,10 +289,6 @@ def _normalise_axis(axis: int, shape: tuple[int, ...], what: str) -> int:
     return axis % ndim
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 def _channel_layout(axis: int, shape: tuple[int, ...]) -> BlockLayout:
     outer, chans, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
     if inner == 1:
@@ -257,16 +300,13 @@ def _group_layout(gran: PerGroup, shape: tuple[int, ...]) -> BlockLayout:
     size = gran.size
     axis = _normalise_axis(gran.axis, shape, "PerGroup")
     length = shape[axis]
-    if length % size:
-        sizes = [d for d in _divisors(length) if d > 1][-6:]
-        raise GranularityError(
-            f"group size {size} does not divide axis {axis} of length {length} "
-            f"(shape {shape}); use a size that divides {length}, e.g. {sizes}, "
-            "or PerChannel()"
-        )
-    outer, inner, ngroups = math.prod(shape[:axis]), math.prod(shape[axis + 1 :]), length // size
+    outer, inner, ngroups = math.prod(shape[:axis]), math.prod(shape[axis + 1 :]), -(-length // size)
     param_shape = (*shape[:axis], ngroups, *shape[axis + 1 :])
-    return BlockLayout(1, outer * ngroups, size, inner, param_shape)
+    if length % size == 0:
+        return BlockLayout(1, outer * ngroups, size, inner, param_shape)
+    if ngroups == 1:  # one group shorter than the size: the whole axis
+        return BlockLayout(1, outer, length, inner, param_shape)
+    return BlockLayout(1, outer * ngroups, size, inner, param_shape, length)
 
 
 def plan(granularity: Granularity | str, shape: tuple[int, ...]) -> BlockLayout:
@@ -280,8 +320,8 @@ def plan(granularity: Granularity | str, shape: tuple[int, ...]) -> BlockLayout:
         The normalised BlockLayout.
 
     Raises:
-        GranularityError: axis out of range, group size not dividing the axis
-            (the message lists sizes that would), per-token on a 0-d tensor.
+        GranularityError: axis out of range, per-token on a 0-d tensor.  A group
+            size that does not divide its axis is not an error: the last group is shorter.
 
     Example:
         >>> plan(PerChannel(0), (3, 5)).param_shape, plan("token", (2, 3, 4)).param_shape

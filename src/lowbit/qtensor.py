@@ -48,7 +48,8 @@ class QTensor:
         data: 1-D storage: codes for 8/16-bit formats, packed bytes otherwise.
         scale: per-block scales as the kernels use them (decoded from the stored
             form), shaped ``()`` (tensor), ``(C,)`` (channel) or like the tensor with
-            the grouped axis divided by the group size.
+            the grouped axis replaced by its group count, ``ceil(length / size)`` (the last group
+            may be shorter).
         zero_point: per-block zero points in the format's storage dtype, same shape; or,
             for a float zero point (``quantize(..., zero_point="float")``), the per-block
             float offsets (float16/float32/float64): ``x = code * scale + offset``.
@@ -198,19 +199,19 @@ class QTensor:
             from lowbit._kernels.grid import dequantize_grid_kernel, grid_tables
 
             grid = _padded_grid(grid_tables(qt)[0].astype(sdt), qt.bits)
-            dequantize_grid_kernel(self.data, n, result, scale, grid, layout.Q, layout.R, layout.T, qt.bits)
+            dequantize_grid_kernel(self.data, n, result, scale, grid, *layout.dims, qt.bits)
             return restore(result, src)
         if self.float_zero_point:
             from lowbit._kernels.quant import dequantize_offset_kernel
 
             offset = self.zero_point.astype(sdt).reshape(-1)
-            dequantize_offset_kernel(self.data, n, result, scale, offset, layout.Q, layout.R, layout.T, qt.bits,
+            dequantize_offset_kernel(self.data, n, result, scale, offset, *layout.dims, qt.bits,
                                      qt.signed)
             return restore(result, src)
         from lowbit._kernels import dequantize_kernel
 
         zp = self.zero_point.astype(np.int32).reshape(-1)
-        dequantize_kernel(self.data, n, result, scale, zp, layout.Q, layout.R, layout.T, qt.bits, qt.signed)
+        dequantize_kernel(self.data, n, result, scale, zp, *layout.dims, qt.bits, qt.signed)
         return restore(result, src)
 
     def to_dict(self) -> dict[str, Any]:

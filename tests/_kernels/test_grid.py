@@ -106,7 +106,8 @@ def kernel_codes(y: np.ndarray, qt: QType, inv: np.ndarray | None = None, layout
     out = np.empty(n, np.uint16)
     Q, R, T = layout
     inv = np.ones(1, y.dtype) if inv is None else inv
-    quantize_grid_kernel(y, out, inv, mids, tie, Q, n if R is None else R, T, 16)
+    R = n if R is None else R
+    quantize_grid_kernel(y, out, inv, mids, tie, Q, R, T, R, 16)
     return out.astype(np.int64)
 
 
@@ -236,20 +237,20 @@ def test_scaled_layouts_pack_and_dequantize(qt, dtype, rng):
         lay = plan(PerChannel(axis), x.shape)
         y = x * (inv[:, None] if axis == 0 else inv[None, :])  # rounded in dtype, like the kernel
         want = reference_codes(y.reshape(-1), qt)
-        got = kernel_codes(x.reshape(-1), qt, inv, (lay.Q, lay.R, lay.T))
+        got = kernel_codes(x.reshape(-1), qt, inv, (*lay.dims))
         np.testing.assert_array_equal(got, want)
         _, mids, tie = grid_tables(qt)
         size, dt = (qt.packed_nbytes(x.size), np.uint8) if qt.packed else (x.size, qt.storage_dtype)
         packed = np.empty(size, dt)
-        quantize_grid_kernel(x.reshape(-1), packed, inv, mids, tie, lay.Q, lay.R, lay.T, qt.bits)
+        quantize_grid_kernel(x.reshape(-1), packed, inv, mids, tie, *lay.dims, qt.bits)
         scale = (dtype(1) / inv).astype(dtype)
         back = np.empty(x.size, dtype)
-        dequantize_grid_kernel(packed, x.size, back, scale, g.astype(dtype), lay.Q, lay.R, lay.T, qt.bits)
+        dequantize_grid_kernel(packed, x.size, back, scale, g.astype(dtype), *lay.dims, qt.bits)
         sb = scale[:, None] if axis == 0 else scale[None, :]
         expect = (g.astype(dtype)[want.reshape(x.shape)] * sb).reshape(-1)
         np.testing.assert_array_equal(back, expect)
         fake = np.empty(x.size, dtype)
-        fake_quantize_grid_kernel(x.reshape(-1), fake, inv, mids, tie, scale, g.astype(dtype), lay.Q, lay.R, lay.T)
+        fake_quantize_grid_kernel(x.reshape(-1), fake, inv, mids, tie, scale, g.astype(dtype), *lay.dims)
         np.testing.assert_array_equal(fake, expect)
 
 

@@ -242,11 +242,11 @@ def rounding_plan(mids: np.ndarray, tie: np.ndarray, dtype: np.dtype | type) -> 
 
 
 @njit(inline="always", cache=True)
-def _scaled_chunk(x, start, stop, inv, Q, R, T, ys):  # pragma: no cover - compiled
+def _scaled_chunk(x, start, stop, inv, Q, R, T, N, ys):  # pragma: no cover - compiled
     """ys[e - start] = x[e] * inv[param of e] for e in [start, stop), in x's dtype."""
     e = start
     while e < stop:
-        end, p = _segment(e, stop, Q, R, T)
+        end, p = _segment(e, stop, Q, R, T, N)
         xs = x[e:end]
         ds = ys[e - start : end - start]
         if T == 1:
@@ -329,7 +329,7 @@ def _pack_unsigned(codes, count, bits, out, byte0):  # pragma: no cover - compil
 
 
 @njit(parallel=True, cache=True)
-def _quantize_grid(x, out, inv, table, params, Q, R, T, bits):  # pragma: no cover - compiled
+def _quantize_grid(x, out, inv, table, params, Q, R, T, N, bits):  # pragma: no cover - compiled
     n = x.size
     packed = bits != 8 and bits != 16
     nchunks = (n + CHUNK - 1) // CHUNK
@@ -338,7 +338,7 @@ def _quantize_grid(x, out, inv, table, params, Q, R, T, bits):  # pragma: no cov
         stop = min(n, start + CHUNK)
         ys = np.empty(CHUNK, x.dtype)
         codes = np.empty(CHUNK, np.int32)
-        _scaled_chunk(x, start, stop, inv, Q, R, T, ys)
+        _scaled_chunk(x, start, stop, inv, Q, R, T, N, ys)
         _round_chunk(ys, stop - start, table, params, codes)
         if packed:
             _pack_unsigned(codes, stop - start, bits, out, start * bits // 8)
@@ -348,7 +348,7 @@ def _quantize_grid(x, out, inv, table, params, Q, R, T, bits):  # pragma: no cov
                 os_[i] = codes[i]
 
 
-def quantize_grid_kernel(x, out, inv, mids, tie, Q, R, T, bits):
+def quantize_grid_kernel(x, out, inv, mids, tie, Q, R, T, N, bits):
     """Grid codes of ``x * inv`` into ``out`` (codes for 8/16-bit formats, else packed bytes).
 
     Args:
@@ -356,7 +356,7 @@ def quantize_grid_kernel(x, out, inv, mids, tie, Q, R, T, bits):
         out: uint8 codes, or packed bytes for other widths.
         inv: per-parameter ``1/scale`` in x's dtype.
         mids, tie: the rounding rule (:func:`grid_tables`).
-        Q, R, T: the block layout (:func:`lowbit.granularity.plan`).
+        Q, R, T, N: the block layout's ``dims`` (:func:`lowbit.granularity.plan`).
         bits: code width.
 
     Example:
@@ -364,20 +364,20 @@ def quantize_grid_kernel(x, out, inv, mids, tie, Q, R, T, bits):
         >>> _, mids, tie = grid_tables(get_qtype("fp8_e4m3"))
         >>> out = np.empty(3, np.uint8)
         >>> quantize_grid_kernel(np.array([0.0, 1.0, -448.0], np.float32), out, np.ones(1, np.float32),
-        ...                      mids, tie, 1, 3, 1, 8)
+        ...                      mids, tie, 1, 3, 1, 3, 8)
         >>> out.tolist()
         [126, 182, 0]
     """
     plan = rounding_plan(mids, tie, x.dtype)
-    _quantize_grid(x, out, inv, plan.table, plan.params, Q, R, T, bits)
+    _quantize_grid(x, out, inv, plan.table, plan.params, Q, R, T, N, bits)
 
 
 @njit(inline="always", cache=True)
-def _values_chunk(codes, c0, start, stop, scale, grid, Q, R, T, out):  # pragma: no cover
+def _values_chunk(codes, c0, start, stop, scale, grid, Q, R, T, N, out):  # pragma: no cover
     """out[e] = grid[codes[e - c0]] * scale for e in [start, stop)."""
     e = start
     while e < stop:
-        end, p = _segment(e, stop, Q, R, T)
+        end, p = _segment(e, stop, Q, R, T, N)
         cs = codes[e - c0 : end - c0]
         os_ = out[e:end]
         if T == 1:
@@ -413,7 +413,7 @@ def _unpack_unsigned(data, byte0, count, bits, codes):  # pragma: no cover - com
 
 
 @njit(parallel=True, cache=True)
-def dequantize_grid_kernel(data, n, out, scale, grid, Q, R, T, bits):  # pragma: no cover - compiled
+def dequantize_grid_kernel(data, n, out, scale, grid, Q, R, T, N, bits):  # pragma: no cover - compiled
     """``out = grid[code] * scale`` for ``n`` codes; ``grid`` and ``scale`` have out's dtype."""
     packed = bits != 8 and bits != 16
     nchunks = (n + CHUNK - 1) // CHUNK
@@ -423,13 +423,13 @@ def dequantize_grid_kernel(data, n, out, scale, grid, Q, R, T, bits):  # pragma:
         if packed:
             scratch = np.empty(CHUNK, np.int32)
             _unpack_unsigned(data, start * bits // 8, stop - start, bits, scratch)
-            _values_chunk(scratch, start, start, stop, scale, grid, Q, R, T, out)
+            _values_chunk(scratch, start, start, stop, scale, grid, Q, R, T, N, out)
         else:
-            _values_chunk(data, 0, start, stop, scale, grid, Q, R, T, out)
+            _values_chunk(data, 0, start, stop, scale, grid, Q, R, T, N, out)
 
 
 @njit(parallel=True, cache=True)
-def _fake_quantize_grid(x, out, inv, table, params, scale, grid, Q, R, T):  # pragma: no cover - compiled
+def _fake_quantize_grid(x, out, inv, table, params, scale, grid, Q, R, T, N):  # pragma: no cover - compiled
     n = x.size
     nchunks = (n + CHUNK - 1) // CHUNK
     for c in prange(nchunks):
@@ -437,12 +437,12 @@ def _fake_quantize_grid(x, out, inv, table, params, scale, grid, Q, R, T):  # pr
         stop = min(n, start + CHUNK)
         ys = np.empty(CHUNK, x.dtype)
         codes = np.empty(CHUNK, np.int32)
-        _scaled_chunk(x, start, stop, inv, Q, R, T, ys)
+        _scaled_chunk(x, start, stop, inv, Q, R, T, N, ys)
         _round_chunk(ys, stop - start, table, params, codes)
-        _values_chunk(codes, start, start, stop, scale, grid, Q, R, T, out)
+        _values_chunk(codes, start, start, stop, scale, grid, Q, R, T, N, out)
 
 
-def fake_quantize_grid_kernel(x, out, inv, mids, tie, scale, grid, Q, R, T):
+def fake_quantize_grid_kernel(x, out, inv, mids, tie, scale, grid, Q, R, T, N):
     """Quantize to grid codes and back in one pass per chunk (no code array kept).
 
     Arguments as :func:`quantize_grid_kernel`, plus ``scale`` and ``grid`` in x's dtype.
@@ -451,9 +451,9 @@ def fake_quantize_grid_kernel(x, out, inv, mids, tie, scale, grid, Q, R, T):
         >>> from lowbit.formats import get_qtype
         >>> g, mids, tie = grid_tables(get_qtype("fp4_e2m1"))
         >>> x, out, one = np.array([0.7, -5.0, 9.0]), np.empty(3), np.ones(1)
-        >>> fake_quantize_grid_kernel(x, out, one, mids, tie, one, g, 1, 3, 1)
+        >>> fake_quantize_grid_kernel(x, out, one, mids, tie, one, g, 1, 3, 1, 3)
         >>> out.tolist()
         [0.5, -4.0, 6.0]
     """
     plan = rounding_plan(mids, tie, x.dtype)
-    _fake_quantize_grid(x, out, inv, plan.table, plan.params, scale, grid, Q, R, T)
+    _fake_quantize_grid(x, out, inv, plan.table, plan.params, scale, grid, Q, R, T, N)

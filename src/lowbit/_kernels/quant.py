@@ -1,4 +1,4 @@
-"""Fused quantize / dequantize kernels over a (P, Q, R, T) block layout.
+"""Fused quantize / dequantize kernels over a (P, Q, R, T) block layout (ragged: and N).
 
 Work is split into chunks of the flat tensor (a multiple of 8 elements, so a
 packed chunk starts on a byte boundary).  Inside a chunk the loop walks
@@ -78,26 +78,38 @@ def _quant_vector(x, lo, hi, inv, zp, p0, qmin, qmax, mode, seed, dst, dst0):  #
 
 
 @njit(inline="always", cache=True)
-def _segment(e, stop, Q, R, T):  # pragma: no cover - compiled
+def _segment(e, stop, Q, R, T, N):  # pragma: no cover - compiled
     """End of the segment starting at flat index e, and its first parameter index.
 
     With ``T == 1`` every element of the segment uses that parameter; with
-    ``T > 1`` element ``e + k`` uses parameter ``first + k``.
+    ``T > 1`` element ``e + k`` uses parameter ``first + k``.  A ragged layout
+    (``N != R``) cuts each run of ``N*T`` elements into ``G = ceil(N/R)`` groups,
+    group ``g`` ending at ``min(g*R + R, N)``.
     """
-    RT = R * T
-    row = e // RT
-    q = row % Q
+    if N == R:
+        RT = R * T
+        row = e // RT
+        q = row % Q
+        if T == 1:
+            return min(stop, (row + 1) * RT), q
+        t0 = e % T
+        return min(stop, e - t0 + T), q * T + t0
+    G = (N + R - 1) // R
+    NT = N * T
+    row = e // NT
+    g = (e - row * NT) // T // R
+    first = (row % (Q // G) * G + g) * T
     if T == 1:
-        return min(stop, (row + 1) * RT), q
+        return min(stop, row * NT + min(g * R + R, N)), first
     t0 = e % T
-    return min(stop, e - t0 + T), q * T + t0
+    return min(stop, e - t0 + T), first + t0
 
 
 @njit(inline="always", cache=True)
-def _quant_chunk(x, start, stop, inv, zp, Q, R, T, qmin, qmax, mode, seed, dst, dst0):  # pragma: no cover
+def _quant_chunk(x, start, stop, inv, zp, Q, R, T, N, qmin, qmax, mode, seed, dst, dst0):  # pragma: no cover
     e = start
     while e < stop:
-        end, p = _segment(e, stop, Q, R, T)
+        end, p = _segment(e, stop, Q, R, T, N)
         if T == 1:
             _quant_segment(x, e, end, inv[p], zp[p], qmin, qmax, mode, seed, dst, dst0)
         else:
@@ -106,7 +118,7 @@ def _quant_chunk(x, start, stop, inv, zp, Q, R, T, qmin, qmax, mode, seed, dst, 
 
 
 @njit(parallel=True, cache=True)
-def quantize_kernel(x, out, inv, zp, Q, R, T, qmin, qmax, bits, mode, seed):  # pragma: no cover
+def quantize_kernel(x, out, inv, zp, Q, R, T, N, qmin, qmax, bits, mode, seed):  # pragma: no cover
     """Quantize the flat float array ``x`` into ``out``.
 
     ``out`` holds codes (8/16-bit formats) or packed bytes (other widths);
@@ -122,18 +134,18 @@ def quantize_kernel(x, out, inv, zp, Q, R, T, qmin, qmax, bits, mode, seed):  # 
         stop = min(n, start + CHUNK)
         if packed:
             scratch = np.empty(CHUNK, np.int32)
-            _quant_chunk(x, start, stop, inv, zp, Q, R, T, fmin, fmax, mode, seed, scratch, start)
+            _quant_chunk(x, start, stop, inv, zp, Q, R, T, N, fmin, fmax, mode, seed, scratch, start)
             pack_run(scratch, stop - start, bits, out, start * bits // 8)
         else:
-            _quant_chunk(x, start, stop, inv, zp, Q, R, T, fmin, fmax, mode, seed, out, 0)
+            _quant_chunk(x, start, stop, inv, zp, Q, R, T, N, fmin, fmax, mode, seed, out, 0)
 
 
 @njit(inline="always", cache=True)
-def _dequant_chunk(codes, c0, start, stop, scale, zp, Q, R, T, out):  # pragma: no cover
+def _dequant_chunk(codes, c0, start, stop, scale, zp, Q, R, T, N, out):  # pragma: no cover
     """out[e] = (codes[e - c0] - zp) * scale for e in [start, stop)."""
     e = start
     while e < stop:
-        end, p = _segment(e, stop, Q, R, T)
+        end, p = _segment(e, stop, Q, R, T, N)
         cs = codes[e - c0 : end - c0]
         os_ = out[e:end]
         if T == 1:
@@ -150,7 +162,7 @@ def _dequant_chunk(codes, c0, start, stop, scale, zp, Q, R, T, out):  # pragma: 
 
 
 @njit(parallel=True, cache=True)
-def dequantize_kernel(data, n, out, scale, zp, Q, R, T, bits, signed):  # pragma: no cover
+def dequantize_kernel(data, n, out, scale, zp, Q, R, T, N, bits, signed):  # pragma: no cover
     """Dequantize ``n`` codes (unpacked, or packed bytes for sub-byte widths) into ``out``.
 
     ``scale`` has out's dtype; ``zp`` is int32.
@@ -163,13 +175,13 @@ def dequantize_kernel(data, n, out, scale, zp, Q, R, T, bits, signed):  # pragma
         if packed:
             scratch = np.empty(CHUNK, np.int32)
             unpack_run(data, start * bits // 8, stop - start, bits, signed, scratch)
-            _dequant_chunk(scratch, start, start, stop, scale, zp, Q, R, T, out)
+            _dequant_chunk(scratch, start, start, stop, scale, zp, Q, R, T, N, out)
         else:
-            _dequant_chunk(data, 0, start, stop, scale, zp, Q, R, T, out)
+            _dequant_chunk(data, 0, start, stop, scale, zp, Q, R, T, N, out)
 
 
 @njit(parallel=True, cache=True)
-def fake_quantize_kernel(x, out, inv, zpf, scale, zpi, Q, R, T, qmin, qmax, mode, seed):  # pragma: no cover
+def fake_quantize_kernel(x, out, inv, zpf, scale, zpi, Q, R, T, N, qmin, qmax, mode, seed):  # pragma: no cover
     """Quantize then dequantize ``x`` into the float array ``out`` chunk by chunk.
 
     The codes of a chunk are written to ``out`` and turned back into values
@@ -182,16 +194,16 @@ def fake_quantize_kernel(x, out, inv, zpf, scale, zpi, Q, R, T, qmin, qmax, mode
     for c in prange(nchunks):
         start = c * CHUNK
         stop = min(n, start + CHUNK)
-        _quant_chunk(x, start, stop, inv, zpf, Q, R, T, fmin, fmax, mode, seed, out, 0)
-        _dequant_chunk(out, 0, start, stop, scale, zpi, Q, R, T, out)
+        _quant_chunk(x, start, stop, inv, zpf, Q, R, T, N, fmin, fmax, mode, seed, out, 0)
+        _dequant_chunk(out, 0, start, stop, scale, zpi, Q, R, T, N, out)
 
 
 @njit(inline="always", cache=True)
-def _offset_chunk(codes, c0, start, stop, scale, offset, Q, R, T, out):  # pragma: no cover
+def _offset_chunk(codes, c0, start, stop, scale, offset, Q, R, T, N, out):  # pragma: no cover
     """out[e] = codes[e - c0] * scale + offset for e in [start, stop) (the product rounded first)."""
     e = start
     while e < stop:
-        end, p = _segment(e, stop, Q, R, T)
+        end, p = _segment(e, stop, Q, R, T, N)
         cs = codes[e - c0 : end - c0]
         os_ = out[e:end]
         if T == 1:
@@ -208,7 +220,7 @@ def _offset_chunk(codes, c0, start, stop, scale, offset, Q, R, T, out):  # pragm
 
 
 @njit(parallel=True, cache=True)
-def dequantize_offset_kernel(data, n, out, scale, offset, Q, R, T, bits, signed):  # pragma: no cover
+def dequantize_offset_kernel(data, n, out, scale, offset, Q, R, T, N, bits, signed):  # pragma: no cover
     """Dequantize codes with a float zero point: ``code * scale + offset`` (GGUF Q4_1's rule).
 
     ``scale`` and ``offset`` have out's dtype.
@@ -221,6 +233,6 @@ def dequantize_offset_kernel(data, n, out, scale, offset, Q, R, T, bits, signed)
         if packed:
             scratch = np.empty(CHUNK, np.int32)
             unpack_run(data, start * bits // 8, stop - start, bits, signed, scratch)
-            _offset_chunk(scratch, start, start, stop, scale, offset, Q, R, T, out)
+            _offset_chunk(scratch, start, start, stop, scale, offset, Q, R, T, N, out)
         else:
-            _offset_chunk(data, 0, start, stop, scale, offset, Q, R, T, out)
+            _offset_chunk(data, 0, start, stop, scale, offset, Q, R, T, N, out)

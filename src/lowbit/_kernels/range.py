@@ -122,6 +122,76 @@ def _nan_aware_rows(x, rows, R, T, nsplit, mn, mx, bad):  # pragma: no cover - c
         bad[task] = nonfinite
 
 
+@njit(parallel=True, cache=True)
+def _key_ragged(xi, runs, R, T, N, lo_out, hi_out):  # pragma: no cover - compiled
+    """Ragged groups: each run of ``N*T`` elements holds ``G = ceil(N/R)`` groups, the last shorter.
+
+    Group ``g`` of a run covers ``n`` in ``[g*R, min(g*R + R, N))``; output ``(run*G + g)*T + t``.
+    """
+    top = xi.dtype.type(np.iinfo(xi.dtype).max)
+    shift = xi.dtype.type(xi.itemsize * 8 - 1)
+    G = (N + R - 1) // R
+    for task in prange(runs * G):
+        run = task // G
+        g = task % G
+        n1 = min(g * R + R, N)
+        los = lo_out[task * T : (task + 1) * T]
+        his = hi_out[task * T : (task + 1) * T]
+        if T == 1:
+            los[0], his[0] = _run_minmax(xi[run * N + g * R : run * N + n1], top, shift)
+            continue
+        los[:] = top
+        his[:] = -top - 1
+        for n in range(g * R, n1):
+            xs = xi[(run * N + n) * T : (run * N + n + 1) * T]
+            for t in range(T):
+                k = _key(xs[t], shift, top)
+                los[t] = min(los[t], k)
+                his[t] = max(his[t], k)
+
+
+@njit(parallel=True, cache=True)
+def _nan_aware_ragged(x, runs, R, T, N, mn, mx, bad):  # pragma: no cover - compiled
+    """Slow path of :func:`_key_ragged`: float min/max ignoring NaN, and NaN/Inf counts per group."""
+    inf = x.dtype.type(np.inf)
+    G = (N + R - 1) // R
+    for task in prange(runs * G):
+        run = task // G
+        g = task % G
+        mn[task * T : (task + 1) * T] = inf
+        mx[task * T : (task + 1) * T] = -inf
+        nonfinite = 0
+        for n in range(g * R, min(g * R + R, N)):
+            for t in range(T):
+                v = x[(run * N + n) * T + t]
+                o = task * T + t
+                mn[o] = min(mn[o], v)
+                mx[o] = max(mx[o], v)
+                nonfinite += not (abs(v) < inf)
+        bad[task] = nonfinite
+
+
+def _ragged_minmax(x: np.ndarray, layout: BlockLayout) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`block_minmax` of a ragged layout: one task per group (groups are short, P == 1)."""
+    runs = layout.P * layout.Q // layout.G
+    R, T, N = layout.R, layout.T, layout.N
+    itype = np.int32 if x.dtype == np.float32 else np.int64
+    xi = x.view(itype)
+    lo = np.empty(layout.P * layout.nparams, itype)
+    hi = np.empty_like(lo)
+    _key_ragged(xi, runs, R, T, N, lo, hi)
+    lo_k = lo.reshape(layout.P, -1).min(axis=0)
+    hi_k = hi.reshape(layout.P, -1).max(axis=0)
+    inf_keys = _keys_to_float(np.array([-np.inf, np.inf], x.dtype).view(itype), itype)
+    if lo_k.size == 0 or lo_k.min() > inf_keys[0] and hi_k.max() < inf_keys[1]:
+        return _keys_to_float(lo_k, x.dtype), _keys_to_float(hi_k, x.dtype), 0
+    mn = np.empty(layout.P * layout.nparams, x.dtype)
+    mx = np.empty_like(mn)
+    bad = np.empty(runs * layout.G, np.int64)
+    _nan_aware_ragged(x, runs, R, T, N, mn, mx, bad)
+    return mn.reshape(layout.P, -1).min(axis=0), mx.reshape(layout.P, -1).max(axis=0), int(bad.sum())
+
+
 def _nsplit(layout: BlockLayout) -> int:
     rows = layout.P * layout.Q
     per_row = layout.R * layout.T
@@ -154,7 +224,11 @@ def block_minmax(x: np.ndarray, layout: BlockLayout) -> tuple[np.ndarray, np.nda
         >>> lo, hi, bad = block_minmax(x, plan(PerChannel(0), (2, 3)))
         >>> lo.tolist(), hi.tolist(), bad
         ([0.0, 3.0], [2.0, 5.0], 0)
+        >>> block_minmax(np.arange(5.0), plan("group:2", (5,)))[1].tolist()  # ragged: the last group is [4]
+        [1.0, 3.0, 4.0]
     """
+    if layout.ragged:
+        return _ragged_minmax(x, layout)
     rows = layout.P * layout.Q
     nsplit = _nsplit(layout)
     T = layout.T
