@@ -72,6 +72,8 @@ GRANULARITIES = [
     (PerGroup(2, axis=1), True),
     (PerGroup(2, axis=0), False),
     (PerGroup(3, axis=-2), False),
+    (PerGroup(3), True),  # ragged: groups of 3, 3, 2 along each row
+    (PerGroup(5, axis=0), False),  # ragged across rows: 5, 5, 2
 ]
 QTYPES = ["int8", "int4", "uint4", "int3", "uint12", "nf4", "fp8_e4m3"]
 

@@ -153,3 +153,29 @@ def test_a_forward_pass_never_builds_the_float_weight():
 def test_kernel_plan_names_the_kernel():
     assert _fused.kernel_plan(_layer("uint4", "group:64", None)) == ("int4", 64)
     assert _fused.kernel_plan(_layer("fp8_e4m3", "channel", None)) == ("lut8", 256)
+
+
+# ragged groups: a group size that does not divide in_features; the last group of each row is shorter
+RAGGED = [("int4", "group:32", None), ("uint4", "group:64", "float16"), ("nf4", "group:48", None),
+          ("uint8", "group:32", None), ("fp8_e4m3", "group:128", None), ("int8", "group:512", None)]
+
+
+@pytest.mark.parametrize("qtype, gran, fmt", RAGGED, ids=[f"{q}-{g}-{f}" for q, g, f in RAGGED])
+@pytest.mark.parametrize("k", [200, 576])
+def test_ragged_groups_fused_equal_the_dequantized_matmul(qtype, gran, fmt, k):
+    layer = _layer(qtype, gran, fmt, k=k, n=20)
+    size = int(gran.split(":")[1])
+    assert layer.weight_qtensor().scale.shape == (20, -(-k // size))
+    assert _fused.kernel_plan(layer) == (("lut" if qtype in ("nf4", "fp8_e4m3") else "int") + qtype[-1], min(size, k))
+    for rows in (1, 5):
+        x = torch.randn(rows, k)
+        assert _rel_err(layer(x), _reference(layer, x)) < 1e-5
+
+
+def test_ragged_float_zero_point_fused():
+    torch.manual_seed(1)
+    layer = lnn.WeightOnlyLinear.from_float(torch.nn.Linear(100, 6), "uint4", "group:32", zero_point="float",
+                                            scale_format="float16")
+    x = torch.randn(3, 100)
+    assert _fused.kernel_plan(layer) == ("int4", 32)
+    assert _rel_err(layer(x), _reference(layer, x)) < 1e-5

@@ -212,3 +212,22 @@ def test_int8_activations_survive_a_checkpoint(tmp_path):
     assert back[0].activations == "int8" and back[2].activations == "int8"
     x = torch.randn(1, 64)
     assert torch.equal(back(x), net(x))
+
+
+def _ragged_quantized_input(x, block):
+    """:func:`_quantized_input` with a shorter last block: zero columns change no block's max."""
+    m, k = x.shape
+    pad = -k % block
+    return _quantized_input(torch.cat([x, torch.zeros(m, pad)], dim=1), block)[:, :k]
+
+
+@pytest.mark.parametrize("qtype, gran, k", [("int4", "group:32", 200), ("uint4", "group:64", 200),
+                                            ("int8", "group:32", 100), ("int4", "group:512", 576),
+                                            ("uint8", "group:384", 1000)])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_ragged_groups_equal_the_product_with_the_same_quantized_input(qtype, gran, k, rows):
+    """Ragged weight groups: activation blocks tile each group and the last ones are shorter."""
+    layer = _layer(qtype, gran, k=k, n=12)
+    x = torch.randn(rows, k) * torch.linspace(0.1, 4.0, k)
+    block = _fused.activation_block(int(gran.split(":")[1]))
+    assert _rel_err(layer(x), _reference(layer, _ragged_quantized_input(x, block))) < 1e-5

@@ -3,7 +3,9 @@
 The weight is read in its lowbit storage (never expanded to a float matrix):
 row ``n`` of a ``(N, K)`` weight is ``B`` bytes, and a group of ``G`` columns is
 ``gb`` consecutive bytes of it (``G / 2`` for 4-bit codes, ``G`` for 8-bit ones).
-A per-channel weight is one group of ``K`` columns.
+A per-channel weight is one group of ``K`` columns.  Groups are ragged when ``G``
+does not divide ``K``: group ``g`` covers bytes ``[g*gb, min(g*gb + gb, B))`` (the
+last one shorter); the kernels take ``gb`` and walk that one loop.
 
 * 4-bit codes: byte ``b`` of a row holds column ``2b`` in its low nibble and
   ``2b + 1`` in its high nibble, so the input is split once per call into its
@@ -54,7 +56,8 @@ __all__ = ["split_even_odd", "group_sums", "linear_int4", "linear_lut4", "linear
 
 def split_even_odd(x: np.ndarray, gb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Even and odd columns of ``x`` ``(M, K)`` as contiguous float32 arrays, and their sums per group of
-    ``gb`` byte positions (``2 * gb`` columns), ``(M, K / 2 / gb)``.
+    ``gb`` byte positions (``2 * gb`` columns, the last group shorter when ``gb`` does not divide
+    ``K / 2``), ``(M, ceil(K / 2 / gb))``.
 
     Example:
         >>> xe, xo, xs = split_even_odd(np.arange(8, dtype=np.float32).reshape(1, 8), 2)
@@ -64,7 +67,7 @@ def split_even_odd(x: np.ndarray, gb: int) -> tuple[np.ndarray, np.ndarray, np.n
     m, k = x.shape
     xe = np.empty((m, k // 2), np.float32)
     xo = np.empty((m, k // 2), np.float32)
-    xs = np.empty((m, k // 2 // gb), np.float32)
+    xs = np.empty((m, -(-(k // 2) // gb)), np.float32)
     _split(np.ascontiguousarray(x, np.float32), gb, xe, xo, xs)
     return xe, xo, xs
 
@@ -81,20 +84,25 @@ def _split(x, gb, xe, xo, xs):  # pragma: no cover - compiled
             es = e[g * gb : (g + 1) * gb]
             os_ = o[g * gb : (g + 1) * gb]
             acc = np.float32(0.0)
-            for j in range(gb):
+            for j in range(es.size):
                 acc += es[j] + os_[j]
             xs[r, g] = acc
 
 
 def group_sums(x: np.ndarray, size: int) -> np.ndarray:
-    """Sums of ``x`` ``(M, L)`` over runs of ``size`` columns, float32 ``(M, L / size)``.
+    """Sums of ``x`` ``(M, L)`` over runs of ``size`` columns (the last run shorter when ``size`` does not
+    divide ``L``), float32 ``(M, ceil(L / size))``.
 
     Example:
         >>> group_sums(np.ones((2, 6), np.float32), 3).tolist()
         [[3.0, 3.0], [3.0, 3.0]]
+        >>> group_sums(np.ones((1, 7), np.float32), 3).tolist()
+        [[3.0, 3.0, 1.0]]
     """
     m, length = x.shape
-    return x.reshape(m, length // size, size).sum(axis=2, dtype=np.float32)
+    if length % size == 0:
+        return x.reshape(m, length // size, size).sum(axis=2, dtype=np.float32)
+    return np.add.reduceat(x, np.arange(0, length, size), axis=1, dtype=np.float32)
 
 
 def _chunks(n: int, threads: int) -> int:
@@ -105,10 +113,9 @@ def _chunks(n: int, threads: int) -> int:
 
 
 @njit(fastmath=True, nogil=True, cache=True)
-def _int4_rows(xe, xo, xs, w, scale, offset, xor, out, n0, n1):  # pragma: no cover - compiled
+def _int4_rows(xe, xo, xs, w, scale, offset, xor, gb, out, n0, n1):  # pragma: no cover - compiled
     m_rows, nbytes = xe.shape
     ng = scale.shape[1]
-    gb = nbytes // ng
     flip = np.uint8(xor)
     if m_rows == 1:
         xe0, xo0, xs0 = xe[0], xo[0], xs[0]
@@ -117,11 +124,12 @@ def _int4_rows(xe, xo, xs, w, scale, offset, xor, out, n0, n1):  # pragma: no co
             total = np.float32(0.0)
             for g in range(ng):
                 b0 = g * gb
-                rs = row[b0 : b0 + gb]
-                es = xe0[b0 : b0 + gb]
-                os_ = xo0[b0 : b0 + gb]
+                b1 = min(b0 + gb, nbytes)
+                rs = row[b0:b1]
+                es = xe0[b0:b1]
+                os_ = xo0[b0:b1]
                 acc = np.float32(0.0)
-                for j in range(gb):
+                for j in range(b1 - b0):
                     v = rs[j] ^ flip
                     acc += np.float32(v & np.uint8(15)) * es[j] + np.float32(v >> np.uint8(4)) * os_[j]
                 total += (acc - offset[n, g] * xs0[g]) * scale[n, g]
@@ -135,17 +143,18 @@ def _int4_rows(xe, xo, xs, w, scale, offset, xor, out, n0, n1):  # pragma: no co
         acc[:] = 0.0
         for g in range(ng):
             b0 = g * gb
-            rs = row[b0 : b0 + gb]
-            for j in range(gb):
+            b1 = min(b0 + gb, nbytes)
+            rs = row[b0:b1]
+            for j in range(b1 - b0):
                 v = rs[j] ^ flip
                 lo[j] = np.float32(v & np.uint8(15))
                 hi[j] = np.float32(v >> np.uint8(4))
             s, z = scale[n, g], offset[n, g]
             for m in range(m_rows):
-                es = xe[m, b0 : b0 + gb]
-                os_ = xo[m, b0 : b0 + gb]
+                es = xe[m, b0:b1]
+                os_ = xo[m, b0:b1]
                 part = np.float32(0.0)
-                for j in range(gb):
+                for j in range(b1 - b0):
                     part += lo[j] * es[j] + hi[j] * os_[j]
                 acc[m] += (part - z * xs[m, g]) * s
         for m in range(m_rows):
@@ -153,14 +162,19 @@ def _int4_rows(xe, xo, xs, w, scale, offset, xor, out, n0, n1):  # pragma: no co
 
 
 @njit(parallel=True, cache=True)
-def _int4_parallel(xe, xo, xs, w, scale, offset, xor, out, chunks):  # pragma: no cover - compiled
+def _int4_parallel(xe, xo, xs, w, scale, offset, xor, gb, out, chunks):  # pragma: no cover - compiled
     n = w.shape[0]
     per = (n + chunks - 1) // chunks
     for c in prange(chunks):
-        _int4_rows(xe, xo, xs, w, scale, offset, xor, out, c * per, min(n, (c + 1) * per))
+        _int4_rows(xe, xo, xs, w, scale, offset, xor, gb, out, c * per, min(n, (c + 1) * per))
 
 
-def linear_int4(xe, xo, xs, w, scale, offset, xor, out, threads):
+def _group_width(total: int, groups: int, group: int | None) -> int:
+    """Bytes (4-bit) or columns (8-bit) per group: ``group`` when given, else ``total / groups`` (equal groups)."""
+    return max(1, total // max(groups, 1)) if group is None else int(group)
+
+
+def linear_int4(xe, xo, xs, w, scale, offset, xor, out, threads, group=None):
     """``out[m, n] = sum_g scale[n, g] * sum_{k in g} (u[n, k] - offset[n, g]) * x[m, k]`` for 4-bit codes.
 
     Args:
@@ -170,21 +184,23 @@ def linear_int4(xe, xo, xs, w, scale, offset, xor, out, threads):
         xor: ``0x88`` for signed codes (``u = c + 8``), 0 for unsigned ones.
         out: float32 ``(M, N)``, written.
         threads: 1 runs on the calling thread; more splits the rows.
+        group: bytes per group (columns / 2); None: ``K / 2 / groups``.  A width that does not
+            divide ``K / 2`` makes the last group shorter (ragged groups).
     """
+    gb = _group_width(xe.shape[1], scale.shape[1], group)
     if threads > 1:
-        _int4_parallel(xe, xo, xs, w, scale, offset, xor, out, _chunks(w.shape[0], threads))
+        _int4_parallel(xe, xo, xs, w, scale, offset, xor, gb, out, _chunks(w.shape[0], threads))
     else:
-        _int4_rows(xe, xo, xs, w, scale, offset, xor, out, 0, w.shape[0])
+        _int4_rows(xe, xo, xs, w, scale, offset, xor, gb, out, 0, w.shape[0])
 
 
 # --------------------------------------------------------------------------- 4-bit grid codes (lookup table)
 
 
 @njit(fastmath=True, nogil=True, cache=True)
-def _lut4_rows(xe, xo, w, scale, lut, out, n0, n1):  # pragma: no cover - compiled
+def _lut4_rows(xe, xo, w, scale, lut, gb, out, n0, n1):  # pragma: no cover - compiled
     m_rows, nbytes = xe.shape
     ng = scale.shape[1]
-    gb = nbytes // ng
     lo = np.empty(gb, np.float32)
     hi = np.empty(gb, np.float32)
     acc = np.zeros(m_rows, np.float32)
@@ -193,17 +209,18 @@ def _lut4_rows(xe, xo, w, scale, lut, out, n0, n1):  # pragma: no cover - compil
         acc[:] = 0.0
         for g in range(ng):
             b0 = g * gb
-            rs = row[b0 : b0 + gb]
-            for j in range(gb):
+            b1 = min(b0 + gb, nbytes)
+            rs = row[b0:b1]
+            for j in range(b1 - b0):
                 v = rs[j]
                 lo[j] = lut[v & np.uint8(15)]
                 hi[j] = lut[v >> np.uint8(4)]
             s = scale[n, g]
             for m in range(m_rows):
-                es = xe[m, b0 : b0 + gb]
-                os_ = xo[m, b0 : b0 + gb]
+                es = xe[m, b0:b1]
+                os_ = xo[m, b0:b1]
                 part = np.float32(0.0)
-                for j in range(gb):
+                for j in range(b1 - b0):
                     part += lo[j] * es[j] + hi[j] * os_[j]
                 acc[m] += part * s
         for m in range(m_rows):
@@ -211,32 +228,32 @@ def _lut4_rows(xe, xo, w, scale, lut, out, n0, n1):  # pragma: no cover - compil
 
 
 @njit(parallel=True, cache=True)
-def _lut4_parallel(xe, xo, w, scale, lut, out, chunks):  # pragma: no cover - compiled
+def _lut4_parallel(xe, xo, w, scale, lut, gb, out, chunks):  # pragma: no cover - compiled
     n = w.shape[0]
     per = (n + chunks - 1) // chunks
     for c in prange(chunks):
-        _lut4_rows(xe, xo, w, scale, lut, out, c * per, min(n, (c + 1) * per))
+        _lut4_rows(xe, xo, w, scale, lut, gb, out, c * per, min(n, (c + 1) * per))
 
 
-def linear_lut4(xe, xo, w, scale, lut, out, threads):
+def linear_lut4(xe, xo, w, scale, lut, out, threads, group=None):
     """``out[m, n] = sum_g scale[n, g] * sum_{k in g} lut[code[n, k]] * x[m, k]`` for 4-bit grid codes.
 
     ``lut`` is float32 with 16 entries (the grid, padded); other arguments as :func:`linear_int4`.
     """
+    gb = _group_width(xe.shape[1], scale.shape[1], group)
     if threads > 1:
-        _lut4_parallel(xe, xo, w, scale, lut, out, _chunks(w.shape[0], threads))
+        _lut4_parallel(xe, xo, w, scale, lut, gb, out, _chunks(w.shape[0], threads))
     else:
-        _lut4_rows(xe, xo, w, scale, lut, out, 0, w.shape[0])
+        _lut4_rows(xe, xo, w, scale, lut, gb, out, 0, w.shape[0])
 
 
 # --------------------------------------------------------------------------- 8-bit codes
 
 
 @njit(fastmath=True, nogil=True, cache=True)
-def _int8_rows(x, xs, w, scale, offset, out, n0, n1):  # pragma: no cover - compiled
+def _int8_rows(x, xs, w, scale, offset, gk, out, n0, n1):  # pragma: no cover - compiled
     m_rows, k = x.shape
     ng = scale.shape[1]
-    gk = k // ng
     if m_rows == 1:
         x0, xs0 = x[0], xs[0]
         for n in range(n0, n1):
@@ -244,10 +261,11 @@ def _int8_rows(x, xs, w, scale, offset, out, n0, n1):  # pragma: no cover - comp
             total = np.float32(0.0)
             for g in range(ng):
                 c0 = g * gk
-                rs = row[c0 : c0 + gk]
-                xg = x0[c0 : c0 + gk]
+                c1 = min(c0 + gk, k)
+                rs = row[c0:c1]
+                xg = x0[c0:c1]
                 acc = np.float32(0.0)
-                for j in range(gk):
+                for j in range(c1 - c0):
                     acc += np.float32(rs[j]) * xg[j]
                 total += (acc - offset[n, g] * xs0[g]) * scale[n, g]
             out[0, n] = total
@@ -259,14 +277,15 @@ def _int8_rows(x, xs, w, scale, offset, out, n0, n1):  # pragma: no cover - comp
         acc[:] = 0.0
         for g in range(ng):
             c0 = g * gk
-            rs = row[c0 : c0 + gk]
-            for j in range(gk):
+            c1 = min(c0 + gk, k)
+            rs = row[c0:c1]
+            for j in range(c1 - c0):
                 vals[j] = np.float32(rs[j])
             s, z = scale[n, g], offset[n, g]
             for m in range(m_rows):
-                xg = x[m, c0 : c0 + gk]
+                xg = x[m, c0:c1]
                 part = np.float32(0.0)
-                for j in range(gk):
+                for j in range(c1 - c0):
                     part += vals[j] * xg[j]
                 acc[m] += (part - z * xs[m, g]) * s
         for m in range(m_rows):
@@ -274,32 +293,34 @@ def _int8_rows(x, xs, w, scale, offset, out, n0, n1):  # pragma: no cover - comp
 
 
 @njit(parallel=True, cache=True)
-def _int8_parallel(x, xs, w, scale, offset, out, chunks):  # pragma: no cover - compiled
+def _int8_parallel(x, xs, w, scale, offset, gk, out, chunks):  # pragma: no cover - compiled
     n = w.shape[0]
     per = (n + chunks - 1) // chunks
     for c in prange(chunks):
-        _int8_rows(x, xs, w, scale, offset, out, c * per, min(n, (c + 1) * per))
+        _int8_rows(x, xs, w, scale, offset, gk, out, c * per, min(n, (c + 1) * per))
 
 
-def linear_int8(x, xs, w, scale, offset, out, threads):
+def linear_int8(x, xs, w, scale, offset, out, threads, group=None):
     """``out[m, n] = sum_g scale[n, g] * sum_{k in g} (c[n, k] - offset[n, g]) * x[m, k]`` for 8-bit codes.
 
     Args:
-        x: float32 ``(M, K)``; ``xs`` its :func:`group_sums` per group of ``K / groups``.
+        x: float32 ``(M, K)``; ``xs`` its :func:`group_sums` per group.
         w: int8 or uint8 codes ``(N, K)``.
         scale, offset, out, threads: as :func:`linear_int4`.
+        group: columns per group (the last group shorter when it does not divide ``K``);
+            None: ``K / groups``.
     """
+    gk = _group_width(x.shape[1], scale.shape[1], group)
     if threads > 1:
-        _int8_parallel(x, xs, w, scale, offset, out, _chunks(w.shape[0], threads))
+        _int8_parallel(x, xs, w, scale, offset, gk, out, _chunks(w.shape[0], threads))
     else:
-        _int8_rows(x, xs, w, scale, offset, out, 0, w.shape[0])
+        _int8_rows(x, xs, w, scale, offset, gk, out, 0, w.shape[0])
 
 
 @njit(fastmath=True, nogil=True, cache=True)
-def _lut8_rows(x, w, scale, lut, out, n0, n1):  # pragma: no cover - compiled
+def _lut8_rows(x, w, scale, lut, gk, out, n0, n1):  # pragma: no cover - compiled
     m_rows, k = x.shape
     ng = scale.shape[1]
-    gk = k // ng
     vals = np.empty(gk, np.float32)
     acc = np.zeros(m_rows, np.float32)
     for n in range(n0, n1):
@@ -307,14 +328,15 @@ def _lut8_rows(x, w, scale, lut, out, n0, n1):  # pragma: no cover - compiled
         acc[:] = 0.0
         for g in range(ng):
             c0 = g * gk
-            rs = row[c0 : c0 + gk]
-            for j in range(gk):
+            c1 = min(c0 + gk, k)
+            rs = row[c0:c1]
+            for j in range(c1 - c0):
                 vals[j] = lut[rs[j]]
             s = scale[n, g]
             for m in range(m_rows):
-                xg = x[m, c0 : c0 + gk]
+                xg = x[m, c0:c1]
                 part = np.float32(0.0)
-                for j in range(gk):
+                for j in range(c1 - c0):
                     part += vals[j] * xg[j]
                 acc[m] += part * s
         for m in range(m_rows):
@@ -322,20 +344,21 @@ def _lut8_rows(x, w, scale, lut, out, n0, n1):  # pragma: no cover - compiled
 
 
 @njit(parallel=True, cache=True)
-def _lut8_parallel(x, w, scale, lut, out, chunks):  # pragma: no cover - compiled
+def _lut8_parallel(x, w, scale, lut, gk, out, chunks):  # pragma: no cover - compiled
     n = w.shape[0]
     per = (n + chunks - 1) // chunks
     for c in prange(chunks):
-        _lut8_rows(x, w, scale, lut, out, c * per, min(n, (c + 1) * per))
+        _lut8_rows(x, w, scale, lut, gk, out, c * per, min(n, (c + 1) * per))
 
 
-def linear_lut8(x, w, scale, lut, out, threads):
+def linear_lut8(x, w, scale, lut, out, threads, group=None):
     """``out[m, n] = sum_g scale[n, g] * sum_{k in g} lut[code[n, k]] * x[m, k]`` for 8-bit grid codes
     (``lut`` float32 with 256 entries); other arguments as :func:`linear_int8`."""
+    gk = _group_width(x.shape[1], scale.shape[1], group)
     if threads > 1:
-        _lut8_parallel(x, w, scale, lut, out, _chunks(w.shape[0], threads))
+        _lut8_parallel(x, w, scale, lut, gk, out, _chunks(w.shape[0], threads))
     else:
-        _lut8_rows(x, w, scale, lut, out, 0, w.shape[0])
+        _lut8_rows(x, w, scale, lut, gk, out, 0, w.shape[0])
 
 
 # --------------------------------------------------------------------------- int8 activations
@@ -346,16 +369,16 @@ def _quantize_blocks(x, block, q, sx, qs):  # pragma: no cover - compiled
     m, k = x.shape
     finite = np.float32(0.0)
     for r in range(m):
-        for b in range(k // block):
-            src = x[r, b * block : (b + 1) * block]
-            dst = q[r, b * block : (b + 1) * block]
+        for b in range(sx.shape[1]):  # the last block is shorter when block does not divide k
+            src = x[r, b * block : min((b + 1) * block, k)]
+            dst = q[r, b * block : min((b + 1) * block, k)]
             amax = np.float32(0.0)
-            for j in range(block):
+            for j in range(src.size):
                 finite += src[j] - src[j]  # NaN once any value is NaN or infinite
                 amax = max(amax, abs(src[j]))
             inv = np.float32(127.0) / amax if amax > 0 else np.float32(0.0)
             total = np.int32(0)
-            for j in range(block):
+            for j in range(src.size):
                 c = np.int32(np.rint(src[j] * inv))
                 dst[j] = np.int8(c)
                 total = np.int32(total + c)
@@ -369,7 +392,8 @@ def quantize_blocks(x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, 
     """Quantize ``x`` ``(M, K)`` to int8 per block of ``block`` columns (symmetric, round half to even).
 
     Returns ``(q, sx, qs)``: the int8 codes ``(M, K)``; each block's scale ``max|x| / 127`` (0 for an
-    all-zero block), float32 ``(M, K / block)``; and each block's dequantized sum ``sx * sum(q)``
+    all-zero block), float32 ``(M, ceil(K / block))`` (the last block shorter when ``block`` does not
+    divide ``K``); and each block's dequantized sum ``sx * sum(q)``
     (same shape).  None when ``x`` holds a NaN or an infinity (the caller then keeps the float path,
     which propagates them).
 
@@ -380,8 +404,8 @@ def quantize_blocks(x: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray, 
     """
     m, k = x.shape
     q = np.empty((m, k), np.int8)
-    sx = np.empty((m, k // block), np.float32)
-    qs = np.empty((m, k // block), np.float32)
+    sx = np.empty((m, -(-k // block)), np.float32)
+    qs = np.empty((m, -(-k // block)), np.float32)
     if not _quantize_blocks(np.ascontiguousarray(x, np.float32), block, q, sx, qs):
         return None
     return q, sx, qs
@@ -410,9 +434,9 @@ def _dot_i8_i8(rs, xq):  # pragma: no cover - compiled
 
 
 @njit(fastmath=True, nogil=True, cache=True)
-def _int4_q8_row1(qe, qo, sx, qs, w, scale, offset, xor, out, n0, n1):  # pragma: no cover - compiled
+def _int4_q8_row1(qe, qo, sx, qs, w, scale, offset, xor, gb, out, n0, n1):  # pragma: no cover - compiled
     ng = scale.shape[1]
-    gb = qe.shape[1] // ng
+    nbytes = qe.shape[1]
     flip = np.uint8(xor)
     qe0, qo0, sx0, qs0 = qe[0], qo[0], sx[0], qs[0]
     for n in range(n0, n1):
@@ -420,22 +444,22 @@ def _int4_q8_row1(qe, qo, sx, qs, w, scale, offset, xor, out, n0, n1):  # pragma
         total = np.float32(0.0)
         for g in range(ng):
             b0 = g * gb
-            rs = row[b0 : b0 + gb]
-            es = qe0[b0 : b0 + gb]
-            os_ = qo0[b0 : b0 + gb]
+            b1 = min(b0 + gb, nbytes)
+            rs = row[b0:b1]
+            es = qe0[b0:b1]
+            os_ = qo0[b0:b1]
             dot = _dot_u4_i8(rs, es, os_, flip)
             total += (np.float32(dot) * sx0[g] - offset[n, g] * qs0[g]) * scale[n, g]
         out[0, n] = total
 
 
 @njit(fastmath=True, nogil=True, cache=True)
-def _int4_q8_rows(qe, qo, sx, qs, w, scale, offset, xor, out, n0, n1):  # pragma: no cover - compiled
+def _int4_q8_rows(qe, qo, sx, qs, w, scale, offset, xor, gb, out, n0, n1):  # pragma: no cover - compiled
     m_rows, nbytes = qe.shape
     if m_rows == 1:  # a scalar accumulator: small groups pay no per-group array update
-        _int4_q8_row1(qe, qo, sx, qs, w, scale, offset, xor, out, n0, n1)
+        _int4_q8_row1(qe, qo, sx, qs, w, scale, offset, xor, gb, out, n0, n1)
         return
     ng = scale.shape[1]
-    gb = nbytes // ng
     flip = np.uint8(xor)
     acc = np.zeros(m_rows, np.float32)
     for n in range(n0, n1):
@@ -443,11 +467,12 @@ def _int4_q8_rows(qe, qo, sx, qs, w, scale, offset, xor, out, n0, n1):  # pragma
         acc[:] = 0.0
         for g in range(ng):
             b0 = g * gb
-            rs = row[b0 : b0 + gb]
+            b1 = min(b0 + gb, nbytes)
+            rs = row[b0:b1]
             s, z = scale[n, g], offset[n, g]
             for m in range(m_rows):  # each row re-reads the group's bytes from L1 (faster than unpacking once)
-                es = qe[m, b0 : b0 + gb]
-                os_ = qo[m, b0 : b0 + gb]
+                es = qe[m, b0:b1]
+                os_ = qo[m, b0:b1]
                 dot = _dot_u4_i8(rs, es, os_, flip)
                 acc[m] += (np.float32(dot) * sx[m, g] - z * qs[m, g]) * s
         for m in range(m_rows):
@@ -455,14 +480,14 @@ def _int4_q8_rows(qe, qo, sx, qs, w, scale, offset, xor, out, n0, n1):  # pragma
 
 
 @njit(parallel=True, cache=True)
-def _int4_q8_parallel(qe, qo, sx, qs, w, scale, offset, xor, out, chunks):  # pragma: no cover - compiled
+def _int4_q8_parallel(qe, qo, sx, qs, w, scale, offset, xor, gb, out, chunks):  # pragma: no cover - compiled
     n = w.shape[0]
     per = (n + chunks - 1) // chunks
     for c in prange(chunks):
-        _int4_q8_rows(qe, qo, sx, qs, w, scale, offset, xor, out, c * per, min(n, (c + 1) * per))
+        _int4_q8_rows(qe, qo, sx, qs, w, scale, offset, xor, gb, out, c * per, min(n, (c + 1) * per))
 
 
-def linear_int4_q8(q, sx, qs, w, scale, offset, xor, out, threads):
+def linear_int4_q8(q, sx, qs, w, scale, offset, xor, out, threads, group=None):
     """:func:`linear_int4` on int8 activations: ``out[m, n] = sum_g scale[n, g] * (sx[m, g] * sum_{k in g}
     u[n, k] * q[m, k] - offset[n, g] * qs[m, g])``, the inner sums exact in int32.
 
@@ -470,6 +495,8 @@ def linear_int4_q8(q, sx, qs, w, scale, offset, xor, out, threads):
         q, sx, qs: :func:`quantize_blocks` of the input, one block per group (a wider weight group is
             passed as several groups with repeated scales and offsets).
         w, scale, offset, xor, out, threads: as :func:`linear_int4`.
+        group: columns per block (even; the last block shorter when it does not divide ``K``);
+            None: ``K / blocks``.
 
     Example:
         >>> w = np.array([[0x21, 0x43]], np.uint8)  # codes 1, 2, 3, 4 (uint4)
@@ -480,47 +507,49 @@ def linear_int4_q8(q, sx, qs, w, scale, offset, xor, out, threads):
         [[10.0]]
     """
     qe, qo = np.ascontiguousarray(q[:, 0::2]), np.ascontiguousarray(q[:, 1::2])
+    gb = _group_width(qe.shape[1], scale.shape[1], None if group is None else group // 2)
     if threads > 1:
-        _int4_q8_parallel(qe, qo, sx, qs, w, scale, offset, xor, out, _chunks(w.shape[0], threads))
+        _int4_q8_parallel(qe, qo, sx, qs, w, scale, offset, xor, gb, out, _chunks(w.shape[0], threads))
     else:
-        _int4_q8_rows(qe, qo, sx, qs, w, scale, offset, xor, out, 0, w.shape[0])
+        _int4_q8_rows(qe, qo, sx, qs, w, scale, offset, xor, gb, out, 0, w.shape[0])
 
 
 @njit(fastmath=True, nogil=True, cache=True)
-def _int8_q8_row1(q, sx, qs, w, scale, offset, out, n0, n1):  # pragma: no cover - compiled
+def _int8_q8_row1(q, sx, qs, w, scale, offset, gk, out, n0, n1):  # pragma: no cover - compiled
     ng = scale.shape[1]
-    gk = q.shape[1] // ng
+    k = q.shape[1]
     q0, sx0, qs0 = q[0], sx[0], qs[0]
     for n in range(n0, n1):
         row = w[n]
         total = np.float32(0.0)
         for g in range(ng):
             c0 = g * gk
-            rs = row[c0 : c0 + gk]
-            xq = q0[c0 : c0 + gk]
+            c1 = min(c0 + gk, k)
+            rs = row[c0:c1]
+            xq = q0[c0:c1]
             dot = _dot_i8_i8(rs, xq)
             total += (np.float32(dot) * sx0[g] - offset[n, g] * qs0[g]) * scale[n, g]
         out[0, n] = total
 
 
 @njit(fastmath=True, nogil=True, cache=True)
-def _int8_q8_rows(q, sx, qs, w, scale, offset, out, n0, n1):  # pragma: no cover - compiled
+def _int8_q8_rows(q, sx, qs, w, scale, offset, gk, out, n0, n1):  # pragma: no cover - compiled
     m_rows, k = q.shape
     if m_rows == 1:
-        _int8_q8_row1(q, sx, qs, w, scale, offset, out, n0, n1)
+        _int8_q8_row1(q, sx, qs, w, scale, offset, gk, out, n0, n1)
         return
     ng = scale.shape[1]
-    gk = k // ng
     acc = np.zeros(m_rows, np.float32)
     for n in range(n0, n1):
         row = w[n]
         acc[:] = 0.0
         for g in range(ng):
             c0 = g * gk
-            rs = row[c0 : c0 + gk]
+            c1 = min(c0 + gk, k)
+            rs = row[c0:c1]
             s, z = scale[n, g], offset[n, g]
             for m in range(m_rows):
-                xq = q[m, c0 : c0 + gk]
+                xq = q[m, c0:c1]
                 dot = _dot_i8_i8(rs, xq)
                 acc[m] += (np.float32(dot) * sx[m, g] - z * qs[m, g]) * s
         for m in range(m_rows):
@@ -528,16 +557,16 @@ def _int8_q8_rows(q, sx, qs, w, scale, offset, out, n0, n1):  # pragma: no cover
 
 
 @njit(parallel=True, cache=True)
-def _int8_q8_parallel(q, sx, qs, w, scale, offset, out, chunks):  # pragma: no cover - compiled
+def _int8_q8_parallel(q, sx, qs, w, scale, offset, gk, out, chunks):  # pragma: no cover - compiled
     n = w.shape[0]
     per = (n + chunks - 1) // chunks
     for c in prange(chunks):
-        _int8_q8_rows(q, sx, qs, w, scale, offset, out, c * per, min(n, (c + 1) * per))
+        _int8_q8_rows(q, sx, qs, w, scale, offset, gk, out, c * per, min(n, (c + 1) * per))
 
 
-def linear_int8_q8(q, sx, qs, w, scale, offset, out, threads):
+def linear_int8_q8(q, sx, qs, w, scale, offset, out, threads, group=None):
     """:func:`linear_int8` on int8 activations (:func:`quantize_blocks`, one block per group), the inner
-    sums exact in int32; other arguments as :func:`linear_int8`.
+    sums exact in int32; other arguments as :func:`linear_int8` (``group``: columns per block).
 
     Example:
         >>> q, sx, qs = quantize_blocks(np.array([[2.0, -1.0]], np.float32), 2)
@@ -547,7 +576,8 @@ def linear_int8_q8(q, sx, qs, w, scale, offset, out, threads):
         >>> round(float(out[0, 0]), 4)  # 3 * 2 - 4 * (64 / 127 * 2)
         1.9685
     """
+    gk = _group_width(q.shape[1], scale.shape[1], group)
     if threads > 1:
-        _int8_q8_parallel(q, sx, qs, w, scale, offset, out, _chunks(w.shape[0], threads))
+        _int8_q8_parallel(q, sx, qs, w, scale, offset, gk, out, _chunks(w.shape[0], threads))
     else:
-        _int8_q8_rows(q, sx, qs, w, scale, offset, out, 0, w.shape[0])
+        _int8_q8_rows(q, sx, qs, w, scale, offset, gk, out, 0, w.shape[0])

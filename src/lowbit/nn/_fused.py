@@ -7,7 +7,8 @@ kernels read directly, and returns None otherwise (the layer then dequantizes an
   ``mxfp4`` ...) with an even number of input features, or 8-bit codes (``int8``, ``uint8``,
   ``fp8_*``, ``mxfp8``, ``mxint8``); integer codes directly, grid codes through a table;
 * one scale per tensor, per output channel, or per group along the input features (an even
-  group size for 4-bit codes), in any scale format: the scales (and zero points) are decoded once
+  group size for 4-bit codes; a size that does not divide the features gives a shorter last
+  group, which the kernels walk as ``end = min(start + size, K)``), in any scale format: the scales (and zero points) are decoded once
   into a small float32 cache, refreshed when a buffer changes; the weight is never expanded;
 * at most :data:`MAX_ROWS` input rows: the kernels turn each group's codes into floats once per
   call and reuse them for every row, which beats dequantizing the whole weight and calling BLAS
@@ -55,8 +56,8 @@ def _group_columns(module: Any) -> int | None:
     g = module.granularity
     if isinstance(g, PerTensor) or (isinstance(g, PerChannel) and g.axis in (0, -2)):
         return k
-    if isinstance(g, PerGroup) and g.axis in (-1, 1) and k % g.size == 0:
-        return g.size
+    if isinstance(g, PerGroup) and g.axis in (-1, 1):
+        return min(g.size, k)
     return None
 
 
@@ -116,7 +117,7 @@ class _Plan:
         self.buffers = [b for name, b in module.named_buffers(recurse=False) if b is not None]
         self.key = self._key(self.buffers)
         q = module.weight_qtensor()
-        groups = k // cols
+        groups = -(-k // cols)  # the last group is shorter when cols does not divide k
         self.scale = np.ascontiguousarray(_per_row(q.scale, n, groups), np.float32)
         # a float zero point (x = code * scale + offset) is the code offset -offset / scale
         zp = -q.zero_point.astype(np.float64) / q.scale if q.float_zero_point else q.zero_point
@@ -141,9 +142,13 @@ class _Plan:
     def act_params(self) -> tuple[np.ndarray, np.ndarray]:
         """Scale and offset per int8 activation block: the group's, repeated for each block inside it."""
         if self._act_params is None:
-            per = self.cols // (self.act_block or self.cols)
-            self._act_params = (self.scale, self.offset) if per == 1 else \
-                (np.repeat(self.scale, per, axis=1), np.repeat(self.offset, per, axis=1))
+            block = self.act_block or self.cols
+            if block == self.cols:
+                self._act_params = (self.scale, self.offset)
+            else:  # blocks tile each group (block divides cols); the last group may hold fewer of them
+                group_of = np.arange(0, self.k, block) // self.cols
+                self._act_params = (np.ascontiguousarray(self.scale[:, group_of]),
+                                    np.ascontiguousarray(self.offset[:, group_of]))
         return self._act_params
 
     @staticmethod
@@ -193,15 +198,15 @@ def fused_linear(module: Any, x: torch.Tensor) -> torch.Tensor | None:
     if p.kernel in ("int4", "lut4"):
         xe, xo, xs = kernels.split_even_odd(xf, p.cols // 2)
         if p.kernel == "int4":
-            kernels.linear_int4(xe, xo, xs, p.w, p.scale, p.offset, p.xor, out, p.threads)
+            kernels.linear_int4(xe, xo, xs, p.w, p.scale, p.offset, p.xor, out, p.threads, p.cols // 2)
         else:
-            kernels.linear_lut4(xe, xo, p.w, p.scale, p.lut, out, p.threads)
+            kernels.linear_lut4(xe, xo, p.w, p.scale, p.lut, out, p.threads, p.cols // 2)
     else:
         xf = np.ascontiguousarray(xf)
         if p.kernel == "int8":
-            kernels.linear_int8(xf, kernels.group_sums(xf, p.cols), p.w, p.scale, p.offset, out, p.threads)
+            kernels.linear_int8(xf, kernels.group_sums(xf, p.cols), p.w, p.scale, p.offset, out, p.threads, p.cols)
         else:
-            kernels.linear_lut8(xf, p.w, p.scale, p.lut, out, p.threads)
+            kernels.linear_lut8(xf, p.w, p.scale, p.lut, out, p.threads, p.cols)
     return torch.from_numpy(out)
 
 
@@ -213,7 +218,7 @@ def _int8_activations(p: _Plan, xf: np.ndarray, out: np.ndarray, kernels: Any) -
     q, sx, qs = quantized
     scale, offset = p.act_params()
     if p.kernel == "int4":
-        kernels.linear_int4_q8(q, sx, qs, p.w, scale, offset, p.xor, out, p.threads)
+        kernels.linear_int4_q8(q, sx, qs, p.w, scale, offset, p.xor, out, p.threads, p.act_block)
     else:
-        kernels.linear_int8_q8(q, sx, qs, p.w, scale, offset, out, p.threads)
+        kernels.linear_int8_q8(q, sx, qs, p.w, scale, offset, out, p.threads, p.act_block)
     return True
