@@ -17,7 +17,7 @@ from lowbit._deprecation import warn_renamed
 from lowbit.errors import EmptyInputError, GranularityError, OptionError
 from lowbit.granularity import Granularity, PerChannel, PerGroup, as_granularity
 
-__all__ = ["positive_int", "as_rows", "weight_granularity"]
+__all__ = ["positive_int", "as_rows", "weight_granularity", "group_parts"]
 
 
 def positive_int(value: Any, name: str, low: int = 1) -> int:
@@ -69,8 +69,8 @@ def weight_granularity(
     still works, with a warning.
 
     Raises:
-        GranularityError: another granularity, or a group size that does not divide
-            ``in_features`` (the message lists sizes that do). OptionError: both spellings.
+        GranularityError: another granularity. OptionError: both spellings.  A group size
+            that does not divide ``in_features`` is taken: the last group is shorter.
 
     Example:
         >>> weight_granularity(PerChannel(0), _UNSET, (2, 64), "hqq_quantize")
@@ -94,10 +94,25 @@ def weight_granularity(
         return PerChannel(0), n_in
     if not isinstance(gran, PerGroup) or gran.axis not in (-1, 1):
         raise GranularityError(f"{where} groups input columns: PerGroup(size) along axis -1, got {gran!r}")
-    if n_in % gran.size:
-        sizes = [d for d in range(2, n_in + 1) if n_in % d == 0][-6:]
-        raise GranularityError(
-            f"{where}: group size {gran.size} does not divide in_features={n_in} (weight shape {shape}); "
-            f"use a divisor of {n_in}, e.g. {sizes}, or 'channel'"
-        )
-    return PerGroup(gran.size), gran.size
+    return PerGroup(gran.size), gran.size  # a size that does not divide in_features: a shorter last group
+
+
+def group_parts(w: np.ndarray, size: int) -> list[tuple[int, int, np.ndarray]]:
+    """The groups of ``size`` columns of a 2-d weight as equal-width parts: ``(g0, g1, rows)``.
+
+    ``rows`` holds the blocks of groups ``g0 .. g1 - 1`` one per row, in parameter order (row-major
+    over ``(out_features, g1 - g0)``).  A size that divides ``in_features`` gives one part; otherwise
+    a second part holds the shorter last group of every row (ragged groups), so a per-block
+    algorithm runs on each part and writes its results into columns ``g0:g1`` of the
+    ``(out_features, groups)`` parameters.
+
+    Example:
+        >>> [(g0, g1, r.shape) for g0, g1, r in group_parts(np.zeros((2, 10)), 4)]
+        [(0, 2, (4, 4)), (2, 3, (2, 2))]
+    """
+    out, n = w.shape
+    full = n // size
+    parts = [(0, full, w[:, : full * size].reshape(out * full, size))] if full else []
+    if n % size:
+        parts.append((full, full + 1, np.ascontiguousarray(w[:, full * size :])))
+    return parts

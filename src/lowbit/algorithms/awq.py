@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from lowbit._arrays import as_float_array, check_finite
-from lowbit.algorithms._checks import _UNSET, as_rows, positive_int, weight_granularity
+from lowbit.algorithms._checks import _UNSET, as_rows, group_parts, positive_int, weight_granularity
 from lowbit.core import fake_quantize, quantize
 from lowbit.errors import OptionError
 from lowbit.formats import QType, get_qtype
@@ -117,7 +117,17 @@ def _output_error(x: np.ndarray, diff: np.ndarray) -> float:
 
 
 def _block_errors(x: np.ndarray, diff: np.ndarray, size: int) -> np.ndarray:
-    """``err[o, b] = || x[:, block b] diff[o, block b]^T ||^2`` for blocks of ``size`` columns."""
+    """``err[o, b] = || x[:, block b] diff[o, block b]^T ||^2`` for blocks of ``size`` columns (the last
+    block shorter when ``size`` does not divide the width)."""
+    full = diff.shape[1] // size * size
+    parts = [_equal_block_errors(x[:, :full], diff[:, :full], size)] if full else []
+    if full < diff.shape[1]:
+        parts.append(_equal_block_errors(x[:, full:], diff[:, full:], diff.shape[1] - full))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+
+def _equal_block_errors(x: np.ndarray, diff: np.ndarray, size: int) -> np.ndarray:
+    """:func:`_block_errors` for a width that ``size`` divides."""
     n, (out, width) = x.shape[0], diff.shape
     nblocks = width // size
     xb = x.reshape(n, nblocks, size).transpose(1, 0, 2)  # (blocks, rows, size)
@@ -131,9 +141,13 @@ def _block_errors(x: np.ndarray, diff: np.ndarray, size: int) -> np.ndarray:
 
 
 def _block_ranges(ws: np.ndarray, size: int, sym: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per-block (min, max) of ``ws`` for blocks of ``size`` columns; symmetric ranges are ±absmax."""
-    blocks = ws.reshape(ws.shape[0], -1, size)
-    lo, hi = blocks.min(axis=2), blocks.max(axis=2)
+    """Per-block (min, max) of ``ws`` for blocks of ``size`` columns (the last one shorter when ``size`` does
+    not divide the width); symmetric ranges are ±absmax."""
+    lo = np.empty((ws.shape[0], -(-ws.shape[1] // size)), ws.dtype)
+    hi = np.empty_like(lo)
+    for g0, g1, rows in group_parts(ws, size):
+        lo[:, g0:g1] = rows.min(axis=1).reshape(ws.shape[0], -1)
+        hi[:, g0:g1] = rows.max(axis=1).reshape(ws.shape[0], -1)
     if sym:
         amax = np.maximum(-lo, hi)
         lo, hi = -amax, amax
@@ -152,7 +166,7 @@ def _quantize_clipped(ws: np.ndarray, qt: QType, gran: Any, sym: bool, size: int
 def _search_clip(ws: np.ndarray, x: np.ndarray, qt: QType, gran: Any, sym: bool, size: int,
                  factors: np.ndarray) -> np.ndarray:
     """Per-block shrink factor with the least output error of the block's own columns."""
-    nblocks = ws.shape[1] // size
+    nblocks = -(-ws.shape[1] // size)
     best_err = np.full((ws.shape[0], nblocks), np.inf)
     best = np.ones((ws.shape[0], nblocks))
     x = x[:: max(1, x.shape[0] // _CLIP_ROWS)][:_CLIP_ROWS]
@@ -186,7 +200,7 @@ def awq_quantize(
             ``ActivationStatistics.sample_``), used to score candidates.
         qtype: integer format (``"int4"``, ``"uint4"``, ``"int3"`` ...).
         granularity: ``PerGroup(size)`` / ``"group:128"`` (the default, None; input columns
-            per scale group, the size must divide ``in_features``) or ``PerChannel(0)``
+            per scale group; a size that does not divide ``in_features`` gives a shorter last group) or ``PerChannel(0)``
             / ``"channel"`` (one scale per output channel).
         symmetric: default symmetric for signed formats, affine for unsigned ones.
         x_mean_abs: ``(in_features,)`` per-channel mean ``|x|`` over all calibration
@@ -204,8 +218,7 @@ def awq_quantize(
 
     Raises:
         OptionError: shapes, format or search options that do not fit.
-        GranularityError: not per channel or per group, or a group size that does
-            not divide ``in_features``.
+        GranularityError: not per channel or per group.
         NonFiniteError: NaN/Inf in the weight or the sample. EmptyInputError: no rows.
 
     Example:

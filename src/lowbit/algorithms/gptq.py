@@ -427,7 +427,7 @@ def gptq_quantize(
         qtype: integer format name or QType (``"int4"``, ``"uint4"``, ``"int3"`` ...).
         granularity: ``PerChannel(0)`` / ``"channel"`` (one scale per output channel;
             the default, None) or ``PerGroup(size)`` / ``"group:128"`` (groups of input
-            columns; the size must divide ``in_features``).
+            columns; a size that does not divide ``in_features`` gives a shorter last group).
         symmetric: default symmetric for signed formats, affine for unsigned ones.
         damp: fraction of ``mean(diag H)`` added to the diagonal (``0`` allowed;
             raised tenfold, with a warning, while the Cholesky fails).
@@ -455,8 +455,7 @@ def gptq_quantize(
         OptionError: shapes that do not match, a non-integer format, bad ``damp``/``block_size``,
             an unknown ``scale_search`` (or ``"hqq"`` with symmetric use), ``zero_point="float"``
             with a signed format, ``symmetric=True`` or another scale format.
-        GranularityError: not per channel or per group, or a group size that does
-            not divide ``in_features``.
+        GranularityError: not per channel or per group.
         NonFiniteError: NaN/Inf in the weight or Hessian. InputTypeError: not float.
 
     Example:
@@ -498,8 +497,9 @@ def gptq_quantize(
 
     per_channel = isinstance(gran, PerChannel)
     group_of = perm // gs  # group (original order) of each permuted column
-    members = [np.sort(inv_perm[g * gs : (g + 1) * gs]) for g in range(n // gs)]
-    rounder = _Rounder(qt, sym, sdt, out, n // gs, fmt, float_zero, scale_search, np.diag(h)[perm])
+    ngroups = -(-n // gs)  # a size that does not divide n: the last group is shorter
+    members = [np.sort(inv_perm[g * gs : (g + 1) * gs]) for g in range(ngroups)]
+    rounder = _Rounder(qt, sym, sdt, out, ngroups, fmt, float_zero, scale_search, np.diag(h)[perm])
     if per_channel:  # per-channel: scales from the whole (dead-zeroed) row, as RTN
         rounder.choose(0, w[:, perm], np.arange(n))
     q = _gptq_core(w[:, perm], upper, rounder, group_of, members, int(block_size))[:, inv_perm]

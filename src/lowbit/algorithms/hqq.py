@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 
 from lowbit._arrays import as_float_array, check_finite
-from lowbit.algorithms._checks import _UNSET, weight_granularity
+from lowbit.algorithms._checks import _UNSET, group_parts, weight_granularity
 from lowbit.core import quantize
 from lowbit.errors import OptionError
 from lowbit.formats import QType, get_qtype
@@ -176,10 +176,42 @@ def _candidate(g: np.ndarray, wts: np.ndarray, s0: np.ndarray, z0: np.ndarray, q
     return scale, zero
 
 
-def _block_errors(w: np.ndarray, qtensor: QTensor, wts: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(weighted squared error, largest absolute error) of every block of a stored reconstruction."""
-    e = (w.astype(np.float64) - np.asarray(qtensor.dequantize(), np.float64)).reshape(-1, wts.shape[0], size)
-    return np.einsum("rgk,gk->rg", e * e, wts).reshape(-1), np.abs(e).max(axis=2).reshape(-1)
+def _block_errors(w: np.ndarray, qtensor: QTensor, cols: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(weighted squared error, largest absolute error) of every block of a stored reconstruction, in parameter
+    order; ``cols`` weighs each input feature (a ragged last group is one shorter block)."""
+    e = w.astype(np.float64) - np.asarray(qtensor.dequantize(), np.float64)
+    out = w.shape[0]
+    err, top = np.empty((out, -(-w.shape[1] // size))), np.empty((out, -(-w.shape[1] // size)))
+    for g0, g1, part in group_parts(e, size):
+        width = part.shape[1]
+        pe = part.reshape(out, g1 - g0, width)
+        wts = cols[g0 * size : g0 * size + (g1 - g0) * width].reshape(-1, width)
+        err[:, g0:g1] = np.einsum("rgk,gk->rg", pe * pe, wts)
+        top[:, g0:g1] = np.abs(pe).max(axis=2)
+    return err.reshape(-1), top.reshape(-1)
+
+
+def _candidates(w: np.ndarray, cols: np.ndarray, base: QTensor, size: int, qt: QType, float_zero: bool, sdt: Any,
+                opts: tuple[float, float, float, int, bool]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(min-max scale, HQQ scale, HQQ zero point in code units) per block in parameter order; the blocks of
+    each equal-width part (the ragged last group apart) go through the kernel together."""
+    out = w.shape[0]
+    shape = (out, -(-w.shape[1] // size))
+    s0_all, s_h, z_h = np.empty(shape), np.empty(shape), np.empty(shape)
+    scale_b = np.asarray(base.scale, np.float64).reshape(shape)
+    zero_b = np.asarray(base.zero_point, np.float64).reshape(shape)
+    for g0, g1, g in group_parts(w.astype(np.float64), size):  # one row per block, in parameter order
+        width = g.shape[1]
+        wts = np.ascontiguousarray(cols[g0 * size : g0 * size + (g1 - g0) * width].reshape(-1, width))
+        s0 = scale_b[:, g0:g1].reshape(-1)
+        if float_zero:  # the min-max scale as stored, and its minimum in code units
+            z0 = -zero_b[:, g0:g1].reshape(-1) / s0
+        else:
+            s0, z0 = choose_qparams(g.min(axis=1), g.max(axis=1), qt, symmetric=False, scale_dtype=sdt)
+            s0 = s0.astype(np.float64)
+        sh, zh = _candidate(g, wts, s0, np.asarray(z0, np.float64), qt, float_zero, opts)
+        s0_all[:, g0:g1], s_h[:, g0:g1], z_h[:, g0:g1] = (a.reshape(out, -1) for a in (s0, sh, zh))
+    return s0_all.reshape(-1), s_h.reshape(-1), z_h.reshape(-1)
 
 
 def hqq_quantize(
@@ -204,7 +236,8 @@ def hqq_quantize(
         qtype: integer format, used affine: ``"uint4"``, ``"uint3"``, ... (signed formats
             such as ``"int4"`` work too with integer zero points).
         granularity: ``PerGroup(size)`` / ``"group:64"`` (the default, None; groups along
-            ``in_features``, the size must divide it) or ``PerChannel(0)`` / ``"channel"``
+            ``in_features``; a size that does not divide it gives a shorter last group) or
+            ``PerChannel(0)`` / ``"channel"``
             (one scale and zero point per output channel).
         iterations: maximum half-quadratic iterations per phase, >= 1.
         lp_norm: exponent ``p`` of the error norm minimised, in (0, 1].
@@ -237,8 +270,7 @@ def hqq_quantize(
         OptionError: non-integer format, weight not 2-D, ``iterations < 1``, ``lp_norm``
             outside (0, 1], ``beta <= 0``, ``kappa < 1``, a bad ``x_mean_sq``, or
             ``zero_point="float"`` with a signed format or another scale format.
-            GranularityError: not per channel or per group, or a group size not dividing
-            ``in_features``. QTypeError: unknown format. InputTypeError, EmptyInputError,
+            GranularityError: not per channel or per group. QTypeError: unknown format. InputTypeError, EmptyInputError,
             NonFiniteError: as for :func:`lowbit.quantize`.
 
     Example:
@@ -260,19 +292,11 @@ def hqq_quantize(
     w = flat.reshape(source.shape)
     n_in = source.shape[1]
     cols = np.ones(n_in) if x_mean_sq is None else column_weights(x_mean_sq, n_in)
-    wts = np.ascontiguousarray(cols.reshape(-1, size))
     kind = "float" if float_zero else "int"
     base = quantize(w, qt, granularity=gran, symmetric=False, zero_point=kind, scale_format=scale_format)
-    g = w.astype(np.float64).reshape(-1, size)  # one row per block, in parameter order
-    s0 = np.asarray(base.scale, np.float64).reshape(-1)
-    if float_zero:  # the min-max scale as stored, and its minimum in code units
-        z0 = -np.asarray(base.zero_point, np.float64).reshape(-1) / s0
-    else:
-        sdt = np.float64 if flat.dtype == np.float64 else np.float32
-        s0, z0 = choose_qparams(g.min(axis=1), g.max(axis=1), qt, symmetric=False, scale_dtype=sdt)
-        s0 = s0.astype(np.float64)
+    sdt = np.float64 if flat.dtype == np.float64 else np.float32
     opts = (float(lp_norm), float(beta), float(kappa), int(iterations), bool(early_stop))
-    s_h, z_h = _candidate(g, wts, s0, np.asarray(z0, np.float64), qt, float_zero, opts)
+    s0, s_h, z_h = _candidates(w, cols, base, size, qt, float_zero, sdt, opts)
     zdt = base.zero_point.dtype
     with np.errstate(over="ignore", invalid="ignore"):
         z_c = (-z_h * s_h).astype(zdt) if float_zero else z_h
@@ -282,8 +306,8 @@ def hqq_quantize(
     shape = base.scale.shape
     cand = quantize(w, qt, granularity=gran, symmetric=False, scale=s_c.reshape(shape),
                     zero_point=z_c.reshape(shape), scale_format=scale_format)
-    err_b = _block_errors(w, base, wts, size)[0]
-    err_c, top_c = _block_errors(w, cand, wts, size)
+    err_b = _block_errors(w, base, cols, size)[0]
+    err_c, top_c = _block_errors(w, cand, cols, size)
     keep = usable & (err_c < err_b) & (top_c <= 0.5 * s0)
     flat_scale = lambda q: np.asarray(q.scale, np.float64).reshape(-1)  # noqa: E731
     scale = np.where(keep, flat_scale(cand), flat_scale(base))
