@@ -84,7 +84,7 @@ def block_index(shape: tuple[int, ...], spec: tuple) -> tuple[tuple[int, ...], n
         axis = spec[1] % ndim
         return (shape[axis],), idx[axis].astype(np.int64)
     size, axis = spec[1], spec[2] % ndim
-    pshape = tuple(s // size if i == axis else s for i, s in enumerate(shape))
+    pshape = tuple(-(-s // size) if i == axis else s for i, s in enumerate(shape))  # the last group may be shorter
     idx[axis] //= size
     return pshape, np.ravel_multi_index(tuple(idx), pshape).astype(np.int64)
 

@@ -78,11 +78,11 @@ def test_numpy_files(tmp_path, capsys, suffix):
     "args, message",
     [
         (["--qtype", "int99"], "unknown qtype 'int99'"),
-        (["--granularity", "group:7"], "does not divide"),
+        (["--granularity", "group:7:5"], "out of range"),
         (["--granularity", "blocks"], "cannot parse granularity"),
         (["--tensor", "nothing.*"], "no floating-point tensor matches"),
     ],
-    ids=["bad-qtype", "group-not-dividing", "bad-granularity", "no-match"],
+    ids=["bad-qtype", "group-axis-out-of-range", "bad-granularity", "no-match"],
 )
 def test_bad_input_is_one_line_and_status_2(weights, capsys, args, message):
     path, _ = weights

@@ -27,7 +27,7 @@ from _reference import (
 )
 from lowbit import PerChannel, PerGroup, PerTensor
 
-GRAN_KINDS = ["tensor", "channel0", "channel-1", "channel_mid3d", "group_last", "group_axis0"]
+GRAN_KINDS = ["tensor", "channel0", "channel-1", "channel_mid3d", "group_last", "group_axis0", "group_ragged"]
 
 
 def default_symmetric(name: str) -> bool:
@@ -57,8 +57,10 @@ def shapes_and_granularity(draw, kind: str | None = None):
     if kind == "channel_mid3d":
         return tuple(draw(st.lists(_dims, min_size=3, max_size=3))), PerChannel(1)
     size = draw(st.sampled_from([1, 2, 3, 4, 8, 16]))
-    length = size * draw(st.integers(1, 3))
+    length = draw(st.integers(1, 3 * size))  # a size that does not divide the axis: a shorter last group
     rest = draw(st.lists(st.integers(1, 4), min_size=0, max_size=2))
+    if kind == "group_ragged":
+        return (*rest, length), PerGroup(size, draw(st.sampled_from([-1, 0])))
     if kind == "group_last":
         return (*rest, length), PerGroup(size, -1)
     return (length, *rest), PerGroup(size, 0)
@@ -106,6 +108,7 @@ def _deterministic_input(kind: str, dtype, rng) -> tuple[np.ndarray, object]:
         "channel_mid3d": ((3, 5, 8), PerChannel(1)),
         "group_last": ((3, 32), PerGroup(8)),
         "group_axis0": ((12, 5), PerGroup(4, axis=0)),
+        "group_ragged": ((3, 5, 11), PerGroup(4, axis=1)),  # groups of 4, 1 along axis 1
     }[kind]
     x = rng.standard_normal(shape) * np.exp(rng.uniform(-4, 4, shape))
     x.reshape(-1)[::7] = 0.0
@@ -136,6 +139,8 @@ def test_every_format_granularity_dtype(name, kind, dtype, rng):
         ((5, 7000), PerGroup(8)),
         ((5, 7000), PerGroup(5, axis=0)),
         ((40, 1000), PerGroup(20, axis=0)),
+        ((5, 7001), PerGroup(64)),  # ragged: 109 groups of 64 and one of 25 per row
+        ((41, 1000), PerGroup(20, axis=0)),  # ragged along axis 0: the last group has one row
     ],
     ids=lambda v: str(v).replace(" ", ""),
 )
@@ -601,3 +606,64 @@ def test_an_estimator_axis_in_method_options_is_refused() -> None:
     """The granularity decides the ranges' axis; an estimator axis would be silently overridden."""
     with pytest.raises(lowbit.OptionError, match="granularity="):
         lowbit.quantize(np.ones((4, 8), np.float32), "int8", method="mse", method_options={"axis": 0})
+
+
+# --------------------------------------------------------------------------- ragged groups
+
+# formats of every family: signed/unsigned integers (packed and byte-wide), a float zero point, grid formats
+RAGGED_FORMATS = [("int4", {}), ("uint3", {}), ("int8", {}), ("uint4", {"zero_point": "float"}), ("nf4", {}),
+                  ("fp8_e4m3", {}), ("int5", {"scale_format": "float16"})]
+
+
+@st.composite
+def ragged_cases(draw):
+    ndim = draw(st.integers(1, 3))
+    shape = list(draw(st.lists(st.integers(1, 4), min_size=ndim, max_size=ndim)))
+    axis = draw(st.integers(-ndim, ndim - 1))
+    size = draw(st.integers(1, 9))
+    shape[axis] = draw(st.integers(1, 3 * size + 2))  # often not a multiple of size: a shorter last group
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    x = draw(hnp.arrays(dtype, tuple(shape), elements=st.floats(-1e3, 1e3, width=32 if dtype == np.float32 else 64)))
+    return x, size, axis
+
+
+@pytest.mark.parametrize("name, options", RAGGED_FORMATS, ids=[n + "".join(o) for n, o in RAGGED_FORMATS])
+@settings(max_examples=40, deadline=None)
+@given(case=ragged_cases())
+def test_ragged_groups_equal_quantizing_each_group_on_its_own(name, options, case):
+    """A size that does not divide the axis: every group, the shorter last one included, gets the codes,
+    scale and zero point it gets when quantized alone (independent of its neighbours)."""
+    x, size, axis = case
+    gran = PerGroup(size, axis)
+    qt = lowbit.quantize(x, name, granularity=gran, **options)
+    length = x.shape[axis]
+    assert qt.scale.shape == tuple(-(-length // size) if i == axis % x.ndim else s for i, s in enumerate(x.shape))
+    codes, deq = [], []
+    for start in range(0, length, size):
+        part = np.ascontiguousarray(np.take(x, range(start, min(start + size, length)), axis=axis))
+        alone = lowbit.quantize(part, name, granularity=gran, **options)  # one group along the axis
+        codes.append(alone.codes)
+        deq.append(alone.dequantize())
+        idx = start // size
+        np.testing.assert_array_equal(np.take(qt.scale, [idx], axis=axis), alone.scale)
+        np.testing.assert_array_equal(np.take(qt.zero_point, [idx], axis=axis), alone.zero_point)
+    np.testing.assert_array_equal(qt.codes, np.concatenate(codes, axis=axis))
+    np.testing.assert_array_equal(qt.dequantize(), np.concatenate(deq, axis=axis))
+    np.testing.assert_array_equal(lowbit.fake_quantize(x, name, granularity=gran, **options), qt.dequantize())
+    back = lowbit.QTensor.from_dict(qt.to_dict())
+    assert back.granularity == gran and back.scale.shape == qt.scale.shape
+    np.testing.assert_array_equal(back.dequantize(), qt.dequantize())
+
+
+def test_ragged_param_shapes_are_validated():
+    x = np.arange(20, dtype=np.float32).reshape(2, 10)
+    qt = lowbit.quantize(x, "int4", granularity="group:4")  # groups of 4, 4, 2
+    assert qt.scale.shape == (2, 3)
+    d = qt.to_dict()
+    d["scale"] = d["scale"][:, :2]  # floor(10 / 4) groups: the old, wrong count
+    with pytest.raises(lowbit.FileFormatError, match=r"\(2, 3\)"):
+        lowbit.QTensor.from_dict(d)
+    with pytest.raises(lowbit.OptionError, match=r"\(2, 3\)"):
+        lowbit.quantize(x, "int4", granularity="group:4", scale=np.ones((2, 2)))
+    fixed = lowbit.quantize(x, "int8", granularity="group:4", scale=np.array([[1.0, 2.0, 4.0]] * 2))
+    np.testing.assert_array_equal(fixed.dequantize()[0], [0, 1, 2, 3, 4, 4, 6, 8, 8, 8])

@@ -178,20 +178,17 @@ def test_group_size_must_be_a_positive_int(size):
     [((3, 10), 4, -1), ((3, 7), 2, -1), ((12, 5), 5, 0), ((2, 9, 4), 2, 1), ((100,), 128, -1)],
     ids=lambda v: str(v).replace(" ", ""),
 )
-def test_group_size_not_dividing(shape, size, axis):
-    with pytest.raises(lowbit.GranularityError) as info:
-        plan(PerGroup(size, axis), shape)
-    msg = str(info.value)
+def test_group_size_not_dividing_gives_a_shorter_last_group(shape, size, axis):
+    lay = plan(PerGroup(size, axis), shape)
     length = shape[axis]
-    assert str(shape) in msg
-    assert f"group size {size}" in msg
-    m = re.search(r"e\.g\. \[([0-9, ]+)\]", msg)
-    assert m is not None, msg
-    suggested = [int(v) for v in m.group(1).split(",")]
-    assert suggested, msg
-    for s in suggested:
-        assert s > 1 and length % s == 0
-    assert length in suggested
+    ngroups = -(-length // size)
+    want = list(shape)
+    want[axis] = ngroups
+    assert lay.param_shape == tuple(want)
+    assert lay.nparams == int(np.prod(want))
+    bounds = lay.group_bounds()
+    assert [e - s for s, e in bounds] == [size] * (length // size) + ([length % size] if length % size else [])
+    assert bounds[-1][1] == length and all(b[1] == c[0] for b, c in zip(bounds, bounds[1:]))
 
 
 def test_unknown_granularity_object():

@@ -147,7 +147,7 @@ def _add_checkpoint_commands(sub: Any) -> None:
     q.add_argument("--qtype", default=None, metavar="QTYPE", help=f"format ({', '.join(list_qtypes())}; default int4)")
     q.add_argument("--granularity", default=None, metavar="G",
                    help="tensor, channel or group:SIZE along the last axis (default group:64); a size that does not "
-                   "divide a tensor falls back to channel")
+                   "divide a matrix's rows gives a shorter last group (a conv kernel falls back to channel)")
     q.add_argument("--scale-format", default=None, choices=list_scale_formats(), metavar="FORMAT",
                    help=f"how scales are stored ({', '.join(list_scale_formats())})")
     q.add_argument("--symmetry", choices=["default", "sym", "asym"], default=None,

@@ -65,7 +65,7 @@ def param_shape(gran: str, shape: list[int]) -> tuple[tuple[int, ...], object]:
     size = int(parts[1])
     a = (int(parts[2]) if len(parts) > 2 else -1) % nd
     p = list(shape)
-    p[a] //= size
+    p[a] = -(-p[a] // size)  # ceil: the last group is shorter when size does not divide the axis
     return tuple(p), lambda idx: (*idx[:a], idx[a] // size, *idx[a + 1 :])
 
 

@@ -18,6 +18,8 @@ def _tensors():
         "a.weight": lowbit.quantize(w, "int4", granularity="group:32", scale_format="float16"),
         "b.weight": lowbit.quantize(w, "uint4", granularity="channel"),
         "c.weight": lowbit.quantize(w, "nf4", granularity="group:64", scale_format="double8"),
+        "r.weight": lowbit.quantize(w, "uint3", granularity="group:48", scale_format="float16"),  # ragged: 48, 48, 32
+        "r0.weight": lowbit.quantize(w, "int5", granularity="group:3:0"),  # ragged along axis 0: 3, 3, 2
         "d.weight": lowbit.quantize(w.astype(np.float64), "int8"),
         "norm": np.ones(8, np.float32),
         "ids": np.arange(5, dtype=np.int64),

@@ -92,9 +92,11 @@ def test_selection_fallbacks_and_notes(model_file, tmp_path):
                                     exclude=["emb.*"], progress=False)
     got = lowbit.load(tmp_path / "o.safetensors")
     assert isinstance(got["l1.weight"], lowbit.QTensor) and not isinstance(got["emb.weight"], lowbit.QTensor)
-    assert str(got["odd.weight"].granularity) == "channel"  # 32 does not divide 70
-    assert str(got["conv.weight"].granularity) == "channel"  # nor the kernel width 3
-    assert any("odd.weight: channel (group 32 does not divide 70)" in n for n in s.notes)
+    assert str(got["odd.weight"].granularity) == "group:32"  # 32 does not divide 70: groups of 32, 32, 6
+    assert got["odd.weight"].scale.shape == (5, 3)
+    assert str(got["conv.weight"].granularity) == "channel"  # a conv kernel: the width 3 keeps channels
+    assert not any("odd.weight" in n for n in s.notes)
+    assert any("conv.weight: channel (group 32 does not divide 3)" in n for n in s.notes)
     assert s.quantized == 3 and s.kept == 3 and 4.0 < s.bits_per_weight < 6
     only = convert.quantize_checkpoint(src, tmp_path / "p.safetensors", include=["l1.*"], min_ndim=1,
                                        progress=False)

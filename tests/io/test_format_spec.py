@@ -29,6 +29,9 @@ CASES = [  # (qtype, granularity, scale_format, symmetric)
     ("mxfp4", None, None, None),
     ("mxint8", None, None, None),
     ("int2", "group:8:0", "float16", False),
+    ("uint4", "group:24", "float16", None),  # ragged: groups of 24, 24, 16 along the 64 columns
+    ("int3", "group:5:0", None, None),  # ragged along axis 0: 3 groups of 5 rows and one of 1
+    ("nf4", "group:48", "double8", None),  # ragged, grid format, two-level scales
 ]
 
 
@@ -55,6 +58,7 @@ def test_every_format_family_decodes_by_the_document(tmp_path, dtype):
     tensors["float_zp_f16"] = lowbit.quantize(x, "uint4", granularity="group:32", scale_format="float16",
                                               zero_point="float")
     tensors["float_zp"] = lowbit.quantize(x, "uint5", granularity="channel", zero_point="float")
+    tensors["float_zp_ragged"] = lowbit.quantize(x, "uint4", granularity="group:40", zero_point="float")
     tensors["plain"] = x[:2]
     lowbit.save(tensors, tmp_path / "m.safetensors")
     decoded = _decode(tmp_path / "m.safetensors", tmp_path)

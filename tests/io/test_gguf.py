@@ -327,3 +327,20 @@ def test_gguf_tensors_survive_lowbit_save(tiny: Path, tmp_path: Path) -> None:
         want = value.dequantize() if isinstance(value, lowbit.QTensor) else value
         got = back[name].dequantize() if isinstance(back[name], lowbit.QTensor) else back[name]
         np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+def test_ragged_groups_are_refused_with_the_reason(tiny: Path, tmp_path: Path) -> None:
+    """GGUF blocks are fixed: a row whose last group is shorter has no block type (never re-blocked silently)."""
+    transformers = pytest.importorskip("transformers")
+    from lowbit.io.gguf._sources import Scheme
+    from lowbit.io.gguf._types import exact_type
+    from lowbit.model import WeightOnly, quantize_
+
+    model = transformers.LlamaForCausalLM.from_pretrained(tiny).eval()
+    quantize_(model, WeightOnly("int4", "group:48", scale_format="float16"))  # 64 inputs: groups of 48 and 16
+    assert model.model.layers[0].self_attn.q_proj.weight_qtensor().scale.shape[1] == 2
+    with pytest.raises(lowbit.OptionError, match="ragged groups: rows of 64 values end in a group of 16"):
+        export_gguf(model, tmp_path / "x.gguf", tokenizer_dir=tiny)
+    assert list(tmp_path.iterdir()) == []
+    assert exact_type(Scheme("int4", "group:32", True, "float16", False), (8, 70)) is None
+    assert exact_type(Scheme("int4", "group:32", True, "float16", False), (8, 64)) == "Q4_0"

@@ -39,7 +39,9 @@ def _initializers(path):
 
 
 WEIGHT_ONLY = [("int4", "group:16"), ("int4", "channel"), ("uint4", "group:16"), ("int4_full", "tensor"),
-               ("int8", "channel"), ("uint8", "group:16")]
+               ("int8", "channel"), ("uint8", "group:16"),
+               # ragged groups (64 -> 48: 32 + 16 and 48 + 16): MatMulNBits pads the last block with zero codes
+               ("int4", "group:32"), ("uint4", "group:48"), ("uint8", "group:32")]
 
 
 @pytest.mark.parametrize(("qtype", "gran"), WEIGHT_ONLY, ids=[f"{q}-{g}" for q, g in WEIGHT_ONLY])
@@ -63,7 +65,8 @@ def _unpack_nbits(packed: np.ndarray, bits: int, k: int) -> np.ndarray:
     return rows[:, :k].astype(np.int16)
 
 
-@pytest.mark.parametrize(("qtype", "gran"), [("int4", "group:32"), ("uint4", "group:16"), ("int8", "channel")])
+@pytest.mark.parametrize(("qtype", "gran"), [("int4", "group:32"), ("uint4", "group:16"), ("int8", "channel"),
+                                             ("uint4", "group:48")])
 def test_matmulnbits_initializers_are_lowbits_codes_and_scales(tmp_path, qtype, gran):
     net = _mlp(1)
     lm.quantize_(net, lm.WeightOnly(qtype, gran))
@@ -79,12 +82,14 @@ def test_matmulnbits_initializers_are_lowbits_codes_and_scales(tmp_path, qtype, 
         block = attrs["block_size"]
         scales = inits[node.input[2]].reshape(qt.shape[0], -1)
         want = qt.scale.reshape(qt.shape[0], -1)
-        size = getattr(qt.granularity, "size", None)  # a layer the group does not divide stays per channel
+        size = getattr(qt.granularity, "size", None)
         repeat = size // block if size else scales.shape[1]
-        np.testing.assert_array_equal(scales, np.repeat(want, repeat, axis=1))  # bit-exact float32
+        blocks = scales.shape[1]  # ragged groups: the last group's blocks stop at the padded end of the row
+        assert blocks == -(-qt.shape[1] // block)
+        np.testing.assert_array_equal(scales, np.repeat(want, repeat, axis=1)[:, :blocks])  # bit-exact float32
         if len(node.input) > 3:
             zp = _unpack_nbits(inits[node.input[3]], attrs["bits"], scales.shape[1]) - offset
-            np.testing.assert_array_equal(zp, np.repeat(qt.zero_point.reshape(qt.shape[0], -1), repeat, axis=1))
+            np.testing.assert_array_equal(zp, np.repeat(qt.zero_point.reshape(qt.shape[0], -1), repeat, axis=1)[:, :blocks])
         else:
             assert not qt.zero_point.any() if qt.qtype.signed else (qt.zero_point == offset).all()
 
@@ -156,7 +161,7 @@ def test_cnn_exports_conv_and_gemm(tmp_path, scheme):
     assert np.abs(got - want).max() <= 2e-3 * np.abs(want).max()
 
 
-@pytest.mark.parametrize("gran", ["channel", "group:8"])
+@pytest.mark.parametrize("gran", ["channel", "group:8", "group:6"])  # group:6: ragged, 6 + 6 + 4 per row
 def test_embedding_table_is_dequantize_linear_of_the_codes(tmp_path, gran):
     torch.manual_seed(5)
     net = torch.nn.Sequential(torch.nn.Embedding(20, 16), torch.nn.Linear(16, 4)).eval()

@@ -140,12 +140,14 @@ def test_algorithm_weights_restored_with_the_scale_format(stack, stack_batches):
     assert torch.equal(torch.from_numpy(qt.scale.astype(np.float16).astype(np.float32)), torch.from_numpy(qt.scale))
 
 
-def test_groups_that_do_not_divide_fall_back_to_channels_and_say_so(net):
+def test_groups_that_do_not_divide_a_linear_are_ragged_and_a_conv_keeps_channels(net):
     summary = lm.quantize_(net, lm.WeightOnly("int4", lowbit.PerGroup(16)), include=["head", "conv", "encoder.0"])
     schemes = {r.name: r.scheme for r in summary.rows}
     assert schemes["encoder.0"] == "W4 int4 group:16"
-    assert schemes["head"] == "W4 int4 group:16 -> channel (group 16 does not divide 40)"
-    assert schemes["conv"].endswith("(group 16 does not divide 3)")
+    assert schemes["head"] == "W4 int4 group:16"  # 40 inputs: groups of 16, 16 and 8
+    qt = net.head.weight_qtensor()
+    assert qt.granularity == lowbit.PerGroup(16) and qt.scale.shape == (net.head.weight_shape[0], 3)
+    assert schemes["conv"].endswith("-> channel (group 16 does not divide 3)")
 
 
 @pytest.mark.parametrize("granularity, scheme",

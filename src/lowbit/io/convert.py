@@ -185,9 +185,9 @@ def _granularity_for(shape: tuple[int, ...], opts: QuantizeOptions) -> tuple[Gra
     gran = as_granularity(opts.granularity)
     if qt.is_mx:
         gran = PerGroup(qt.block_size)
-    if isinstance(gran, PerGroup):
+    if isinstance(gran, PerGroup):  # a size that does not divide a matrix's axis: a shorter last group
         length = shape[gran.axis] if -len(shape) <= gran.axis < len(shape) else 0
-        if not length or length % gran.size:
+        if not length or length % gran.size and (qt.is_mx or len(shape) > 2):
             if qt.is_mx:
                 return None, f"kept float (blocks of {gran.size} do not divide {length})"
             return PerChannel(0), f"channel (group {gran.size} does not divide {length})"
@@ -261,6 +261,9 @@ def _block_range(block: np.ndarray, gran: Granularity) -> tuple[np.ndarray, np.n
     if isinstance(gran, PerChannel):
         return rows.min(axis=1), rows.max(axis=1)
     lay = plan(gran, block.shape)
+    if lay.ragged:  # the last group is shorter: reduce each run of groups along the axis
+        axis, starts = gran.axis % block.ndim, [g0 for g0, _ in lay.group_bounds()]
+        return np.minimum.reduceat(block, starts, axis=axis), np.maximum.reduceat(block, starts, axis=axis)
     blocks = block.reshape(-1, lay.R, lay.T) if lay.T > 1 else block.reshape(-1, lay.R)
     lo, hi = blocks.min(axis=1), blocks.max(axis=1)
     return lo.reshape(lay.param_shape), hi.reshape(lay.param_shape)
@@ -528,7 +531,8 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
         src: a ``.safetensors`` file or a model folder.
         dst: a ``.safetensors`` file (from a file) or a folder.
         qtype, granularity, scale_format, symmetric: as :func:`lowbit.quantize`; a group size that does
-            not divide a tensor's last axis falls back to one scale per row (MX: the tensor stays float).
+            not divide a matrix's last axis gives a shorter last group; a tensor of more than 2 dimensions
+            (a conv kernel) it does not divide falls back to one scale per row (MX: the tensor stays float).
         algorithm: ``"rtn"`` or ``"hqq"`` (2-d tensors; others round to nearest).
         include, exclude: glob patterns on tensor names (all float tensors when ``include`` is None).
         min_ndim: only tensors with at least this many dimensions (biases and norms stay float).

@@ -40,15 +40,17 @@ def _algorithm_options(cfg: WeightOnly) -> dict[str, Any]:
 
 
 def _group_fallback(module: Any, cfg: WeightOnly) -> tuple[Granularity | None, str]:
-    """The granularity a layer gets, and its summary label: a group size that does not divide the
-    layer (or a conv, whose last weight axis is the kernel width) falls back to one scale per output
-    channel (None for MX formats, whose blocks are fixed: the layer stays float), and the label says so."""
+    """The granularity a layer gets, and its summary label.  A group size that does not divide a
+    Linear or Embedding layer gives a shorter last group (ragged groups).  MX formats, whose blocks are
+    fixed, keep such a layer float; a conv, whose last weight axis is the kernel width, gets one scale
+    per output channel; the label says so."""
     gran = as_granularity(cfg.granularity)  # already an object: WeightOnly normalises it
     if isinstance(gran, PerGroup) and module.weight.shape[gran.axis] % gran.size:
         length = module.weight.shape[gran.axis]
         if get_qtype(cfg.qtype).is_mx:
             return None, f"{cfg.scheme} -> kept float (blocks of {gran.size} do not divide {length})"
-        return PerChannel(0), f"{cfg.scheme} -> channel (group {gran.size} does not divide {length})"
+        if module.weight.dim() > 2:
+            return PerChannel(0), f"{cfg.scheme} -> channel (group {gran.size} does not divide {length})"
     return gran, cfg.scheme
 
 

@@ -206,8 +206,9 @@ class WeightOnly(Config):
         granularity: ``PerChannel(0)`` / ``"channel"`` (the default: one scale per output
             channel; for MX formats the default is their blocks of 32, ``PerGroup(32)``),
             ``PerTensor()`` / ``"tensor"``, or ``PerGroup(size)`` / ``"group:64"`` (groups
-            along the input axis; a layer the size does not divide keeps per-channel
-            scales, or stays float for MX formats, and the summary says so).
+            along the input axis; a size that does not divide a Linear's inputs gives a
+            shorter last group; a conv it does not divide keeps per-channel scales and an
+            MX format keeps such a layer float, and the summary says so).
         method: range estimator for each weight (``"minmax"``, ``"mse"``, ... or an instance).
         symmetric: None for the format's default.
         method_options: options of that estimator (``{"percentile": 99.9}``).

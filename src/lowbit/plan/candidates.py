@@ -6,8 +6,9 @@ commas: ``int8,int4:g64,int3:g64,uint4:g64:hqq,int2:g16:float16``.
 * ``QTYPE``: a registered format name (``int4``, ``uint3``, ``nf4`` ...), or ``float``: keep the
   layer in float (costs its float bytes, loses nothing).
 * ``gSIZE``: groups of ``SIZE`` inputs share a scale (``PerGroup(SIZE)``); without it one scale
-  per output channel.  A size that does not divide a layer's inputs falls back to one per
-  channel there, as :class:`lowbit.model.WeightOnly` does, and the layer's cost says so.
+  per output channel.  A size that does not divide a layer's inputs gives a shorter last group
+  there, as :class:`lowbit.model.WeightOnly` does (a conv kernel keeps one per channel, and the
+  layer's cost says so).
 * ``asym`` / ``sym``: an affine (zero point) or scale-only grid; default: the format's own.
 * ``SCALE_FORMAT``: how scales are stored (``float16``, ``bfloat16``, ``double8`` ...; default float32).
 * ``hqq``: half-quadratic rounding (data-free, affine) instead of round to nearest.

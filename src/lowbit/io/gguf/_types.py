@@ -57,6 +57,28 @@ def _mix_type(name: str, n_layers: int, has_output: bool) -> str:
     return "Q4_K"
 
 
+def ragged_rows(scheme: Any, shape: tuple[int, ...]) -> str:
+    """Why a lowbit tensor with ragged groups has no GGUF block type ("" when its groups are not ragged).
+
+    GGUF's block types hold fixed blocks of 32 (or 256) values, so a row whose last group is shorter
+    cannot be written as it stands.
+
+    Example:
+        >>> from lowbit.io.gguf._sources import Scheme
+        >>> ragged_rows(Scheme("int4", "group:32", True, "float16", False), (8, 70))
+        'ragged groups: rows of 70 values end in a group of 6, and GGUF blocks are fixed'
+    """
+    parts = str(scheme.granularity).split(":")
+    if parts[0] != "group" or not shape:
+        return ""
+    size = int(parts[1])
+    axis = int(parts[2]) if len(parts) > 2 else -1
+    length = shape[axis] if -len(shape) <= axis < len(shape) else 0
+    if not length or length % size == 0:
+        return ""
+    return f"ragged groups: rows of {length} values end in a group of {length % size}, and GGUF blocks are fixed"
+
+
 def tensor_type(name: str, shape: tuple[int, ...], requested: str, *, n_layers: int, has_output: bool) -> str:
     """The GGUF type of a float tensor for a ``--type`` choice (see the module docstring).
 
@@ -90,6 +112,6 @@ def exact_type(scheme: Any, shape: tuple[int, ...]) -> str | None:
         True
     """
     along_rows = scheme.granularity in ("group:32", "group:32:-1", f"group:32:{len(shape) - 1}")
-    if len(shape) != 2 or not along_rows or scheme.scale_format != "float16":
+    if len(shape) != 2 or not along_rows or scheme.scale_format != "float16" or ragged_rows(scheme, shape):
         return None
     return _EXACT.get((scheme.qtype, scheme.symmetric, scheme.float_zero_point))

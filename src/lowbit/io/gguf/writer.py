@@ -24,7 +24,7 @@ from lowbit.io._atomic import atomic_file
 from lowbit.io.gguf._blocks import LEGACY_TYPES, pack_legacy, quantize_legacy
 from lowbit.io.gguf._llama import gguf_name, llama_metadata, qk_heads, qk_row_order, tokenizer_metadata
 from lowbit.io.gguf._sources import Source, SourceTensor, folder_source, model_source
-from lowbit.io.gguf._types import BLOCK, FILE_TYPES, MAPPABLE_SCHEMES, exact_type, tensor_type
+from lowbit.io.gguf._types import BLOCK, FILE_TYPES, MAPPABLE_SCHEMES, exact_type, ragged_rows, tensor_type
 from lowbit.qtensor import QTensor
 
 __all__ = ["export_gguf", "ExportSummary"]
@@ -81,7 +81,8 @@ def _plan(source: Source, requested: str | None) -> list[_Planned]:
             continue
         gtype = exact_type(t.scheme, t.shape)
         if gtype is None:
-            refused.append(f"{t.name} ({t.scheme})")
+            why = ragged_rows(t.scheme, t.shape)
+            refused.append(f"{t.name} ({t.scheme}{'; ' + why if why else ''})")
             continue
         plan.append(_Planned(t, name, gtype, True))
     if refused:

@@ -7,9 +7,13 @@ what is supported.  The plan says which ONNX form the layer gets:
 
 * ``"matmulnbits"``: a weight-only Linear in a 4- or 8-bit integer format, groups of a
   multiple of 16 along the input (or per channel / per tensor): ``com.microsoft``
-  ``MatMulNBits`` holding lowbit's own codes and scales;
+  ``MatMulNBits`` holding lowbit's own codes and scales.  Ragged groups (a size that does
+  not divide the inputs) are padded: the row's last block is filled with its zero point's
+  code, which dequantizes to 0, so the product is unchanged;
 * ``"dq"``: a weight-only Conv2d (per channel or per tensor) or Embedding (also groups
-  along the row): ``DequantizeLinear`` of the codes, then ``Conv`` / ``Gather``;
+  along the row, ragged ones included: ONNX's blocked ``DequantizeLinear`` has
+  ``ceil(D / block_size)`` scales per row, the last block shorter): ``DequantizeLinear`` of
+  the codes, then ``Conv`` / ``Gather``;
 * ``"w8a8-static"``: QDQ (``QuantizeLinear``/``DequantizeLinear`` with lowbit's
   calibrated activation scale, int8 per-channel weights);
 * ``"w8a8-dynamic"``: lowbit's dynamic int8 activation codes computed in the graph
