@@ -29,6 +29,9 @@ LAYOUTS = [
     pytest.param((100_000, 3), PerChannel(-1), id="lanes"),
     pytest.param((4000, 50), PerGroup(4, axis=0), id="group-lanes"),
     pytest.param((6, 7, 1001), PerGroup(7, axis=1), id="group-3d"),
+    pytest.param((50, 1001), PerGroup(64), id="ragged-rows"),  # groups of 64 and a last one of 41
+    pytest.param((1001, 30), PerGroup(64, axis=0), id="ragged-lanes"),
+    pytest.param((3, 10, 7), PerGroup(4, axis=1), id="ragged-3d"),
 ]
 
 
