@@ -166,7 +166,8 @@ def test_ragged_groups_fused_equal_the_dequantized_matmul(qtype, gran, fmt, k):
     layer = _layer(qtype, gran, fmt, k=k, n=20)
     size = int(gran.split(":")[1])
     assert layer.weight_qtensor().scale.shape == (20, -(-k // size))
-    assert _fused.kernel_plan(layer) == (("lut" if qtype in ("nf4", "fp8_e4m3") else "int") + qtype[-1], min(size, k))
+    kind = ("lut" if layer.qtype.is_grid else "int") + str(layer.qtype.bits)
+    assert _fused.kernel_plan(layer) == (kind, min(size, k))
     for rows in (1, 5):
         x = torch.randn(rows, k)
         assert _rel_err(layer(x), _reference(layer, x)) < 1e-5
