@@ -75,3 +75,29 @@ def test_awq_ragged_is_no_worse_than_round_to_nearest(layer):
     got = qt.dequantize() / s
     rtn = lowbit.fake_quantize(w, "int4", granularity=f"group:{SIZE}")
     assert _output_error(x, w, got) <= _output_error(x, w, rtn) * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("options", [{"zero_point": "float", "scale_format": "float16"}, {"activations": True}],
+                         ids=["float-zero-point", "activation-aware"])
+def test_hqq_options_take_ragged_groups(layer, options):
+    """Float zero points and activation-aware weights: every block, the short one too, keeps HQQ's parameters
+    only where they lower its (weighted) error against round to nearest in the same form."""
+    from lowbit.algorithms.hqq import column_weights
+
+    w, x, _ = layer
+    options = dict(options)
+    mean_sq = (x.astype(np.float64) ** 2).mean(axis=0) if options.pop("activations", False) else None
+    qt = hqq_quantize(w, "uint4", granularity=f"group:{SIZE}", x_mean_sq=mean_sq, **options)
+    _check_layout(qt)
+    rtn = lowbit.quantize(w, "uint4", granularity=f"group:{SIZE}", symmetric=False, **options)
+    cols = np.ones(IN) if mean_sq is None else column_weights(mean_sq, IN)
+    err = ((w - qt.dequantize().astype(np.float64)) ** 2 * cols).sum()
+    assert err <= ((w - rtn.dequantize().astype(np.float64)) ** 2 * cols).sum() * (1 + 1e-9)
+
+
+def test_gptq_scale_search_takes_ragged_groups(layer):
+    w, x, h = layer
+    qt = gptq_quantize(w, h, "uint4", granularity=f"group:{SIZE}", scale_search="mse")
+    _check_layout(qt)
+    rtn = lowbit.fake_quantize(w, "uint4", granularity=f"group:{SIZE}")
+    assert _output_error(x, w, qt.dequantize()) < 0.8 * _output_error(x, w, rtn)
