@@ -124,8 +124,9 @@ def test_bad_inputs_raise_typed_errors():
         lnn.WeightOnlyLinear.from_float(torch.nn.Conv2d(2, 2, 1))
     with pytest.raises(InputTypeError, match="Conv2d"):
         lnn.WeightOnlyConv2d.from_float(torch.nn.Linear(2, 2))
-    with pytest.raises(GranularityError, match=r"WeightOnlyLinear weight \(2, 6\).*divide"):
-        lnn.WeightOnlyLinear(6, 2, granularity=PerGroup(4))
+    with pytest.raises(GranularityError, match=r"WeightOnlyLinear weight \(2, 6\).*out of range"):
+        lnn.WeightOnlyLinear(6, 2, granularity=PerGroup(4, axis=2))
+    assert lnn.WeightOnlyLinear(6, 2, granularity=PerGroup(4)).weight_scale.shape == (2, 2)  # ragged: 4 + 2
     with pytest.raises(QTypeError, match="WeightOnlyLinear"):
         lnn.WeightOnlyLinear(6, 2, qtype="int99")
     with pytest.raises(OptionError, match="groups"):
