@@ -112,27 +112,35 @@ def _chunks(n: int, threads: int) -> int:
 # --------------------------------------------------------------------------- 4-bit integer codes
 
 
+@njit(inline="always", cache=True)
+def _nibble_dot(rs, es, os_, nb, flip):  # pragma: no cover - compiled
+    """``sum_j lo(rs[j]) * es[j] + hi(rs[j]) * os_[j]`` over the first ``nb`` bytes of a group."""
+    acc = np.float32(0.0)
+    for j in range(nb):
+        v = rs[j] ^ flip
+        acc += np.float32(v & np.uint8(15)) * es[j] + np.float32(v >> np.uint8(4)) * os_[j]
+    return acc
+
+
 @njit(fastmath=True, nogil=True, cache=True)
 def _int4_rows(xe, xo, xs, w, scale, offset, xor, gb, out, n0, n1):  # pragma: no cover - compiled
     m_rows, nbytes = xe.shape
     ng = scale.shape[1]
     flip = np.uint8(xor)
-    if m_rows == 1:
+    if m_rows == 1:  # whole groups in one loop of fixed width, then a ragged last group on its own
         xe0, xo0, xs0 = xe[0], xo[0], xs[0]
+        full = nbytes // gb
         for n in range(n0, n1):
             row = w[n]
             total = np.float32(0.0)
-            for g in range(ng):
+            for g in range(full):
                 b0 = g * gb
-                b1 = min(b0 + gb, nbytes)
-                rs = row[b0:b1]
-                es = xe0[b0:b1]
-                os_ = xo0[b0:b1]
-                acc = np.float32(0.0)
-                for j in range(b1 - b0):
-                    v = rs[j] ^ flip
-                    acc += np.float32(v & np.uint8(15)) * es[j] + np.float32(v >> np.uint8(4)) * os_[j]
+                acc = _nibble_dot(row[b0 : b0 + gb], xe0[b0 : b0 + gb], xo0[b0 : b0 + gb], gb, flip)
                 total += (acc - offset[n, g] * xs0[g]) * scale[n, g]
+            if full < ng:
+                b0 = full * gb
+                acc = _nibble_dot(row[b0:], xe0[b0:], xo0[b0:], nbytes - b0, flip)
+                total += (acc - offset[n, full] * xs0[full]) * scale[n, full]
             out[0, n] = total
         return
     lo = np.empty(gb, np.float32)
@@ -250,24 +258,33 @@ def linear_lut4(xe, xo, w, scale, lut, out, threads, group=None):
 # --------------------------------------------------------------------------- 8-bit codes
 
 
+@njit(inline="always", cache=True)
+def _code_dot(rs, xg, nk):  # pragma: no cover - compiled
+    """``sum_j rs[j] * xg[j]`` over the first ``nk`` columns of a group (codes as float32)."""
+    acc = np.float32(0.0)
+    for j in range(nk):
+        acc += np.float32(rs[j]) * xg[j]
+    return acc
+
+
 @njit(fastmath=True, nogil=True, cache=True)
 def _int8_rows(x, xs, w, scale, offset, gk, out, n0, n1):  # pragma: no cover - compiled
     m_rows, k = x.shape
     ng = scale.shape[1]
-    if m_rows == 1:
+    if m_rows == 1:  # whole groups in one loop of fixed width, then a ragged last group on its own
         x0, xs0 = x[0], xs[0]
+        full = k // gk
         for n in range(n0, n1):
             row = w[n]
             total = np.float32(0.0)
-            for g in range(ng):
+            for g in range(full):
                 c0 = g * gk
-                c1 = min(c0 + gk, k)
-                rs = row[c0:c1]
-                xg = x0[c0:c1]
-                acc = np.float32(0.0)
-                for j in range(c1 - c0):
-                    acc += np.float32(rs[j]) * xg[j]
+                acc = _code_dot(row[c0 : c0 + gk], x0[c0 : c0 + gk], gk)
                 total += (acc - offset[n, g] * xs0[g]) * scale[n, g]
+            if full < ng:
+                c0 = full * gk
+                acc = _code_dot(row[c0:], x0[c0:], k - c0)
+                total += (acc - offset[n, full] * xs0[full]) * scale[n, full]
             out[0, n] = total
         return
     vals = np.empty(gk, np.float32)
@@ -439,17 +456,18 @@ def _int4_q8_row1(qe, qo, sx, qs, w, scale, offset, xor, gb, out, n0, n1):  # pr
     nbytes = qe.shape[1]
     flip = np.uint8(xor)
     qe0, qo0, sx0, qs0 = qe[0], qo[0], sx[0], qs[0]
+    full = nbytes // gb  # whole groups in one loop of fixed width, then a ragged last group on its own
     for n in range(n0, n1):
         row = w[n]
         total = np.float32(0.0)
-        for g in range(ng):
+        for g in range(full):
             b0 = g * gb
-            b1 = min(b0 + gb, nbytes)
-            rs = row[b0:b1]
-            es = qe0[b0:b1]
-            os_ = qo0[b0:b1]
-            dot = _dot_u4_i8(rs, es, os_, flip)
+            dot = _dot_u4_i8(row[b0 : b0 + gb], qe0[b0 : b0 + gb], qo0[b0 : b0 + gb], flip)
             total += (np.float32(dot) * sx0[g] - offset[n, g] * qs0[g]) * scale[n, g]
+        if full < ng:
+            b0 = full * gb
+            dot = _dot_u4_i8(row[b0:], qe0[b0:], qo0[b0:], flip)
+            total += (np.float32(dot) * sx0[full] - offset[n, full] * qs0[full]) * scale[n, full]
         out[0, n] = total
 
 
@@ -519,16 +537,18 @@ def _int8_q8_row1(q, sx, qs, w, scale, offset, gk, out, n0, n1):  # pragma: no c
     ng = scale.shape[1]
     k = q.shape[1]
     q0, sx0, qs0 = q[0], sx[0], qs[0]
+    full = k // gk  # whole groups in one loop of fixed width, then a ragged last group on its own
     for n in range(n0, n1):
         row = w[n]
         total = np.float32(0.0)
-        for g in range(ng):
+        for g in range(full):
             c0 = g * gk
-            c1 = min(c0 + gk, k)
-            rs = row[c0:c1]
-            xq = q0[c0:c1]
-            dot = _dot_i8_i8(rs, xq)
+            dot = _dot_i8_i8(row[c0 : c0 + gk], q0[c0 : c0 + gk])
             total += (np.float32(dot) * sx0[g] - offset[n, g] * qs0[g]) * scale[n, g]
+        if full < ng:
+            c0 = full * gk
+            dot = _dot_i8_i8(row[c0:], q0[c0:])
+            total += (np.float32(dot) * sx0[full] - offset[n, full] * qs0[full]) * scale[n, full]
         out[0, n] = total
 
 
