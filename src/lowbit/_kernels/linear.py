@@ -122,6 +122,27 @@ def _nibble_dot(rs, es, os_, nb, flip):  # pragma: no cover - compiled
     return acc
 
 
+@njit(inline="always", cache=True)
+def _unpack_int4(rs, nb, flip, lo, hi):  # pragma: no cover - compiled
+    """The low and high nibbles of a group's first ``nb`` bytes (``byte ^ flip``) as float32."""
+    for j in range(nb):
+        v = rs[j] ^ flip
+        lo[j] = np.float32(v & np.uint8(15))
+        hi[j] = np.float32(v >> np.uint8(4))
+
+
+@njit(inline="always", cache=True)
+def _add_group_rows(xe, xo, xs, b0, nb, g, s, z, lo, hi, acc):  # pragma: no cover - compiled
+    """``acc[m] += (sum_j lo[j] xe[m, b0+j] + hi[j] xo[m, b0+j] - z * xs[m, g]) * s`` for every input row."""
+    for m in range(acc.size):
+        es = xe[m, b0 : b0 + nb]
+        os_ = xo[m, b0 : b0 + nb]
+        part = np.float32(0.0)
+        for j in range(nb):
+            part += lo[j] * es[j] + hi[j] * os_[j]
+        acc[m] += (part - z * xs[m, g]) * s
+
+
 @njit(fastmath=True, nogil=True, cache=True)
 def _int4_rows(xe, xo, xs, w, scale, offset, xor, gb, out, n0, n1):  # pragma: no cover - compiled
     m_rows, nbytes = xe.shape
@@ -146,25 +167,18 @@ def _int4_rows(xe, xo, xs, w, scale, offset, xor, gb, out, n0, n1):  # pragma: n
     lo = np.empty(gb, np.float32)
     hi = np.empty(gb, np.float32)
     acc = np.zeros(m_rows, np.float32)
+    full = nbytes // gb
     for n in range(n0, n1):
         row = w[n]
         acc[:] = 0.0
-        for g in range(ng):
+        for g in range(full):  # whole groups in one loop of fixed width, then a ragged last group on its own
             b0 = g * gb
-            b1 = min(b0 + gb, nbytes)
-            rs = row[b0:b1]
-            for j in range(b1 - b0):
-                v = rs[j] ^ flip
-                lo[j] = np.float32(v & np.uint8(15))
-                hi[j] = np.float32(v >> np.uint8(4))
-            s, z = scale[n, g], offset[n, g]
-            for m in range(m_rows):
-                es = xe[m, b0:b1]
-                os_ = xo[m, b0:b1]
-                part = np.float32(0.0)
-                for j in range(b1 - b0):
-                    part += lo[j] * es[j] + hi[j] * os_[j]
-                acc[m] += (part - z * xs[m, g]) * s
+            _unpack_int4(row[b0 : b0 + gb], gb, flip, lo, hi)
+            _add_group_rows(xe, xo, xs, b0, gb, g, scale[n, g], offset[n, g], lo, hi, acc)
+        if full < ng:
+            b0 = full * gb
+            _unpack_int4(row[b0:], nbytes - b0, flip, lo, hi)
+            _add_group_rows(xe, xo, xs, b0, nbytes - b0, full, scale[n, full], offset[n, full], lo, hi, acc)
         for m in range(m_rows):
             out[m, n] = acc[m]
 
@@ -205,6 +219,15 @@ def linear_int4(xe, xo, xs, w, scale, offset, xor, out, threads, group=None):
 # --------------------------------------------------------------------------- 4-bit grid codes (lookup table)
 
 
+@njit(inline="always", cache=True)
+def _lookup_nibbles(rs, nb, lut, lo, hi):  # pragma: no cover - compiled
+    """The table values of a group's first ``nb`` bytes' low and high nibbles."""
+    for j in range(nb):
+        v = rs[j]
+        lo[j] = lut[v & np.uint8(15)]
+        hi[j] = lut[v >> np.uint8(4)]
+
+
 @njit(fastmath=True, nogil=True, cache=True)
 def _lut4_rows(xe, xo, w, scale, lut, gb, out, n0, n1):  # pragma: no cover - compiled
     m_rows, nbytes = xe.shape
@@ -212,25 +235,19 @@ def _lut4_rows(xe, xo, w, scale, lut, gb, out, n0, n1):  # pragma: no cover - co
     lo = np.empty(gb, np.float32)
     hi = np.empty(gb, np.float32)
     acc = np.zeros(m_rows, np.float32)
+    zeros = np.zeros((m_rows, 1), np.float32)  # no offset: the group sums are not needed
+    full = nbytes // gb
     for n in range(n0, n1):
         row = w[n]
         acc[:] = 0.0
-        for g in range(ng):
+        for g in range(full):  # whole groups in one loop of fixed width, then a ragged last group on its own
             b0 = g * gb
-            b1 = min(b0 + gb, nbytes)
-            rs = row[b0:b1]
-            for j in range(b1 - b0):
-                v = rs[j]
-                lo[j] = lut[v & np.uint8(15)]
-                hi[j] = lut[v >> np.uint8(4)]
-            s = scale[n, g]
-            for m in range(m_rows):
-                es = xe[m, b0:b1]
-                os_ = xo[m, b0:b1]
-                part = np.float32(0.0)
-                for j in range(b1 - b0):
-                    part += lo[j] * es[j] + hi[j] * os_[j]
-                acc[m] += part * s
+            _lookup_nibbles(row[b0 : b0 + gb], gb, lut, lo, hi)
+            _add_group_rows(xe, xo, zeros, b0, gb, 0, scale[n, g], np.float32(0.0), lo, hi, acc)
+        if full < ng:
+            b0 = full * gb
+            _lookup_nibbles(row[b0:], nbytes - b0, lut, lo, hi)
+            _add_group_rows(xe, xo, zeros, b0, nbytes - b0, 0, scale[n, full], np.float32(0.0), lo, hi, acc)
         for m in range(m_rows):
             out[m, n] = acc[m]
 
@@ -267,6 +284,17 @@ def _code_dot(rs, xg, nk):  # pragma: no cover - compiled
     return acc
 
 
+@njit(inline="always", cache=True)
+def _add_code_rows(x, xs, c0, nk, g, s, z, vals, acc):  # pragma: no cover - compiled
+    """``acc[m] += (sum_j vals[j] x[m, c0+j] - z * xs[m, g]) * s`` for every input row."""
+    for m in range(acc.size):
+        xg = x[m, c0 : c0 + nk]
+        part = np.float32(0.0)
+        for j in range(nk):
+            part += vals[j] * xg[j]
+        acc[m] += (part - z * xs[m, g]) * s
+
+
 @njit(fastmath=True, nogil=True, cache=True)
 def _int8_rows(x, xs, w, scale, offset, gk, out, n0, n1):  # pragma: no cover - compiled
     m_rows, k = x.shape
@@ -289,22 +317,22 @@ def _int8_rows(x, xs, w, scale, offset, gk, out, n0, n1):  # pragma: no cover - 
         return
     vals = np.empty(gk, np.float32)
     acc = np.zeros(m_rows, np.float32)
+    full = k // gk
     for n in range(n0, n1):
         row = w[n]
         acc[:] = 0.0
-        for g in range(ng):
+        for g in range(full):  # whole groups in one loop of fixed width, then a ragged last group on its own
             c0 = g * gk
-            c1 = min(c0 + gk, k)
-            rs = row[c0:c1]
-            for j in range(c1 - c0):
+            rs = row[c0 : c0 + gk]
+            for j in range(gk):
                 vals[j] = np.float32(rs[j])
-            s, z = scale[n, g], offset[n, g]
-            for m in range(m_rows):
-                xg = x[m, c0:c1]
-                part = np.float32(0.0)
-                for j in range(c1 - c0):
-                    part += vals[j] * xg[j]
-                acc[m] += (part - z * xs[m, g]) * s
+            _add_code_rows(x, xs, c0, gk, g, scale[n, g], offset[n, g], vals, acc)
+        if full < ng:
+            c0 = full * gk
+            rs = row[c0:]
+            for j in range(k - c0):
+                vals[j] = np.float32(rs[j])
+            _add_code_rows(x, xs, c0, k - c0, full, scale[n, full], offset[n, full], vals, acc)
         for m in range(m_rows):
             out[m, n] = acc[m]
 
@@ -340,22 +368,23 @@ def _lut8_rows(x, w, scale, lut, gk, out, n0, n1):  # pragma: no cover - compile
     ng = scale.shape[1]
     vals = np.empty(gk, np.float32)
     acc = np.zeros(m_rows, np.float32)
+    zeros = np.zeros((m_rows, 1), np.float32)  # no offset: the group sums are not needed
+    full = k // gk
     for n in range(n0, n1):
         row = w[n]
         acc[:] = 0.0
-        for g in range(ng):
+        for g in range(full):  # whole groups in one loop of fixed width, then a ragged last group on its own
             c0 = g * gk
-            c1 = min(c0 + gk, k)
-            rs = row[c0:c1]
-            for j in range(c1 - c0):
+            rs = row[c0 : c0 + gk]
+            for j in range(gk):
                 vals[j] = lut[rs[j]]
-            s = scale[n, g]
-            for m in range(m_rows):
-                xg = x[m, c0:c1]
-                part = np.float32(0.0)
-                for j in range(c1 - c0):
-                    part += vals[j] * xg[j]
-                acc[m] += part * s
+            _add_code_rows(x, zeros, c0, gk, 0, scale[n, g], np.float32(0.0), vals, acc)
+        if full < ng:
+            c0 = full * gk
+            rs = row[c0:]
+            for j in range(k - c0):
+                vals[j] = lut[rs[j]]
+            _add_code_rows(x, zeros, c0, k - c0, 0, scale[n, full], np.float32(0.0), vals, acc)
         for m in range(m_rows):
             out[m, n] = acc[m]
 
@@ -480,18 +509,17 @@ def _int4_q8_rows(qe, qo, sx, qs, w, scale, offset, xor, gb, out, n0, n1):  # pr
     ng = scale.shape[1]
     flip = np.uint8(xor)
     acc = np.zeros(m_rows, np.float32)
+    full = nbytes // gb
     for n in range(n0, n1):
         row = w[n]
         acc[:] = 0.0
         for g in range(ng):
             b0 = g * gb
-            b1 = min(b0 + gb, nbytes)
-            rs = row[b0:b1]
+            nb = gb if g < full else nbytes - b0  # the last group is shorter when gb does not divide the row
+            rs = row[b0 : b0 + nb]
             s, z = scale[n, g], offset[n, g]
             for m in range(m_rows):  # each row re-reads the group's bytes from L1 (faster than unpacking once)
-                es = qe[m, b0:b1]
-                os_ = qo[m, b0:b1]
-                dot = _dot_u4_i8(rs, es, os_, flip)
+                dot = _dot_u4_i8(rs, qe[m, b0 : b0 + nb], qo[m, b0 : b0 + nb], flip)
                 acc[m] += (np.float32(dot) * sx[m, g] - z * qs[m, g]) * s
         for m in range(m_rows):
             out[m, n] = acc[m]
@@ -560,17 +588,17 @@ def _int8_q8_rows(q, sx, qs, w, scale, offset, gk, out, n0, n1):  # pragma: no c
         return
     ng = scale.shape[1]
     acc = np.zeros(m_rows, np.float32)
+    full = k // gk
     for n in range(n0, n1):
         row = w[n]
         acc[:] = 0.0
         for g in range(ng):
             c0 = g * gk
-            c1 = min(c0 + gk, k)
-            rs = row[c0:c1]
+            nk = gk if g < full else k - c0  # the last group is shorter when gk does not divide the row
+            rs = row[c0 : c0 + nk]
             s, z = scale[n, g], offset[n, g]
             for m in range(m_rows):
-                xq = q[m, c0:c1]
-                dot = _dot_i8_i8(rs, xq)
+                dot = _dot_i8_i8(rs, q[m, c0 : c0 + nk])
                 acc[m] += (np.float32(dot) * sx[m, g] - z * qs[m, g]) * s
         for m in range(m_rows):
             out[m, n] = acc[m]
