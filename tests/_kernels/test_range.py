@@ -133,6 +133,8 @@ def test_the_layouts_take_the_paths_they_are_named_for():
     for p in LAYOUTS:
         shape, gran = p.values
         layout = plan(gran, shape)
-        paths[p.id] = "lanes" if layout.T > 1 else "split" if _nsplit(layout) > 1 else "short"
+        kind = "lanes" if layout.T > 1 else "split" if _nsplit(layout) > 1 else "short"
+        paths[p.id] = f"ragged-{kind}" if layout.ragged else kind  # ragged: one task per group, rows or lanes
     assert paths == {"short-rows": "short", "one-long-row-split": "split", "long-rows-split": "split",
-                     "lanes": "lanes", "group-lanes": "lanes", "group-3d": "lanes"}
+                     "lanes": "lanes", "group-lanes": "lanes", "group-3d": "lanes", "ragged-rows": "ragged-short",
+                     "ragged-lanes": "ragged-lanes", "ragged-3d": "ragged-lanes"}
