@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import re
 
 import numpy as np
 import pytest
@@ -188,7 +187,7 @@ def test_group_size_not_dividing_gives_a_shorter_last_group(shape, size, axis):
     assert lay.nparams == int(np.prod(want))
     bounds = lay.group_bounds()
     assert [e - s for s, e in bounds] == [size] * (length // size) + ([length % size] if length % size else [])
-    assert bounds[-1][1] == length and all(b[1] == c[0] for b, c in zip(bounds, bounds[1:]))
+    assert bounds[-1][1] == length and all(b[1] == c[0] for b, c in itertools.pairwise(bounds))
 
 
 def test_unknown_granularity_object():

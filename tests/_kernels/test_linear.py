@@ -140,7 +140,7 @@ def test_quantize_blocks_with_a_shorter_last_block(block):
     rng = np.random.default_rng(block)
     k = 3 * block - 2 if block > 4 else 10
     x = rng.standard_normal((2, k)).astype(np.float32)
-    q, sx, qs = kernels.quantize_blocks(x, block)
+    q, sx, _ = kernels.quantize_blocks(x, block)
     assert sx.shape == (2, -(-k // block))
     pad = -k % block  # the last block alone equals it quantized as a block of its own
     want_q, want_s = _numpy_quantize(np.concatenate([x, np.zeros((2, pad), np.float32)], axis=1), block)

@@ -89,7 +89,8 @@ def test_matmulnbits_initializers_are_lowbits_codes_and_scales(tmp_path, qtype, 
         np.testing.assert_array_equal(scales, np.repeat(want, repeat, axis=1)[:, :blocks])  # bit-exact float32
         if len(node.input) > 3:
             zp = _unpack_nbits(inits[node.input[3]], attrs["bits"], scales.shape[1]) - offset
-            np.testing.assert_array_equal(zp, np.repeat(qt.zero_point.reshape(qt.shape[0], -1), repeat, axis=1)[:, :blocks])
+            want_zp = np.repeat(qt.zero_point.reshape(qt.shape[0], -1), repeat, axis=1)[:, :blocks]
+            np.testing.assert_array_equal(zp, want_zp)
         else:
             assert not qt.zero_point.any() if qt.qtype.signed else (qt.zero_point == offset).all()
 

@@ -183,7 +183,7 @@ def _ragged_minmax(x: np.ndarray, layout: BlockLayout) -> tuple[np.ndarray, np.n
     lo_k = lo.reshape(layout.P, -1).min(axis=0)
     hi_k = hi.reshape(layout.P, -1).max(axis=0)
     inf_keys = _keys_to_float(np.array([-np.inf, np.inf], x.dtype).view(itype), itype)
-    if lo_k.size == 0 or lo_k.min() > inf_keys[0] and hi_k.max() < inf_keys[1]:
+    if lo_k.size == 0 or (lo_k.min() > inf_keys[0] and hi_k.max() < inf_keys[1]):
         return _keys_to_float(lo_k, x.dtype), _keys_to_float(hi_k, x.dtype), 0
     mn = np.empty(layout.P * layout.nparams, x.dtype)
     mx = np.empty_like(mn)

@@ -200,8 +200,8 @@ def awq_quantize(
             ``ActivationStatistics.sample_``), used to score candidates.
         qtype: integer format (``"int4"``, ``"uint4"``, ``"int3"`` ...).
         granularity: ``PerGroup(size)`` / ``"group:128"`` (the default, None; input columns
-            per scale group; a size that does not divide ``in_features`` gives a shorter last group) or ``PerChannel(0)``
-            / ``"channel"`` (one scale per output channel).
+            per scale group; a size that does not divide ``in_features`` gives a shorter last group) or
+            ``PerChannel(0)`` / ``"channel"`` (one scale per output channel).
         symmetric: default symmetric for signed formats, affine for unsigned ones.
         x_mean_abs: ``(in_features,)`` per-channel mean ``|x|`` over all calibration
             rows (``ActivationStatistics.mean_abs_``); default: taken from ``x_sample``.

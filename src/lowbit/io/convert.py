@@ -187,7 +187,7 @@ def _granularity_for(shape: tuple[int, ...], opts: QuantizeOptions) -> tuple[Gra
         gran = PerGroup(qt.block_size)
     if isinstance(gran, PerGroup):  # a size that does not divide a matrix's axis: a shorter last group
         length = shape[gran.axis] if -len(shape) <= gran.axis < len(shape) else 0
-        if not length or length % gran.size and (qt.is_mx or len(shape) > 2):
+        if not length or (length % gran.size and (qt.is_mx or len(shape) > 2)):
             if qt.is_mx:
                 return None, f"kept float (blocks of {gran.size} do not divide {length})"
             return PerChannel(0), f"channel (group {gran.size} does not divide {length})"

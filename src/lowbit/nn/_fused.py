@@ -8,8 +8,8 @@ kernels read directly, and returns None otherwise (the layer then dequantizes an
   ``fp8_*``, ``mxfp8``, ``mxint8``); integer codes directly, grid codes through a table;
 * one scale per tensor, per output channel, or per group along the input features (an even
   group size for 4-bit codes; a size that does not divide the features gives a shorter last
-  group, which the kernels walk as ``end = min(start + size, K)``), in any scale format: the scales (and zero points) are decoded once
-  into a small float32 cache, refreshed when a buffer changes; the weight is never expanded;
+  group, which the kernels walk after the whole groups), in any scale format: the scales (and zero
+  points) are decoded once into a small float32 cache, refreshed when a buffer changes; the weight is never expanded;
 * at most :data:`MAX_ROWS` input rows: the kernels turn each group's codes into floats once per
   call and reuse them for every row, which beats dequantizing the whole weight and calling BLAS
   only while the rows are few (``benchmarks/bench_inference.py``, 4096 x 4096 int4 group-64, weights
