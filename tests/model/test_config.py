@@ -32,7 +32,7 @@ def test_bad_algorithm_configs_name_the_fix():
         lm.WeightOnly("nf4", lowbit.PerGroup(64), algorithm="gptq")
     with pytest.raises(lowbit.OptionError, match=r"PerChannel\(0\) or PerGroup"):
         lm.WeightOnly("int4", lowbit.PerTensor(), algorithm="awq")
-    with pytest.raises(lowbit.OptionError, match="it takes: damp, act_order, block_size, sink_weight"):
+    with pytest.raises(lowbit.OptionError, match="it takes: damp, act_order, block_size, scale_search, sink_weight"):
         lm.WeightOnly("int4", algorithm="gptq", algorithm_options={"dampening": 0.1})
     with pytest.raises(lowbit.OptionError, match="alpha in"):
         lm.Static(smoothquant=1.5)

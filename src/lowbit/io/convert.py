@@ -589,8 +589,8 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
 
 def _preset_scheme(name: str) -> tuple[Any, ...]:
     """(qtype, granularity, scale_format, symmetric, algorithm, zero_point) of a preset's data-free form."""
-    from lowbit.plan.plan_file import scheme_fields
     from lowbit.model.presets import preset
+    from lowbit.plan.plan_file import scheme_fields
 
     f = scheme_fields(preset(name))
     return f["qtype"], f["granularity"], f["scale_format"], f["symmetric"], f["algorithm"], f["zero_point"]

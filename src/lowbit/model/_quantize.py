@@ -37,8 +37,8 @@ from lowbit.errors import ModelError, OptionError, error_context
 from lowbit.model._calibrate import check_model, one_batch_as_list
 from lowbit.model._registry import get_handler, is_config
 from lowbit.model.config import Config, StatPlan
-from lowbit.model.reports import module_nbytes
 from lowbit.model.presets import PRESETS, is_preset, preset
+from lowbit.model.reports import module_nbytes
 
 __all__ = ["quantize_", "convert", "Summary", "SummaryRow"]
 
