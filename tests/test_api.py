@@ -70,7 +70,7 @@ ENTRY_POINTS: dict[str, tuple[set[str], Callable[..., Any]]] = {
     "lnn.WeightOnlyLinear.from_float": (
         WEIGHT, lambda g: lnn.WeightOnlyLinear.from_float(_linear(), "int4", g).dequantized_weight().numpy().tobytes()
     ),
-    "lnn.WeightOnlyConv2d": (WEIGHT - {"group:16"}, lambda g: lnn.WeightOnlyConv2d(4, 8, 3, granularity=g).granularity),
+    "lnn.WeightOnlyConv2d": (WEIGHT, lambda g: lnn.WeightOnlyConv2d(4, 8, 3, granularity=g).granularity),
     "lnn.WeightOnlyEmbedding": (WEIGHT, lambda g: lnn.WeightOnlyEmbedding(8, 32, granularity=g).granularity),
     "gptq_quantize": (ROWS, lambda g: gptq_quantize(W, H, "int4", granularity=g).codes.tobytes()),
     "awq_quantize": (ROWS, lambda g: awq_quantize(W, X, "int4", granularity=g, grid=2)[0].codes.tobytes()),

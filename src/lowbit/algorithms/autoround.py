@@ -82,7 +82,7 @@ from lowbit.granularity import Granularity, PerChannel
 from lowbit.qparams import symmetric_divisor
 from lowbit.qtensor import QTensor
 
-__all__ = ["RoundingScheme", "autoround_block", "autoround_quantize", "DEFAULT_STEPS", "check_options"]
+__all__ = ["RoundingScheme", "autoround_block", "autoround_quantize", "block_step", "DEFAULT_STEPS", "check_options"]
 
 DEFAULT_STEPS = 100
 """SignSGD steps per block (the paper uses 200; half of them is the CPU budget here)."""
@@ -587,3 +587,26 @@ def autoround_quantize(
         targets = [layer(b) for b in inputs]
     scheme = RoundingScheme(qtype, granularity, symmetric, scale_format)
     return autoround_block(layer, inputs, targets, {"": scheme}, **options)[""]
+
+
+def block_step(scheme: RoundingScheme, sink_weight: float = 1.0, options: Mapping[str, Any] | None = None) -> Any:
+    """The per-block step the sequential calibration pass runs for ``WeightOnly(algorithm="autoround")``
+    (:class:`lowbit.model.StatPlan`'s ``block``): every chosen Linear of a block learns ``scheme`` together,
+    through :func:`autoround_block`, and gets its QTensor by its full name.
+
+    Example:
+        >>> import torch
+        >>> step = block_step(RoundingScheme("uint4"), options={"steps": 2})
+        >>> block = torch.nn.Sequential(torch.nn.Linear(8, 8))
+        >>> x = torch.randn(4, 8)
+        >>> step(block, "b.", [("b.0", block[0])], [((x,), {})], [block(x).detach()])["b.0"].qtype.name
+        'uint4'
+    """
+    opts = dict(options or {})
+
+    def run(block: Any, prefix: str, layers: list, inputs: list, targets: list) -> dict[str, Any]:
+        schemes = {name[len(prefix):]: scheme for name, _ in layers}
+        learned = autoround_block(block, inputs, targets, schemes, sink_weight=sink_weight, **opts)
+        return {name: learned[name[len(prefix):]] for name, _ in layers}
+
+    return run

@@ -144,7 +144,8 @@ def _gptq_layer(module: Any, cfg: WeightOnly, gran: Granularity, hessian: Any) -
 
 def _autoround_layer(module: Any, cfg: WeightOnly, gran: Granularity, stat: Any) -> Any:
     """A WeightOnlyLinear holding the weight AutoRound learned: in its block (``stat`` is then the QTensor
-    :func:`autoround_step` made), or on its own from sampled input rows (a layer outside the blocks)."""
+    :func:`lowbit.algorithms.autoround.block_step` made), or on its own from sampled input rows (a layer
+    outside the blocks)."""
     from lowbit.algorithms import autoround_quantize
     from lowbit.qtensor import QTensor
 
@@ -153,32 +154,6 @@ def _autoround_layer(module: Any, cfg: WeightOnly, gran: Granularity, stat: Any)
     qt = autoround_quantize(module.weight.detach().float(), stat.sample_, cfg.qtype, granularity=gran,
                             symmetric=cfg.symmetric, scale_format=cfg.scale_format, **_algorithm_options(cfg))
     return _linear_from_qtensor(module, qt)
-
-
-def autoround_step(cfg: WeightOnly) -> Any:
-    """The block step of ``WeightOnly(algorithm="autoround")`` (:class:`~lowbit.model.StatPlan`'s ``block``):
-    each chosen Linear of a block gets the QTensor :func:`lowbit.algorithms.autoround_block` learned for it,
-    in the granularity its handler gives it.
-
-    Example:
-        >>> import torch, lowbit.model as lm
-        >>> step = autoround_step(lm.WeightOnly("uint4", algorithm="autoround", algorithm_options={"steps": 2}))
-        >>> block = torch.nn.Sequential(torch.nn.Linear(8, 8))
-        >>> x = torch.randn(4, 8)
-        >>> step(block, "b.", [("b.0", block[0])], [((x,), {})], [block(x).detach()])["b.0"].qtype.name
-        'uint4'
-    """
-
-    def run(block: Any, prefix: str, layers: list, inputs: list, targets: list) -> dict[str, Any]:
-        from lowbit.algorithms import RoundingScheme, autoround_block
-
-        schemes = {name[len(prefix):]: RoundingScheme(cfg.qtype, _group_fallback(module, cfg)[0], cfg.symmetric,
-                                                      cfg.scale_format) for name, module in layers}
-        learned = autoround_block(block, inputs, targets, schemes, sink_weight=cfg.collect_options()["sink_weight"],
-                                  **_algorithm_options(cfg))
-        return {name: learned[name[len(prefix):]] for name, _ in layers}
-
-    return run
 
 
 def _awq_layer(module: Any, cfg: WeightOnly, gran: Granularity, stats: Any) -> Any:

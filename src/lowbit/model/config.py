@@ -323,11 +323,14 @@ class WeightOnly(Config):
             return StatPlan(lambda name, m: HessianAccumulator(m.in_features), sequential=True, wants=_is_linear,
                             sink_weight=float(opts["sink_weight"]))
         if self.algorithm == "autoround":
-            from lowbit.model._handlers import autoround_step
+            from lowbit.algorithms.autoround import RoundingScheme, block_step
 
             rows = int(opts["max_rows"])
+            scheme = RoundingScheme(self.qtype, self.granularity, self.symmetric, self.scale_format)
+            options = {k: v for k, v in self.algorithm_options.items() if k not in opts}
             return StatPlan(lambda name, m: ActivationStatistics(m.in_features, max_rows=rows), sequential=True,
-                            wants=_is_linear, sink_weight=float(opts["sink_weight"]), block=autoround_step(self))
+                            wants=_is_linear, sink_weight=float(opts["sink_weight"]),
+                            block=block_step(scheme, float(opts["sink_weight"]), options))
         if self.algorithm == "awq":
             rows = int(opts["max_rows"])
             return StatPlan(lambda name, m: ActivationStatistics(m.in_features, max_rows=rows), sequential=True,
