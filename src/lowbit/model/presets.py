@@ -9,7 +9,7 @@ sentence cosine).  Each preset has two forms:
   ``quantize_(model, "w4")``, ``lowbit quantize IN OUT --preset w4`` and ``lowbit plan``'s
   candidates;
 * ``calibrated``: what it runs when calibration batches are given,
-  ``quantize_(model, "w4", batches=...)`` (GPTQ or learned rounding; slower, better).
+  ``quantize_(model, "w4", batches=...)`` (learned rounding or GPTQ; slower, better).
 
 Example:
     >>> [p.name for p in list_presets()]
@@ -55,7 +55,7 @@ class Preset:
 
         Example:
             >>> PRESETS["w4"].config(calibrated=True).algorithm
-            'gptq'
+            'autoround'
         """
         from lowbit.model.config import WeightOnly
 
@@ -72,9 +72,9 @@ PRESETS: dict[str, Preset] = {
     for p in [
         Preset("w8", 8.1, _scheme("int8", None, "rtn"), _scheme("int8", None, "gptq"),
                "int8 per output channel: near-lossless, half of float16"),
-        Preset("w4", 4.5, _scheme("uint4", 64, "hqq"), _scheme("uint4", 64, "gptq"),
+        Preset("w4", 4.5, _scheme("uint4", 64, "hqq"), _scheme("uint4", 64, "autoround"),
                "4-bit, groups of 64: the usual shipping point"),
-        Preset("w3", 3.5, _scheme("uint3", 64, "hqq"), _scheme("uint3", 64, "gptq"),
+        Preset("w3", 3.5, _scheme("uint3", 64, "hqq"), _scheme("uint3", 64, "autoround"),
                "3-bit, groups of 64: smaller, needs calibration to hold up"),
         Preset("w2", 2.5, _scheme("uint2", 64, "hqq"), _scheme("uint2", 64, "gptq"),
                "2-bit, groups of 64: the smallest; calibrated only for serious use"),
