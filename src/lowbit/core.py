@@ -71,6 +71,27 @@ def float_zero_point_problems(qt: QType, symmetric: bool | None, scale_format: s
     return problems
 
 
+def check_float_zero_point(zero_point: Any, qt: QType, symmetric: bool | None, scale_format: str, *,
+                           also: tuple[str, ...] = (), where: str = "zero_point='float'") -> bool:
+    """Whether ``zero_point`` asks for float zero points; OptionError naming everything that is missing
+    (:func:`float_zero_point_problems` and the caller's own ``also``) when it does and cannot have them.
+
+    Example:
+        >>> check_float_zero_point("float", get_qtype("uint4"), None, "float16")
+        True
+        >>> check_float_zero_point("float", get_qtype("uint4"), True, "float16")
+        Traceback (most recent call last):
+        ...
+        lowbit.errors.OptionError: zero_point='float' needs affine quantization: drop symmetric=True
+    """
+    if not float_zero_point_requested(zero_point):
+        return False
+    problems = [*float_zero_point_problems(qt, symmetric, scale_format), *also]
+    if problems:
+        raise OptionError(f"{where} needs " + "; ".join(problems))
+    return True
+
+
 def offset_dtype(scale_format: str, sdt: np.dtype | type) -> np.dtype:
     """dtype of float zero points: float16 beside float16 scales, else the scales' compute dtype.
 

@@ -318,13 +318,8 @@ def hqq_quantize(
 
 def _check_zero_point(qt: QType, zero_point: Any, scale_format: Any) -> bool:
     """Whether a float zero point is asked for (OptionError where the format cannot hold one)."""
-    from lowbit.core import float_zero_point_problems, float_zero_point_requested
+    from lowbit.core import check_float_zero_point
     from lowbit.formats import scale_format_for
 
     fmt = scale_format_for(qt, scale_format).name
-    if not float_zero_point_requested(zero_point):
-        return False
-    problems = float_zero_point_problems(qt, None, fmt)
-    if problems:
-        raise OptionError("hqq_quantize(zero_point='float') needs " + "; ".join(problems))
-    return True
+    return check_float_zero_point(zero_point, qt, None, fmt, where="hqq_quantize(zero_point='float')")

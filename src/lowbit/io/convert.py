@@ -127,17 +127,10 @@ class QuantizeOptions:
         self._check_zero_point(qt, gran)
 
     def _check_zero_point(self, qt: QType, gran: Granularity) -> None:
-        from lowbit.core import float_zero_point_problems, float_zero_point_requested
+        from lowbit.core import check_float_zero_point
 
-        if self.zero_point not in ("int", "float"):
-            raise OptionError(f"zero_point must be 'int' or 'float', got {self.zero_point!r}")
-        if not float_zero_point_requested(self.zero_point):
-            return
-        problems = float_zero_point_problems(qt, self.symmetric, self.scale_format or "float32")
-        if isinstance(gran, PerTensor):
-            problems.append("channel or group granularity (not tensor)")
-        if problems:
-            raise OptionError("zero_point='float' needs " + "; ".join(problems))
+        also = ("channel or group granularity (not tensor)",) if isinstance(gran, PerTensor) else ()
+        check_float_zero_point(self.zero_point, qt, self.symmetric, self.scale_format or "float32", also=also)
 
 
 @dataclass

@@ -125,16 +125,11 @@ class Config(abc.ABC):
 
 def _check_zero_point(cfg: Any, qt: Any) -> None:
     """Refuse a float zero point where the format or the algorithm (rtn, hqq, gptq) cannot keep it."""
-    from lowbit.core import float_zero_point_problems, float_zero_point_requested
+    from lowbit.core import check_float_zero_point
 
-    if not float_zero_point_requested(cfg.zero_point):
-        return
-    problems = float_zero_point_problems(qt, cfg.symmetric, cfg.scale_format or "float32")
-    if cfg.algorithm not in ("rtn", "hqq", "gptq") or cfg.method != "minmax":
-        problems.append(f"algorithm 'rtn', 'hqq' or 'gptq' with method='minmax' (got {cfg.algorithm!r}, "
-                        f"{cfg.method!r})")
-    if problems:
-        raise OptionError("zero_point='float' needs " + "; ".join(problems))
+    also = () if cfg.algorithm in ("rtn", "hqq", "gptq") and cfg.method == "minmax" else (
+        f"algorithm 'rtn', 'hqq' or 'gptq' with method='minmax' (got {cfg.algorithm!r}, {cfg.method!r})",)
+    check_float_zero_point(cfg.zero_point, qt, cfg.symmetric, cfg.scale_format or "float32", also=also)
 
 
 def _float_layers(embeddings: bool) -> tuple[type, ...]:

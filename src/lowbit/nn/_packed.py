@@ -204,14 +204,9 @@ class PackedWeightModule(DtypeCheckedLoad):
 
 def _float_zero_point(zero_point: str, qt: QType, symmetric: bool | None, scale_format: str) -> bool:
     """Whether a layer keeps float zero points (``"float"``) or integer ones (``"int"``); refuses bad combinations."""
-    from lowbit.core import float_zero_point_problems, float_zero_point_requested
+    from lowbit.core import check_float_zero_point
 
-    if not float_zero_point_requested(zero_point):
-        return False
-    problems = float_zero_point_problems(qt, symmetric, scale_format)
-    if problems:
-        raise OptionError("zero_point='float' needs " + "; ".join(problems))
-    return True
+    return check_float_zero_point(zero_point, qt, symmetric, scale_format)
 
 
 def _fixed_zero_point(qt: QType) -> int:
