@@ -513,7 +513,7 @@ def gptq_quantize(
 def _check_storage(qt: QType, symmetric: Any, sym: bool, zero_point: Any, scale_format: Any,
                    scale_search: Any) -> tuple[Any, bool]:
     """The scale format and whether zero points are float; OptionError for what cannot combine."""
-    from lowbit.core import float_zero_point_problems, float_zero_point_requested
+    from lowbit.core import check_float_zero_point
     from lowbit.formats import scale_format_for
 
     if scale_search not in SCALE_SEARCHES:
@@ -524,8 +524,4 @@ def _check_storage(qt: QType, symmetric: Any, sym: bool, zero_point: Any, scale_
     fmt = scale_format_for(qt, scale_format)
     if fmt.name not in ("float32", "float16", "bfloat16"):
         raise OptionError(f"gptq_quantize stores scales as float32, float16 or bfloat16, got {fmt.name!r}")
-    float_zero = float_zero_point_requested(zero_point)
-    problems = float_zero_point_problems(qt, symmetric, fmt.name) if float_zero else []
-    if problems:
-        raise OptionError("gptq_quantize(zero_point='float') needs " + "; ".join(problems))
-    return fmt, float_zero
+    return fmt, check_float_zero_point(zero_point, qt, symmetric, fmt.name, where="gptq_quantize(zero_point='float')")
