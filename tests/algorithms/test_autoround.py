@@ -89,6 +89,37 @@ def test_result_is_exactly_what_lowbit_stores(qtype, gran, symmetric, scale_form
         assert np.all(np.isfinite(qt.dequantize()))
 
 
+@pytest.mark.parametrize(("gran", "scale_format"), [("group:16", "float16"), ("channel", None)],
+                         ids=["g16-f16", "channel-f32"])
+def test_float_zero_points_are_stored_offsets_and_beat_round_to_nearest(gran, scale_format):
+    block, xs, ys = _data()
+    scheme = RoundingScheme("uint2", gran, scale_format=scale_format, zero_point="float")
+    learned = autoround_block(block, xs, ys, scheme, steps=40)
+    rtn = autoround_block(block, xs, ys, scheme, steps=0)
+    for name, qt in learned.items():
+        ref = lowbit.quantize(block.get_submodule(name).weight.detach().numpy(), "uint2",
+                              granularity=qt.granularity, scale_format=scale_format, zero_point="float")
+        assert np.array_equal(rtn[name].codes, ref.codes) and np.array_equal(rtn[name].zero_point, ref.zero_point)
+        assert qt.float_zero_point
+        offsets = np.asarray(qt.zero_point)
+        assert offsets.dtype == (np.float16 if scale_format == "float16" else np.float32)
+        groups = offsets.size // qt.shape[0]
+        codes = qt.codes.astype(np.float64).reshape(qt.shape[0], groups, -1)
+        scale = np.asarray(qt.scale, np.float64).reshape(qt.shape[0], groups, 1)
+        expect = (codes * scale + offsets.astype(np.float64).reshape(qt.shape[0], groups, 1)).reshape(qt.shape)
+        np.testing.assert_allclose(qt.dequantize(), expect, rtol=1e-6, atol=1e-7)
+    assert _block_loss(block, learned, xs, ys) < 0.95 * _block_loss(block, rtn, xs, ys)
+
+
+def test_float_zero_points_refused_where_they_cannot_be_stored():
+    block, xs, ys = _data(batches=1)
+    with pytest.raises(OptionError, match="unsigned integer format"):
+        autoround_block(block, xs, ys, RoundingScheme("int4", "group:16", zero_point="float"), steps=1)
+    with pytest.raises(OptionError, match="scale_format"):
+        autoround_block(block, xs, ys, RoundingScheme("uint4", "group:16", scale_format="kquant6",
+                                                      zero_point="float"), steps=1)
+
+
 def test_never_worse_than_round_to_nearest_on_white_inputs():
     # uncorrelated inputs and a single linear layer: RTN is close to optimal and SignSGD can only lose
     rng = np.random.default_rng(1)

@@ -127,10 +127,10 @@ def test_gptq_float_zero_point_refuses_symmetric():
         gptq_quantize(np.ones((2, 32)), np.eye(32), "uint4", symmetric=True, zero_point="float")
 
 
-def test_weight_only_takes_float_zero_points_for_hqq_and_gptq_only():
+def test_weight_only_takes_float_zero_points_for_hqq_gptq_and_autoround_only():
     from lowbit.model import WeightOnly
 
-    for algorithm in ("hqq", "gptq"):
+    for algorithm in ("hqq", "gptq", "autoround"):
         cfg = WeightOnly("uint4", "group:64", algorithm=algorithm, scale_format="float16", zero_point="float")
         assert cfg.scheme.endswith("float16 scales float zero point")
     with pytest.raises(OptionError, match="algorithm"):
@@ -139,7 +139,7 @@ def test_weight_only_takes_float_zero_points_for_hqq_and_gptq_only():
         WeightOnly("int4", "group:64", algorithm="gptq", zero_point="float")
 
 
-@pytest.mark.parametrize("algorithm", ["hqq", "gptq"])
+@pytest.mark.parametrize("algorithm", ["hqq", "gptq", "autoround"])
 def test_quantize_model_with_float_zero_points(algorithm):
     torch = pytest.importorskip("torch")
     import lowbit.model as lm

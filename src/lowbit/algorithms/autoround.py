@@ -75,6 +75,7 @@ import numpy as np
 
 from lowbit._arrays import as_float_array, check_finite
 from lowbit.algorithms._checks import _UNSET, as_rows, positive_int, weight_granularity
+from lowbit.core import check_float_zero_point, offset_dtype
 from lowbit.errors import EmptyInputError, InputTypeError, NonFiniteError, OptionError
 from lowbit.formats import QType, get_qtype
 from lowbit.formats.scales import DEFAULT_SCALE_FORMAT, scale_format_for, store_scales
@@ -93,23 +94,27 @@ _IDEMPOTENT_SCALES = ("float32", "float16", "bfloat16")  # stored scales stored 
 
 @dataclass(frozen=True)
 class RoundingScheme:
-    """How one Linear weight is stored: integer format, granularity, symmetry and scale format.
+    """How one Linear weight is stored: integer format, granularity, symmetry, scale format and zero point kind.
 
     Args:
         qtype: an integer format (``"uint4"``, ``"int3"`` ...).
         granularity: ``PerChannel(0)`` / ``"channel"`` (default) or ``PerGroup(size)`` / ``"group:64"``.
         symmetric: None for the format's default (symmetric for signed formats).
         scale_format: how the scales are stored (``"float16"`` ...; None: float32).
+        zero_point: ``"int"`` (default) or ``"float"``: a float offset per block, the clipped minimum
+            ``beta * min(W)`` itself instead of a rounded integer zero point (unsigned formats,
+            float32 or float16 scales; see :func:`lowbit.quantize`).
 
     Example:
-        >>> RoundingScheme("uint4", "group:64", scale_format="float16").qtype
-        'uint4'
+        >>> RoundingScheme("uint4", "group:64", scale_format="float16", zero_point="float").zero_point
+        'float'
     """
 
     qtype: str | QType = "uint4"
     granularity: Granularity | str | None = None
     symmetric: bool | None = None
     scale_format: str | None = None
+    zero_point: str = "int"
 
 
 def check_options(steps: Any = DEFAULT_STEPS, lr: Any = None, min_clip: Any = 0.5, checkpoints: Any = 2,
@@ -179,6 +184,8 @@ class _LearnedWeight:
         self.gran, size = weight_granularity(scheme.granularity, _UNSET, tuple(w.shape), where)
         self.fmt = scale_format_for(self.qt, scheme.scale_format)
         self.sym = self.qt.signed if scheme.symmetric is None else bool(scheme.symmetric)
+        self.float_zp = check_float_zero_point(scheme.zero_point, self.qt, scheme.symmetric, self.fmt.name,
+                                               where=f"{where}: zero_point='float'")
         self.zero, self.steps = symmetric_divisor(self.qt) if self.sym else (0, self.qt.qmax - self.qt.qmin)
         self.shape = tuple(w.shape)
         out, n = self.shape
@@ -208,15 +215,34 @@ class _LearnedWeight:
 
         span = torch.maximum(self.hi, -self.lo) * self.alpha if self.sym else self.hi * self.alpha - self.lo * self.beta
         s = torch.where(span > 0, span / self.steps, torch.ones_like(span)).clamp(min=torch.finfo(torch.float32).tiny)
+        return self._stored(s)
+
+    def _stored(self, values: Any) -> Any:
+        """``values`` as the scale format stores them (straight-through: the gradient passes unchanged)."""
+        import torch
+
         if self.fmt.name == DEFAULT_SCALE_FORMAT:
-            return s
-        stored = store_scales(s.detach().numpy(), self.qt, self.fmt)[1]
-        return s + (torch.from_numpy(np.ascontiguousarray(stored, np.float32)) - s).detach()
+            return values
+        stored = store_scales(values.detach().numpy(), self.qt, self.fmt)[1]
+        return values + (torch.from_numpy(np.ascontiguousarray(stored, np.float32)) - values).detach()
 
     def zero_point(self, s: Any) -> Any:
+        """The integer zero point (a float for symmetric formats); with float zero points, the offset."""
         if self.sym:
             return float(self.zero)
+        if self.float_zp:  # stored in the scales' precision, like the scales (a float16 minimum is a float16)
+            return self._stored_offset(self.lo * self.beta)
         return (self.qt.qmin - _round_ste(self.lo * self.beta / s)).clamp(self.qt.qmin, self.qt.qmax)
+
+    def _stored_offset(self, offset: Any) -> Any:
+        """Float zero points as stored (:func:`lowbit.core.offset_dtype`), straight-through."""
+        import torch
+
+        dtype = offset_dtype(self.fmt.name, np.float32)
+        if dtype == np.float32:
+            return offset
+        stored = offset.detach().numpy().astype(dtype).astype(np.float32)
+        return offset + (torch.from_numpy(stored) - offset).detach()
 
     def weight(self) -> Any:
         """The fake-quantized weight ``(out, in)``, differentiable in ``v``, ``alpha`` and ``beta``."""
@@ -224,6 +250,9 @@ class _LearnedWeight:
 
         s = self.scale()
         z = self.zero_point(s)
+        if self.float_zp:  # x = code * s + offset, codes qmin..qmax
+            codes = torch.clamp(_round_ste((self.wg - z) / s + self.v), self.qt.qmin, self.qt.qmax)
+            return (codes * s + z).reshape(self.shape[0], -1)[:, : self.shape[1]]
         steps = _round_ste(self.wg / s + self.v)  # the code minus the zero point, clipped to the codes below
         if self.sym:
             steps = steps.clamp(self.qt.qmin - z, self.qt.qmax - z)
@@ -249,7 +278,7 @@ class _LearnedWeight:
             z = self.zero_point(s)
             wq = self.weight().numpy()
         params = (self.shape[0],) if isinstance(self.gran, PerChannel) else (self.shape[0], s.shape[1])
-        zero = None if self.sym else z.numpy().astype(np.int64).reshape(params)
+        zero = None if self.sym else z.numpy().astype(np.float32 if self.float_zp else np.int64).reshape(params)
         return quantize(wq, self.qt, granularity=self.gran, symmetric=self.sym, scale=s.numpy().reshape(params),
                         zero_point=zero, scale_format=self.fmt.name)
 
@@ -258,7 +287,7 @@ class _LearnedWeight:
         from lowbit.core import quantize
 
         return quantize(self.source.numpy(), self.qt, granularity=self.gran, symmetric=self.sym,
-                        scale_format=self.fmt.name)
+                        scale_format=self.fmt.name, zero_point="float" if self.float_zp else None)
 
 
 def _hidden(output: Any) -> Any:
@@ -539,6 +568,7 @@ def autoround_quantize(
     granularity: Granularity | str | None = None,
     symmetric: bool | None = None,
     scale_format: str | None = None,
+    zero_point: str = "int",
     rows_per_step: int = _ROWS_PER_BATCH,
     **options: Any,
 ) -> QTensor:
@@ -550,7 +580,7 @@ def autoround_quantize(
     Args:
         weight: ``(out_features, in_features)`` float array or CPU tensor.
         x: the layer's input rows ``(..., in_features)`` (e.g. ``ActivationStatistics.sample_``).
-        qtype, granularity, symmetric, scale_format: the stored scheme (see :class:`RoundingScheme`).
+        qtype, granularity, symmetric, scale_format, zero_point: the stored scheme (see :class:`RoundingScheme`).
         rows_per_step: input rows per SignSGD step.
         **options: ``steps``, ``lr``, ``min_clip``, ``checkpoints``, ``seed`` of :func:`autoround_block`.
 
@@ -585,7 +615,7 @@ def autoround_quantize(
     inputs = list(xs.split(rows))
     with torch.no_grad():
         targets = [layer(b) for b in inputs]
-    scheme = RoundingScheme(qtype, granularity, symmetric, scale_format)
+    scheme = RoundingScheme(qtype, granularity, symmetric, scale_format, zero_point)
     return autoround_block(layer, inputs, targets, {"": scheme}, **options)[""]
 
 

@@ -152,7 +152,8 @@ def _autoround_layer(module: Any, cfg: WeightOnly, gran: Granularity, stat: Any)
     if isinstance(stat, QTensor):
         return _linear_from_qtensor(module, stat)
     qt = autoround_quantize(module.weight.detach().float(), stat.sample_, cfg.qtype, granularity=gran,
-                            symmetric=cfg.symmetric, scale_format=cfg.scale_format, **_algorithm_options(cfg))
+                            symmetric=cfg.symmetric, scale_format=cfg.scale_format, zero_point=cfg.zero_point,
+                            **_algorithm_options(cfg))
     return _linear_from_qtensor(module, qt)
 
 

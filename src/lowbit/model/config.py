@@ -56,6 +56,8 @@ COLLECT_OPTIONS: dict[str, dict[str, Any]] = {
 }
 ALGORITHMS = tuple(ALGORITHM_OPTIONS)
 DATA_ALGORITHMS = ("gptq", "awq", "autoround")
+#: the algorithms that can store float zero points (``zero_point="float"``)
+FLOAT_ZERO_ALGORITHMS = ("rtn", "hqq", "gptq", "autoround")
 """Algorithms that need calibration batches (``quantize_(model, config, batches=...)``)."""
 _SMOOTH_ROWS = 512  # calibration rows per layer that score SmoothQuant's alpha (smoothquant="auto")
 
@@ -124,11 +126,12 @@ class Config(abc.ABC):
 
 
 def _check_zero_point(cfg: Any, qt: Any) -> None:
-    """Refuse a float zero point where the format or the algorithm (rtn, hqq, gptq) cannot keep it."""
+    """Refuse a float zero point where the format or the algorithm (rtn, hqq, gptq, autoround) cannot keep it."""
     from lowbit.core import check_float_zero_point
 
-    also = () if cfg.algorithm in ("rtn", "hqq", "gptq") and cfg.method == "minmax" else (
-        f"algorithm 'rtn', 'hqq' or 'gptq' with method='minmax' (got {cfg.algorithm!r}, {cfg.method!r})",)
+    also = () if cfg.algorithm in FLOAT_ZERO_ALGORITHMS and cfg.method == "minmax" else (
+        f"algorithm 'rtn', 'hqq', 'gptq' or 'autoround' with method='minmax' (got {cfg.algorithm!r}, "
+        f"{cfg.method!r})",)
     check_float_zero_point(cfg.zero_point, qt, cfg.symmetric, cfg.scale_format or "float32", also=also)
 
 
@@ -232,7 +235,7 @@ class WeightOnly(Config):
             ``w = code * scale + min`` (unsigned formats, round to nearest, float32 or
             float16 scales) as GGUF's Q4_1/Q5_1 store it; ``WeightOnly("uint4", "group:32",
             scale_format="float16", zero_point="float")`` is Q4_1's scheme. HQQ (its authors'
-            form: a real zero point) and GPTQ take it too.
+            form: a real zero point), GPTQ and AutoRound take it too.
         activations: ``"float"`` (default) or ``"int8"``: Linear layers with integer 4- or 8-bit
             weights quantize their input to int8 per block for at most 4 input rows (decoding):
             faster, an approximation (see :class:`lowbit.nn.WeightOnlyLinear`).
@@ -321,7 +324,7 @@ class WeightOnly(Config):
             from lowbit.algorithms.autoround import RoundingScheme, block_step
 
             rows = int(opts["max_rows"])
-            scheme = RoundingScheme(self.qtype, self.granularity, self.symmetric, self.scale_format)
+            scheme = RoundingScheme(self.qtype, self.granularity, self.symmetric, self.scale_format, self.zero_point)
             options = {k: v for k, v in self.algorithm_options.items() if k not in opts}
             return StatPlan(lambda name, m: ActivationStatistics(m.in_features, max_rows=rows), sequential=True,
                             wants=_is_linear, sink_weight=float(opts["sink_weight"]),
