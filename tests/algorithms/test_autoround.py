@@ -120,6 +120,36 @@ def test_float_zero_points_refused_where_they_cannot_be_stored():
                                                       zero_point="float"), steps=1)
 
 
+@pytest.mark.parametrize(("qtype", "scale_format", "zero_point"), [
+    ("uint2", "float16", "int"), ("uint3", "float16", "float"), ("int3", None, "int")], ids=["uint2", "uint3-fzp", "int3"])
+def test_gptq_start_is_gptqs_weight_and_never_worse_than_rtn_or_gptq(qtype, scale_format, zero_point):
+    from lowbit.algorithms.autoround import _gptq_starts, _LearnedWeight
+
+    block, xs, ys = _data()
+    scheme = RoundingScheme(qtype, "group:16", scale_format=scale_format, zero_point=zero_point)
+    names = ["up", "down"]
+    solved = _gptq_starts(block, names, dict.fromkeys(names, scheme), [((x,), {}) for x in xs])
+    for name, (qt, rounded) in zip(names, solved, strict=True):
+        lw = _LearnedWeight(block.get_submodule(name).weight, scheme, name, (qt, rounded))
+        with torch.no_grad():  # V = 0, alpha = beta = 1 is GPTQ's own weight
+            np.testing.assert_allclose(lw.weight().numpy(), qt.dequantize(), rtol=0, atol=1e-6)
+    start = autoround_block(block, xs, ys, scheme, steps=0, init="gptq")
+    rtn = autoround_block(block, xs, ys, scheme, steps=0)
+    gptq = dict(zip(names, [qt for qt, _ in solved], strict=True))
+    assert _block_loss(block, start, xs, ys) == min(_block_loss(block, rtn, xs, ys), _block_loss(block, gptq, xs, ys))
+    learned = autoround_block(block, xs, ys, scheme, steps=40, init="gptq")
+    assert _block_loss(block, learned, xs, ys) <= _block_loss(block, start, xs, ys)
+
+
+def test_gptq_start_learns_below_gptq_and_below_learning_from_rtn_at_two_bits():
+    block, xs, ys = _data()
+    scheme = RoundingScheme("uint2", "group:16", scale_format="float16")
+    gptq = _block_loss(block, autoround_block(block, xs, ys, scheme, steps=0, init="gptq"), xs, ys)
+    from_gptq = _block_loss(block, autoround_block(block, xs, ys, scheme, steps=40, init="gptq"), xs, ys)
+    from_rtn = _block_loss(block, autoround_block(block, xs, ys, scheme, steps=40), xs, ys)
+    assert from_gptq < 0.95 * gptq and from_gptq < 0.7 * from_rtn
+
+
 def test_never_worse_than_round_to_nearest_on_white_inputs():
     # uncorrelated inputs and a single linear layer: RTN is close to optimal and SignSGD can only lose
     rng = np.random.default_rng(1)
@@ -173,7 +203,7 @@ def test_batches_are_split_into_sequences_only_where_the_block_agrees():
 @pytest.mark.parametrize(("options", "match"), [
     ({"steps": -1}, "steps"), ({"lr": 0.0}, "lr"), ({"lr": float("nan")}, "lr"), ({"min_clip": 0.0}, "min_clip"),
     ({"min_clip": 1.5}, "min_clip"), ({"checkpoints": 0}, "checkpoints"), ({"sink_weight": -2.0}, "sink_weight"),
-    ({"steps": 2.5}, "steps"),
+    ({"steps": 2.5}, "steps"), ({"init": "awq"}, "init"),
 ])
 def test_bad_options_are_refused(options, match):
     block, xs, ys = _data(batches=1)

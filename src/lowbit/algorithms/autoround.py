@@ -83,13 +83,16 @@ from lowbit.granularity import Granularity, PerChannel
 from lowbit.qparams import symmetric_divisor
 from lowbit.qtensor import QTensor
 
-__all__ = ["RoundingScheme", "autoround_block", "autoround_quantize", "block_step", "DEFAULT_STEPS", "check_options"]
+__all__ = ["RoundingScheme", "autoround_block", "autoround_quantize", "block_step", "DEFAULT_STEPS", "INITS",
+           "check_options"]
 
 DEFAULT_STEPS = 100
 """SignSGD steps per block (the paper uses 200; half of them is the CPU budget here)."""
 _MAX_EVAL_BATCHES = 4  # calibration batches (sequences) a checkpoint is scored on, evenly spaced
 _ROWS_PER_BATCH = 512  # autoround_quantize: input rows per step
 _IDEMPOTENT_SCALES = ("float32", "float16", "bfloat16")  # stored scales stored again are the same
+INITS = ("rtn", "gptq")
+"""Where the learned rounding starts: round to nearest of the float weight, or GPTQ's weight."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ class RoundingScheme:
 
 
 def check_options(steps: Any = DEFAULT_STEPS, lr: Any = None, min_clip: Any = 0.5, checkpoints: Any = 2,
-                  seed: Any = 0, sink_weight: Any = 1.0) -> None:
+                  seed: Any = 0, sink_weight: Any = 1.0, init: Any = "rtn") -> None:
     """Raise OptionError for a bad AutoRound option (what ``WeightOnly`` checks before any data runs).
 
     Example:
@@ -139,6 +142,8 @@ def check_options(steps: Any = DEFAULT_STEPS, lr: Any = None, min_clip: Any = 0.
     if not (_is_number(sink_weight) and math.isfinite(sink_weight) and sink_weight > 0):
         raise OptionError(f"autoround: sink_weight must be a finite number > 0 (1 = no extra weight), "
                           f"got {sink_weight!r}")
+    if init not in INITS:
+        raise OptionError(f"autoround: init must be one of {INITS} (where the learned rounding starts), got {init!r}")
 
 
 def _is_number(value: Any) -> bool:
@@ -171,12 +176,15 @@ def _round_ste(x: Any) -> Any:
 class _LearnedWeight:
     """The trainable rounding of one ``(out, in)`` weight: offsets ``v``, clip factors ``alpha`` and ``beta``."""
 
-    def __init__(self, weight: Any, scheme: RoundingScheme, where: str) -> None:
+    def __init__(self, weight: Any, scheme: RoundingScheme, where: str, start: Any = None) -> None:
         import torch
 
         w = weight.detach().to(torch.float32).cpu()
         if not bool(torch.isfinite(w).all()):
             raise NonFiniteError(f"{where}: the weight holds NaN/Inf values; AutoRound needs a finite weight")
+        self.source = w  # its round to nearest is the baseline
+        if start is not None:  # (GPTQ's QTensor, the weights GPTQ rounded): learn around GPTQ's codes and grid
+            w = torch.from_numpy(np.ascontiguousarray(start[1], np.float32))
         self.qt = get_qtype(scheme.qtype)
         if self.qt.kind != "int" or self.qt.is_mx:
             raise OptionError(f"{where}: AutoRound rounds to integer formats, got {self.qt.name} ({self.qt.kind}); "
@@ -189,14 +197,32 @@ class _LearnedWeight:
         self.zero, self.steps = symmetric_divisor(self.qt) if self.sym else (0, self.qt.qmax - self.qt.qmin)
         self.shape = tuple(w.shape)
         out, n = self.shape
-        groups = -(-n // size)  # a shorter last group is padded with zeros: they move no min, max or absmax
+        groups = -(-n // size)  # a shorter last group is padded (cut off again in ``weight``)
         self.wg = torch.nn.functional.pad(w, (0, groups * size - n)).reshape(out, groups, size)
-        self.lo = self.wg.amin(-1, keepdim=True).clamp(max=0)
-        self.hi = self.wg.amax(-1, keepdim=True).clamp(min=0)
+        if self.float_zp:  # the range is the block's own [min, max], as lowbit.quantize's offsets
+            pad = (0, groups * size - n)
+            self.lo = torch.nn.functional.pad(w, pad, value=math.inf).reshape(out, groups, size).amin(-1, True)
+            self.hi = torch.nn.functional.pad(w, pad, value=-math.inf).reshape(out, groups, size).amax(-1, True)
+        else:  # integer zero points: the range holds 0 (so do the zero pads)
+            self.lo = self.wg.amin(-1, keepdim=True).clamp(max=0)
+            self.hi = self.wg.amax(-1, keepdim=True).clamp(min=0)
+        if start is not None:
+            self.lo, self.hi = self._grid_ends(start[0], groups)
         self.v = torch.zeros_like(self.wg, requires_grad=True)
         self.alpha = torch.ones_like(self.lo, requires_grad=True)
         self.beta = torch.ones_like(self.lo, requires_grad=not self.sym)
-        self.source = w
+
+    def _grid_ends(self, qt: QTensor, groups: int) -> tuple[Any, Any]:
+        """The ``(lo, hi)`` per block whose min-max scale and zero point are ``qt``'s (so ``V = 0`` is ``qt``)."""
+        import torch
+
+        s = np.asarray(qt.scale, np.float64).reshape(self.shape[0], groups, 1)
+        if self.sym:
+            hi = s * self.steps
+            return torch.from_numpy(-hi).float(), torch.from_numpy(hi).float()
+        zero = np.asarray(qt.zero_point, np.float64).reshape(self.shape[0], groups, 1)
+        lo = zero if self.float_zp else s * (self.qt.qmin - zero)
+        return torch.from_numpy(lo).float(), torch.from_numpy(lo + s * self.steps).float()
 
     def parameters(self) -> list[Any]:
         return [self.v, self.alpha] + ([] if self.sym else [self.beta])
@@ -480,6 +506,42 @@ def _per_sequence(block: Any, keys: list[str], weights: list[Any], calls: list[t
     return split_calls, split_outs
 
 
+def _gptq_starts(block: Any, names: list[str], chosen: Mapping[str, RoundingScheme],
+                 calls: list[tuple[tuple, dict]]) -> list[tuple[QTensor, np.ndarray]]:
+    """GPTQ's (QTensor, weights it rounded) of each named Linear, from the Hessian of its inputs as the block
+    runs on ``calls``."""
+    import torch
+
+    from lowbit.algorithms.gptq import HessianAccumulator, gptq_solve
+
+    modules = dict(block.named_modules())
+    accs = {n: HessianAccumulator(modules[n].in_features) for n in names}
+
+    def record(name: str) -> Any:
+        def hook(module: Any, args: tuple) -> None:
+            accs[name].partial_fit(args[0].detach().float())
+
+        return hook
+
+    hooks = [modules[n].register_forward_pre_hook(record(n)) for n in names]
+    try:
+        with torch.no_grad():
+            for args, kwargs in calls:
+                block(*args, **kwargs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [gptq_solve(modules[n].weight.detach().float(), accs[n].hessian_, chosen[n].qtype,
+                       granularity=chosen[n].granularity, symmetric=chosen[n].symmetric,
+                       zero_point=chosen[n].zero_point, scale_format=chosen[n].scale_format) for n in names]
+
+
+def _weights(qts: list[QTensor]) -> list[Any]:
+    import torch
+
+    return [torch.from_numpy(np.asarray(q.dequantize(), np.float32)) for q in qts]
+
+
 def autoround_block(
     block: Any,
     inputs: Sequence[Any],
@@ -492,6 +554,7 @@ def autoround_block(
     checkpoints: int = 2,
     seed: int = 0,
     sink_weight: float = 1.0,
+    init: str = "rtn",
 ) -> dict[str, QTensor]:
     """Learn the rounding of a block's Linear weights so that the block's output matches ``targets``.
 
@@ -511,11 +574,15 @@ def autoround_block(
             the calibration batches (at most 4 of them, evenly spaced); the best scored state is kept.
         seed: the batch order's seed.
         sink_weight: weight of the first position of ``(batch, sequence, features)`` outputs in the loss.
+        init: ``"rtn"`` (the paper's start: ``V = 0`` on the float weight) or ``"gptq"``: learn around
+            GPTQ's weights instead (:func:`lowbit.algorithms.gptq_quantize` of each Linear with the Hessian
+            of its inputs on these batches; ``V`` moves each of GPTQ's codes by at most one step).
 
     Returns:
         ``{name: QTensor}`` for every name in ``schemes``, made by :func:`lowbit.quantize` with the learned
-        scales (in the scheme's scale format) and zero points; when the learned weights do not beat
-        lowbit's round to nearest on the scored batches, the round-to-nearest QTensors.
+        scales (in the scheme's scale format) and zero points; when the learned weights do not beat the
+        start on the scored batches, the start's QTensors: lowbit's round to nearest, or with
+        ``init="gptq"`` the better of it and GPTQ's.
 
     Raises:
         OptionError: a bad option, a name that is no Linear of the block, a non-integer format, input and
@@ -536,28 +603,35 @@ def autoround_block(
     """
     import torch
 
-    check_options(steps, lr, min_clip, checkpoints, seed, sink_weight)
+    check_options(steps, lr, min_clip, checkpoints, seed, sink_weight, init)
     chosen = _check_schemes(block, schemes)
     calls, outs = _check_data(inputs, targets)
     names = list(chosen)
     modules = dict(block.named_modules())
     learned = [_LearnedWeight(modules[n].weight, chosen[n], f"autoround ({n or 'block'})") for n in names]
+    solved = _gptq_starts(block, names, chosen, calls) if init == "gptq" else None
+    if solved is not None:
+        learned = [_LearnedWeight(modules[n].weight, chosen[n], f"autoround ({n or 'block'})", start)
+                   for n, start in zip(names, solved, strict=True)]
+    starts = None if solved is None else [qt for qt, _ in solved]
     keys = [f"{n}.weight" if n else "weight" for n in names]
     calls, outs = _per_sequence(block, keys, [modules[n].weight for n in names], calls, outs)
     objective = _Objective(block, keys, calls, outs, float(sink_weight))
     rate = 1.0 / max(steps, 1) if lr is None else float(lr)
     with torch.enable_grad(), _frozen(block):
-        rtn = [lw.rtn() for lw in learned]
-        rtn_score = objective.score([torch.from_numpy(np.asarray(q.dequantize(), np.float32)) for q in rtn])
+        base = [lw.rtn() for lw in learned]
+        base_score = objective.score(_weights(base))
+        if starts is not None and objective.score(_weights(starts)) < base_score:
+            base, base_score = starts, objective.score(_weights(starts))
         if steps == 0:
-            return dict(zip(names, rtn, strict=True))
+            return dict(zip(names, base, strict=True))
         best, state = _train(objective, learned, steps, rate, float(min_clip), checkpoints, seed)
     for lw, saved in zip(learned, state, strict=True):
         lw.load(saved)
     result = [lw.qtensor() for lw in learned]
     if any(lw.fmt.name not in _IDEMPOTENT_SCALES for lw in learned):  # stored scales may move once more
-        best = objective.score([torch.from_numpy(np.asarray(q.dequantize(), np.float32)) for q in result])
-    return dict(zip(names, result if best < rtn_score else rtn, strict=True))
+        best = objective.score(_weights(result))
+    return dict(zip(names, result if best < base_score else base, strict=True))
 
 
 def autoround_quantize(
@@ -582,7 +656,7 @@ def autoround_quantize(
         x: the layer's input rows ``(..., in_features)`` (e.g. ``ActivationStatistics.sample_``).
         qtype, granularity, symmetric, scale_format, zero_point: the stored scheme (see :class:`RoundingScheme`).
         rows_per_step: input rows per SignSGD step.
-        **options: ``steps``, ``lr``, ``min_clip``, ``checkpoints``, ``seed`` of :func:`autoround_block`.
+        **options: ``steps``, ``lr``, ``min_clip``, ``checkpoints``, ``seed``, ``init`` of :func:`autoround_block`.
 
     Returns:
         A QTensor (float32 source) in the given scheme, never worse than round to nearest on ``x``.
@@ -603,10 +677,10 @@ def autoround_quantize(
     check_finite(flat, int(flat.size - np.isfinite(flat).sum()), source.shape)
     if len(source.shape) != 2:
         raise OptionError(f"autoround_quantize expects a 2-d weight (out_features, in_features), got {source.shape}")
-    unknown = sorted(set(options) - {"steps", "lr", "min_clip", "checkpoints", "seed"})
+    unknown = sorted(set(options) - {"steps", "lr", "min_clip", "checkpoints", "seed", "init"})
     if unknown:
         raise OptionError(f"autoround_quantize: unknown options {unknown} (it takes steps, lr, min_clip, "
-                          "checkpoints, seed)")
+                          "checkpoints, seed, init)")
     rows = positive_int(rows_per_step, "autoround_quantize: rows_per_step")
     w = torch.from_numpy(np.ascontiguousarray(flat.reshape(source.shape), np.float32))
     layer = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)

@@ -67,7 +67,7 @@ from lowbit.granularity import Granularity, PerChannel
 from lowbit.qparams import choose_qparams
 from lowbit.qtensor import QTensor
 
-__all__ = ["HessianAccumulator", "gptq_quantize", "MAX_DAMP_RETRIES", "SCALE_SEARCHES", "CLIP_FACTORS"]
+__all__ = ["HessianAccumulator", "gptq_quantize", "gptq_solve", "MAX_DAMP_RETRIES", "SCALE_SEARCHES", "CLIP_FACTORS"]
 
 MAX_DAMP_RETRIES = 8
 """How many times the dampening is multiplied by 10 before falling back to RTN."""
@@ -366,7 +366,10 @@ class _Rounder:
 def _gptq_core(
     w: np.ndarray, upper: np.ndarray, rounder: _Rounder, group_of: np.ndarray, members: list, block: int
 ) -> np.ndarray:
-    """Quantize the (permuted) columns of ``w`` in place order (``w`` is overwritten); returns the quantized weight."""
+    """Quantize the (permuted) columns of ``w`` in order; returns the quantized weight.
+
+    ``w`` is overwritten with the weights GPTQ rounded: each column as it was when its turn came,
+    after the error feedback of the columns before it."""
     from lowbit._kernels.gptq import gptq_columns
 
     n = w.shape[1]
@@ -397,6 +400,7 @@ def _gptq_core(
                          rounder.qlim)
             k = stop
         q[:, i1:i2] = q1
+        w[:, i1:i2] = w1
         if i2 < n:
             upd = lazy[:, : n - i2]
             np.matmul(err, upper[i1:i2, i2:], out=upd)
@@ -465,6 +469,38 @@ def gptq_quantize(
         >>> qt.codes.tolist()
         [[64, -127, 16, 127]]
     """
+    return gptq_solve(weight, hessian, qtype, granularity=granularity, symmetric=symmetric, damp=damp,
+                      act_order=act_order, block_size=block_size, zero_point=zero_point, scale_format=scale_format,
+                      scale_search=scale_search, group_size=group_size)[0]
+
+
+def gptq_solve(
+    weight: Any,
+    hessian: Any,
+    qtype: str | QType = "int4",
+    *,
+    granularity: Granularity | str | None = None,
+    symmetric: bool | None = None,
+    damp: float = 0.01,
+    act_order: bool = False,
+    block_size: int = 128,
+    zero_point: str = "int",
+    scale_format: str | None = None,
+    scale_search: str = "mse",
+    group_size: Any = _UNSET,
+) -> tuple[QTensor, np.ndarray]:
+    """:func:`gptq_quantize`, and the float64 weights GPTQ rounded (each column after the error feedback
+    of the columns before it): what learned rounding starts from (``autoround_block(init="gptq")``).
+
+    Rounding the second result with the QTensor's scales and zero points gives the QTensor's codes.
+
+    Example:
+        >>> import numpy as np
+        >>> h = np.array([[2.0, 1.0], [1.0, 2.0]])
+        >>> qt, rounded = gptq_solve(np.array([[0.3, 0.7]]), h, "int4", scale_search="none")
+        >>> bool(np.array_equal(np.rint(rounded / qt.scale[:, None]), qt.codes))
+        True
+    """
     w_flat, w_src = as_float_array(weight)
     check_finite(w_flat, int(w_flat.size - np.isfinite(w_flat).sum()), w_src.shape)
     h = _finite_float64(hessian)
@@ -502,12 +538,14 @@ def gptq_quantize(
     rounder = _Rounder(qt, sym, sdt, out, ngroups, fmt, float_zero, scale_search, np.diag(h)[perm])
     if per_channel:  # per-channel: scales from the whole (dead-zeroed) row, as RTN
         rounder.choose(0, w[:, perm], np.arange(n))
-    q = _gptq_core(w[:, perm], upper, rounder, group_of, members, int(block_size))[:, inv_perm]
+    rounded = w[:, perm]
+    q = _gptq_core(rounded, upper, rounder, group_of, members, int(block_size))[:, inv_perm]
 
     scale = rounder.scale[:, 0] if per_channel else rounder.scale
     zero = rounder.zero[:, 0] if per_channel else rounder.zero
-    return quantize(q.astype(sdt), qt, granularity=gran, symmetric=None if float_zero else sym, scale=scale,
-                    zero_point=zero, scale_format=scale_format)
+    qtensor = quantize(q.astype(sdt), qt, granularity=gran, symmetric=None if float_zero else sym, scale=scale,
+                       zero_point=zero, scale_format=scale_format)
+    return qtensor, rounded[:, inv_perm]
 
 
 def _check_storage(qt: QType, symmetric: Any, sym: bool, zero_point: Any, scale_format: Any,

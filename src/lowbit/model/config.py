@@ -45,7 +45,7 @@ ALGORITHM_OPTIONS: dict[str, tuple[str, ...]] = {
     "hqq": ("iterations", "lp_norm", "beta", "kappa", "early_stop", "sink_weight"),
     "gptq": ("damp", "act_order", "block_size", "scale_search", "sink_weight"),
     "awq": ("grid", "clip", "max_shrink", "clip_steps", "max_rows", "sink_weight"),
-    "autoround": ("steps", "lr", "min_clip", "checkpoints", "seed", "sink_weight", "max_rows"),
+    "autoround": ("steps", "lr", "min_clip", "checkpoints", "seed", "sink_weight", "max_rows", "init"),
 }
 # Options the calibration pass takes (not the algorithm's function), with their defaults.
 COLLECT_OPTIONS: dict[str, dict[str, Any]] = {
