@@ -456,14 +456,25 @@ def write_json(path: Path, results: dict[str, Any]) -> None:
 
 
 def from_json(paths: list[Path]) -> int:
-    """Print the tables, summaries and targets of saved runs (rows of one or more ``--json`` files)."""
-    verdicts = {}
+    """Print the tables, summaries and targets of saved runs (rows of one or more ``--json`` files).
+
+    Runs of the same model in several files (e.g. the peers in one process, lowbit's rows in
+    another, on the same data) are merged into one table: a method seen again replaces the
+    earlier row, fp32 is kept once; runs on other data (windows, sentences) are refused."""
+    models: dict[str, dict[str, Any]] = {}
     for path in paths:
         results = json.loads(path.read_text(encoding="utf-8"))
-        print(f"versions: {results['versions']}")
+        print(f"versions ({path.name}): {results['versions']}")
         for name, data in results["models"].items():
-            print(f"\n### {name}" + (f" ({data['setup']})" if data.get("setup") else ""))
-            verdicts[name] = report_model(name, [Row(**r) for r in data["rows"]])
+            merged = models.setdefault(name, {"setup": data.get("setup"), "rows": {}})
+            if data.get("setup") != merged["setup"]:
+                raise SystemExit(f"{path}: {name} was measured on other data ({data.get('setup')!r}) than in the "
+                                 f"files before it ({merged['setup']!r}); only runs on the same data merge")
+            merged["rows"].update({r["method"]: r for r in data["rows"]})
+    verdicts = {}
+    for name, merged in models.items():
+        print(f"\n### {name}" + (f" ({merged['setup']})" if merged["setup"] else ""))
+        verdicts[name] = report_model(name, [Row(**r) for r in merged["rows"].values()])
     print_targets(verdicts)
     return 0
 
