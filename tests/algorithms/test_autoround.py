@@ -181,22 +181,14 @@ def test_non_finite_loss_stops_at_the_last_finite_state():
     assert all(np.all(np.isfinite(q.dequantize())) for q in qts.values())
 
 
-def test_batches_are_split_into_steps_of_512_tokens_only_where_the_block_agrees():
+def test_batches_are_split_into_sequences_only_where_the_block_agrees():
     from lowbit.algorithms.autoround import _check_data, _per_sequence
 
-    block, _, _ = _data()
+    block, xs, ys = _data(batches=2)
+    calls, outs = _check_data(xs, ys)
     weights = [block.up.weight, block.down.weight]
-    for length, batch, per_step in [(512, 2, 1), (256, 4, 2), (100, 8, 6), (24, 2, 2)]:
-        xs = [torch.randn(batch, length, 32) for _ in range(2)]
-        with torch.no_grad():
-            ys = [block(x) for x in xs]
-        split_calls, split_outs = _per_sequence(block, ["up.weight", "down.weight"], weights, *_check_data(xs, ys))
-        assert [o.shape[0] for o in split_outs] == [min(per_step, batch - b) for b in range(0, batch, per_step)] * 2
-        assert all(torch.equal(c[0][0], x[b : b + o.shape[0]]) for c, o, x, b in zip(
-            split_calls, split_outs, [x for x in xs for _ in range(0, batch, per_step)],
-            list(range(0, batch, per_step)) * 2, strict=True))
-
-    xs = [torch.randn(2, 512, 32) for _ in range(2)]
+    split_calls, split_outs = _per_sequence(block, ["up.weight", "down.weight"], weights, calls, outs)
+    assert len(split_calls) == 4 and all(o.shape[0] == 1 for o in split_outs)
 
     class _Mixes(torch.nn.Module):  # couples the sequences of a batch: cannot be split
         def forward(self, x: torch.Tensor) -> torch.Tensor:

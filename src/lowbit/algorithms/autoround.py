@@ -18,9 +18,9 @@ signed gradient descent (SignSGD): each step moves every parameter by ``lr`` in 
 direction of the sign of its gradient, and ``lr`` decays linearly to 0.  ``V = 0``,
 ``alpha = beta = 1`` is RTN, the starting point.  The paper trains 200 steps per block
 with ``lr = 1/steps`` (5e-3), so that the summed step sizes, ``lr * steps / 2``, are just
-the half step ``V`` may move; the default here is 100 steps, each on whole calibration
-sequences of at least 512 tokens together (one SmolLM2 window, or a dozen short sentences;
-batches are split where the block allows it), which cost about 12 GFLOP per step for a SmolLM2-135M block of 512 tokens: the budget
+the half step ``V`` may move; the default here is 100 steps of one calibration
+sequence each (batches of several sequences are split where the block allows it),
+which cost about 12 GFLOP per step for a SmolLM2-135M block of 512 tokens: the budget
 is 15 minutes for its 30 blocks on 2 cores, and the whole model at uint4 g64 with float16
 scales took 762 s on a quiet 2-core machine (16 calibration windows of 512 tokens;
 ``steps=`` trades time for accuracy: on one SmolLM2 block at uint4 g64 the block's output
@@ -98,7 +98,6 @@ DEFAULT_STEPS = 100
 """SignSGD steps per block (the paper uses 200; half of them is the CPU budget here)."""
 _MAX_EVAL_BATCHES = 4  # calibration batches (sequences) a checkpoint is scored on, evenly spaced
 _ROWS_PER_BATCH = 512  # autoround_quantize: input rows per step
-_STEP_TOKENS = 512  # autoround_block: a step holds whole sequences, at least this many tokens where batches allow
 _IDEMPOTENT_SCALES = ("float32", "float16", "bfloat16")  # stored scales stored again are the same
 INITS = ("rtn", "gptq")
 """Where the learned rounding starts: round to nearest of the float weight, or GPTQ's weight."""
@@ -472,26 +471,24 @@ def _check_data(inputs: Sequence[Any], targets: Sequence[Any]) -> tuple[list[tup
     return calls, outs
 
 
-def _slice(value: Any, rows: int, b: int, k: int = 1) -> Any:
-    """``value`` with every tensor whose first axis is ``rows`` long cut to rows ``b:b+k`` (tuples and lists too)."""
+def _slice(value: Any, rows: int, b: int) -> Any:
+    """``value`` with every tensor whose first axis is ``rows`` long cut to row ``b`` (tuples and lists too)."""
     import torch
 
     if isinstance(value, torch.Tensor):
-        return value[b : b + k] if value.dim() and value.shape[0] == rows else value
+        return value[b : b + 1] if value.dim() and value.shape[0] == rows else value
     if isinstance(value, (tuple, list)):
-        return type(value)(_slice(v, rows, b, k) for v in value)
+        return type(value)(_slice(v, rows, b) for v in value)
     return value
 
 
 def _per_sequence(block: Any, keys: list[str], weights: list[Any], calls: list[tuple[tuple, dict]],
                   outs: list[Any]) -> tuple[list[tuple[tuple, dict]], list[Any]]:
-    """Batches of ``(batch, sequence, features)`` split into steps of a few sequences, where the block agrees.
+    """Batches of ``(batch, sequence, features)`` split into one sequence per step, where the block agrees.
 
-    A step holds ``ceil(_STEP_TOKENS / sequence length)`` sequences (one window of 512 tokens,
-    or a dozen short sentences), so every step sees about as many tokens.  Every tensor argument
-    whose first axis is the batch's length is cut; the split is kept only if the block's output
-    for the first batch's first step is the same as before (else the batches stay whole: some
-    argument did not follow the batch axis).
+    Every tensor argument whose first axis is the batch's length is cut; the split is kept only if
+    the block's output for the first batch's first sequence is the same as before (else the
+    batches stay whole: some argument did not follow the batch axis).
     """
     import torch
     from torch.func import functional_call
@@ -499,24 +496,21 @@ def _per_sequence(block: Any, keys: list[str], weights: list[Any], calls: list[t
     rows = outs[0].shape[0] if outs[0].dim() == 3 else 1
     if rows == 1 or any(t.dim() != 3 for t in outs):
         return calls, outs
-    k = max(1, -(-_STEP_TOKENS // int(outs[0].shape[1])))
-    if k >= max(t.shape[0] for t in outs):
-        return calls, outs
     params = dict(zip(keys, weights, strict=True))
     try:
         with torch.no_grad():
-            args, kwargs = _slice(calls[0], rows, 0, k)
+            args, kwargs = _slice(calls[0], rows, 0)
             first = _hidden(functional_call(block, params, args, kwargs)).float()
-        same = first.shape == outs[0][:k].shape and bool(torch.allclose(first, outs[0][:k], rtol=1e-4, atol=1e-5))
-    except Exception:  # a block that cannot take fewer sequences keeps its batches whole
+        same = first.shape == outs[0][:1].shape and bool(torch.allclose(first, outs[0][:1], rtol=1e-4, atol=1e-5))
+    except Exception:  # a block that cannot take one sequence keeps its batches whole
         same = False
     if not same:
         return calls, outs
     split_calls, split_outs = [], []
     for call, out in zip(calls, outs, strict=True):
         n = out.shape[0]
-        split_calls += [_slice(call, n, b, k) for b in range(0, n, k)]
-        split_outs += [out[b : b + k] for b in range(0, n, k)]
+        split_calls += [_slice(call, n, b) for b in range(n)]
+        split_outs += [out[b : b + 1] for b in range(n)]
     return split_calls, split_outs
 
 
