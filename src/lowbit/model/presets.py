@@ -9,7 +9,8 @@ sentence cosine).  Each preset has two forms:
   ``quantize_(model, "w4")``, ``lowbit quantize IN OUT --preset w4`` and ``lowbit plan``'s
   candidates;
 * ``calibrated``: what it runs when calibration batches are given,
-  ``quantize_(model, "w4", batches=...)`` (learned rounding or GPTQ; slower, better).
+  ``quantize_(model, "w4", batches=...)`` (learned rounding, at 2 bits started from GPTQ's
+  solution; slower, better).
 
 Example:
     >>> [p.name for p in list_presets()]
@@ -76,8 +77,9 @@ PRESETS: dict[str, Preset] = {
                "4-bit, groups of 64: the usual shipping point"),
         Preset("w3", 3.5, _scheme("uint3", 64, "hqq"), _scheme("uint3", 64, "autoround"),
                "3-bit, groups of 64: smaller, needs calibration to hold up"),
-        Preset("w2", 2.5, _scheme("uint2", 64, "hqq"), _scheme("uint2", 64, "gptq"),
-               "2-bit, groups of 64: the smallest; calibrated only for serious use"),
+        Preset("w2", 2.5, _scheme("uint2", 64, "hqq"),
+               _scheme("uint2", 48, "autoround", algorithm_options={"init": "gptq"}),
+               "2-bit, groups of 64 (48 calibrated): the smallest; calibrated only for serious use"),
     ]
 }
 """Preset name -> :class:`Preset`, smallest compression first."""
@@ -116,7 +118,7 @@ def preset(name: str, *, calibrated: bool = False) -> Any:
 
     Example:
         >>> preset("w2", calibrated=True).scheme
-        'W2 uint2 group:64 gptq float16 scales'
+        'W2 uint2 group:48 autoround float16 scales'
     """
     if not is_preset(name):
         names = ", ".join(f"{p.name} (<= {p.budget:g} bits/weight)" for p in list_presets())
