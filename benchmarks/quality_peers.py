@@ -65,17 +65,14 @@ LOWBIT_ROWS = [
     "rtn:int8:channel",
     "rtn:uint4:g64:scale_format=float16",
     "preset:w4",  # hqq:uint4:g64:scale_format=float16
-    "preset:w4:calibrated",  # gptq:uint4:g64:scale_format=float16
-    "gptq:uint4:g64:scale_format=float16:zero_point=float",
-    "awq:uint4:g64:scale_format=float16",
-    "preset:w3",
-    "preset:w3:calibrated",
-    "gptq:uint3:g64:scale_format=float16:zero_point=float",
-    "autoround:uint3:g64:scale_format=float16",
-    "preset:w2",
-    "preset:w2:calibrated",
-    "gptq:uint2:g64:scale_format=float16:zero_point=float",
-    "autoround:uint2:g64:scale_format=float16",
+    "preset:w4:calibrated",  # autoround:uint4:g64:scale_format=float16
+    "gptq:uint4:g64:scale_format=float16",
+    "preset:w3",  # hqq:uint3:g64:scale_format=float16
+    "preset:w3:calibrated",  # autoround:uint3:g64:scale_format=float16
+    "gptq:uint3:g64:scale_format=float16",
+    "preset:w2",  # hqq:uint2:g64:scale_format=float16
+    "preset:w2:calibrated",  # autoround:uint2:g48:scale_format=float16:init=gptq
+    "gptq:uint2:g64:scale_format=float16",
 ]
 """lowbit's rows; add one line (or pass ``--add-rows``) for a new algorithm or option."""
 
