@@ -583,8 +583,9 @@ def autoround_block(
         seed: the batch order's seed.
         sink_weight: weight of the first position of ``(batch, sequence, features)`` outputs in the loss.
         init: ``"rtn"`` (the paper's start: ``V = 0`` on the float weight) or ``"gptq"``: learn around
-            GPTQ's weights instead (:func:`lowbit.algorithms.gptq_quantize` of each Linear with the Hessian
-            of its inputs on these batches; ``V`` moves each of GPTQ's codes by at most one step).
+            GPTQ's weights instead (:func:`lowbit.algorithms.gptq.gptq_solve` of each Linear with the Hessian
+            of its inputs on these batches, every position weighted alike; ``V`` moves each of GPTQ's codes
+            by at most one step).
 
     Returns:
         ``{name: QTensor}`` for every name in ``schemes``, made by :func:`lowbit.quantize` with the learned
@@ -617,11 +618,12 @@ def autoround_block(
     names = list(chosen)
     modules = dict(block.named_modules())
     learned = [_LearnedWeight(modules[n].weight, chosen[n], f"autoround ({n or 'block'})") for n in names]
-    solved = _gptq_starts(block, names, chosen, calls) if init == "gptq" else None
-    if solved is not None:
+    starts = None  # with init="gptq": GPTQ's QTensors (the schemes were checked above, before GPTQ runs)
+    if init == "gptq":
+        solved = _gptq_starts(block, names, chosen, calls)
         learned = [_LearnedWeight(modules[n].weight, chosen[n], f"autoround ({n or 'block'})", start)
                    for n, start in zip(names, solved, strict=True)]
-    starts = None if solved is None else [qt for qt, _ in solved]
+        starts = [qt for qt, _ in solved]
     keys = [f"{n}.weight" if n else "weight" for n in names]
     calls, outs = _per_sequence(block, keys, [modules[n].weight for n in names], calls, outs)
     objective = _Objective(block, keys, calls, outs, float(sink_weight))
@@ -629,8 +631,9 @@ def autoround_block(
     with torch.enable_grad(), _frozen(block):
         base = [lw.rtn() for lw in learned]
         base_score = objective.score(_weights(base))
-        if starts is not None and objective.score(_weights(starts)) < base_score:
-            base, base_score = starts, objective.score(_weights(starts))
+        gptq_score = math.inf if starts is None else objective.score(_weights(starts))
+        if gptq_score < base_score:
+            base, base_score = starts, gptq_score
         if steps == 0:
             return dict(zip(names, base, strict=True))
         best, state = _train(objective, learned, steps, rate, float(min_clip), checkpoints, seed)
