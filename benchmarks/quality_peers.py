@@ -71,7 +71,7 @@ LOWBIT_ROWS = [
     "preset:w3:calibrated",  # autoround:uint3:g64:scale_format=float16
     "gptq:uint3:g64:scale_format=float16",
     "preset:w2",  # hqq:uint2:g64:scale_format=float16
-    "preset:w2:calibrated",  # autoround:uint2:g48:scale_format=float16:init=gptq
+    "preset:w2:calibrated",  # autoround:uint2:g32:scale_format=kquant6:init=gptq
     "gptq:uint2:g64:scale_format=float16",
 ]
 """lowbit's rows; add one line (or pass ``--add-rows``) for a new algorithm or option."""

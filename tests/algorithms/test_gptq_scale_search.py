@@ -91,3 +91,27 @@ def test_weight_only_checks_scale_search_when_made():
     assert WeightOnly("uint4", "group:64", algorithm="gptq", algorithm_options={"scale_search": "hqq"})
     with pytest.raises(OptionError, match="scale_search"):
         WeightOnly("uint4", "group:64", algorithm="gptq", algorithm_options={"scale_search": "best"})
+
+
+@pytest.mark.parametrize("fmt, gran", [("kquant6", "group:32"), ("double8", "group:16"), ("kquant6", "channel"),
+                                       ("e8m0", "group:32")])
+def test_scale_formats_that_share_parameters_store_what_gptq_rounded_with(layer, fmt, gran):
+    """kquant6 / double8 scales share a super-scale: GPTQ chooses them all (a float32 pass), stores them
+    together, and rounds with the stored scales, so the QTensor holds GPTQ's weight on its own grid."""
+    w, x, h = layer
+    qt = gptq_quantize(w, h, "uint2", granularity=gran, scale_format=fmt)
+    assert qt.scale_format == fmt
+    again = lowbit.quantize(qt.dequantize(), "uint2", granularity=gran, scale=qt.scale, zero_point=qt.zero_point,
+                            scale_format=fmt)
+    assert np.array_equal(again.codes, qt.codes)
+    rtn = lowbit.quantize(w, "uint2", granularity=gran, scale_format=fmt)
+    assert _out_err(x, w, qt) < 0.8 * _out_err(x, w, rtn)
+
+
+def test_shared_scale_formats_cost_little_against_float16(layer):
+    """The stored kquant6 scales (6 bits under a float16 super-scale) lose little of float16's GPTQ."""
+    w, x, h = layer
+    f16 = gptq_quantize(w, h, "uint2", granularity="group:32", scale_format="float16")
+    k6 = gptq_quantize(w, h, "uint2", granularity="group:32", scale_format="kquant6")
+    assert _out_err(x, w, k6) < 1.1 * _out_err(x, w, f16)
+    assert k6.nbytes < f16.nbytes

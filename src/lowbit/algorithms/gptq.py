@@ -32,6 +32,11 @@ Steps (all in float64; rounding itself follows lowbit's kernels exactly):
    weighted by ``H_jj`` (``"hqq"``).  Scales are chosen as stored
    (``scale_format``), and with ``zero_point="float"`` each group keeps a float
    minimum (``x = code * scale + min``) instead of an integer zero point.
+   Formats whose scales share stored parameters (``kquant6``'s float16
+   super-scale per 8 scales, ``double8``'s blocks) cannot store one group's scale
+   before the others are known: there a first pass with float32 scales chooses
+   every group's scale, all are stored at once, and a second pass rounds with the
+   stored scales (twice GPTQ's time).
 
 The result is an ordinary :class:`lowbit.QTensor` (``PerChannel(0)`` or
 ``PerGroup(size)``) whose dequantized weight is exactly the weight GPTQ
@@ -62,7 +67,7 @@ from lowbit._deprecation import warn_renamed
 from lowbit.algorithms._checks import _UNSET, weight_granularity
 from lowbit.core import quantize
 from lowbit.errors import EmptyInputError, NonFiniteError, NotCalibratedError, OptionError
-from lowbit.formats import QType, get_qtype
+from lowbit.formats import QType, get_qtype, scale_format_for
 from lowbit.granularity import Granularity, PerChannel
 from lowbit.qparams import choose_qparams
 from lowbit.qtensor import QTensor
@@ -345,6 +350,19 @@ class _Rounder:
                           zero_point="float" if self.float_zero else "int", scale_format=self.fmt.name)
         return np.asarray(qt.scale, self.sdt).reshape(-1), qt.zero_point.reshape(-1)
 
+    def store(self, fmt: Any) -> None:
+        """Store every chosen scale at once in ``fmt``, whose scales share stored parameters (kquant6's
+        super-scales, double8's blocks); integer zero points are refitted to the stored scales."""
+        from lowbit.formats.scales import store_scales
+        from lowbit.qparams import affine_zero_points
+
+        dec = store_scales(self.scale, self.qt, fmt)[1]
+        if not self.sym:  # keep each grid's minimum (qmin - z) * s where the new scale allows
+            self.zero = affine_zero_points((self.qt.qmin - self.zero) * self.scale.astype(np.float64), dec, self.qt)
+        self.fmt, self.scale = fmt, dec
+        self.inv = (self.sdt.type(1) / dec).astype(self.sdt)
+        self.zf = self.zero.astype(self.sdt)
+
     def choose(self, g: int, cols: np.ndarray, members: np.ndarray) -> None:
         """Choose group ``g``'s parameters from its current weights ``cols`` (original columns ``members``)."""
         wts = self.hdiag[members]
@@ -441,8 +459,10 @@ def gptq_quantize(
         zero_point: ``"int"`` (default) or ``"float"``: each group stores its minimum as a
             float zero point, ``x = code * scale + min`` (unsigned formats, affine, float32 or
             float16 scales; :func:`lowbit.quantize`'s ``zero_point="float"``).
-        scale_format: how the scales (and float zero points) are stored, e.g. ``"float16"``;
-            None for float32. GPTQ rounds with the scales as stored, so the result is exact.
+        scale_format: how the scales (and float zero points) are stored, e.g. ``"float16"``,
+            ``"kquant6"`` (two passes, see the module docstring); None for float32. GPTQ rounds
+            with the scales as stored, so the result is exact (``double8``, whose encoding is not
+            idempotent, can move a scale by a few parts in 10^3 when the QTensor stores it again).
         scale_search: how a group's scale and zero point are chosen when its first column
             is reached, from its updated weights: ``"none"`` (min-max), ``"mse"`` (the default:
             the range shrunk by the factor in :data:`CLIP_FACTORS` with the lowest ``H_jj``-weighted
@@ -458,7 +478,7 @@ def gptq_quantize(
     Raises:
         OptionError: shapes that do not match, a non-integer format, bad ``damp``/``block_size``,
             an unknown ``scale_search`` (or ``"hqq"`` with symmetric use), ``zero_point="float"``
-            with a signed format, ``symmetric=True`` or another scale format.
+            with a signed format, ``symmetric=True`` or a scale format other than float32/float16.
         GranularityError: not per channel or per group.
         NonFiniteError: NaN/Inf in the weight or Hessian. InputTypeError: not float.
 
@@ -535,9 +555,15 @@ def gptq_solve(
     group_of = perm // gs  # group (original order) of each permuted column
     ngroups = -(-n // gs)  # a size that does not divide n: the last group is shorter
     members = [np.sort(inv_perm[g * gs : (g + 1) * gs]) for g in range(ngroups)]
-    rounder = _Rounder(qt, sym, sdt, out, ngroups, fmt, float_zero, scale_search, np.diag(h)[perm])
+    static = fmt.shared  # scales that share a super-scale are all chosen first, then stored together
+    rounder = _Rounder(qt, sym, sdt, out, ngroups, scale_format_for(qt, "float32") if static else fmt, float_zero,
+                       scale_search, np.diag(h)[perm])
     if per_channel:  # per-channel: scales from the whole (dead-zeroed) row, as RTN
         rounder.choose(0, w[:, perm], np.arange(n))
+    elif static:  # a first pass (float32 scales) chooses each group's scale from its updated weights
+        _gptq_core(w[:, perm], upper, rounder, group_of, members, int(block_size))
+    if static:
+        rounder.store(fmt)
     rounded = w[:, perm]
     q = _gptq_core(rounded, upper, rounder, group_of, members, int(block_size))[:, inv_perm]
 
@@ -560,6 +586,4 @@ def _check_storage(qt: QType, symmetric: Any, sym: bool, zero_point: Any, scale_
         raise OptionError(f"scale_search='hqq' fits an affine scale and zero point; {qt.name} is used symmetric "
                           "here: pass symmetric=False or an unsigned format (e.g. 'uint4')")
     fmt = scale_format_for(qt, scale_format)
-    if fmt.name not in ("float32", "float16", "bfloat16"):
-        raise OptionError(f"gptq_quantize stores scales as float32, float16 or bfloat16, got {fmt.name!r}")
     return fmt, check_float_zero_point(zero_point, qt, symmetric, fmt.name, where="gptq_quantize(zero_point='float')")

@@ -105,6 +105,9 @@ class ScaleFormat:
 
     name = ""
     summary = ""
+    shared = False
+    """True when scales share stored parameters (a block absmax, a super-scale): one scale cannot be
+    stored on its own, only a whole tensor's at once."""
 
     def specs(self, param_shape: tuple[int, ...], sdt: np.dtype) -> Specs:
         """Names, dtypes and shapes of the stored arrays for scales shaped ``param_shape``."""
@@ -193,6 +196,7 @@ class _E8M0(ScaleFormat):
 class _Double8(ScaleFormat):
     name = "double8"
     summary = "QLoRA double quantization: mean (float32) + int8 codes in blocks of 256 with float32 absmax scales"
+    shared = True
 
     def specs(self, param_shape: tuple[int, ...], sdt: np.dtype) -> Specs:
         nblocks = -(-_size(param_shape) // DOUBLE8_BLOCK)
@@ -242,6 +246,7 @@ _F16_MAX = 65504.0
 class _KQuant6(ScaleFormat):
     name = "kquant6"
     summary = "llama.cpp k-quant scales: 6-bit codes under one float16 super-scale per 8 scales"
+    shared = True
 
     def specs(self, param_shape: tuple[int, ...], sdt: np.dtype) -> Specs:
         n = _size(param_shape)

@@ -78,8 +78,9 @@ PRESETS: dict[str, Preset] = {
         Preset("w3", 3.5, _scheme("uint3", 64, "hqq"), _scheme("uint3", 64, "autoround"),
                "3-bit, groups of 64: smaller, needs calibration to hold up"),
         Preset("w2", 2.5, _scheme("uint2", 64, "hqq"),
-               _scheme("uint2", 48, "autoround", algorithm_options={"init": "gptq"}),
-               "2-bit, groups of 64 (48 calibrated): the smallest; calibrated only for serious use"),
+               _scheme("uint2", 32, "autoround", scale_format="kquant6", algorithm_options={"init": "gptq"}),
+               "2-bit, groups of 64 (32 with k-quant scales calibrated): the smallest; calibrated only for "
+               "serious use"),
     ]
 }
 """Preset name -> :class:`Preset`, smallest compression first."""
@@ -118,7 +119,7 @@ def preset(name: str, *, calibrated: bool = False) -> Any:
 
     Example:
         >>> preset("w2", calibrated=True).scheme
-        'W2 uint2 group:48 autoround float16 scales'
+        'W2 uint2 group:32 autoround kquant6 scales'
     """
     if not is_preset(name):
         names = ", ".join(f"{p.name} (<= {p.budget:g} bits/weight)" for p in list_presets())
