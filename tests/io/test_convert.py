@@ -103,20 +103,23 @@ def test_selection_fallbacks_and_notes(model_file, tmp_path):
     assert only.quantized == 2  # the weight and (min_ndim 1) its bias
 
 
-def test_hqq_runs_block_by_block(model_file, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fmt", ["float16", "kquant6"])
+def test_hqq_runs_block_by_block(model_file, tmp_path, monkeypatch, fmt):
     """HQQ's early stop is judged per chunk of rows, so blocks of 8 rows give HQQ of each block (not bit for bit
-    the whole-tensor run, whose chunks differ) and its quality."""
+    the whole-tensor run, whose chunks differ) and its quality. kquant6's super-scales (8 consecutive scales)
+    never cross blocks of 8 rows, so its stored arrays concatenate too."""
     from lowbit.algorithms import hqq_quantize
 
     src, tensors = model_file
     monkeypatch.setattr(convert, "_CHUNK", 700)  # blocks of 8 rows of 96
     convert.quantize_checkpoint(src, tmp_path / "h.safetensors", qtype="uint4", granularity="group:32",
-                                algorithm="hqq", scale_format="float16", progress=False)
+                                algorithm="hqq", scale_format=fmt, progress=False)
     got = lowbit.load(tmp_path / "h.safetensors")["l1.weight"]
+    assert got.scale_format == fmt
     x = tensors["l1.weight"]
     parts = []
     for r in range(0, x.shape[0], 8):
-        parts.append(hqq_quantize(x[r : r + 8], "uint4", granularity="group:32", scale_format="float16").dequantize())
+        parts.append(hqq_quantize(x[r : r + 8], "uint4", granularity="group:32", scale_format=fmt).dequantize())
     np.testing.assert_array_equal(got.dequantize(), np.concatenate(parts))
     whole = hqq_quantize(x, "uint4", granularity="group:32").dequantize()
     rtn = lowbit.fake_quantize(x, "uint4", granularity="group:32")

@@ -66,6 +66,9 @@ _FLOATS = ("F32", "F16", "BF16", "F64")
 _ELEMENTWISE = ("float32", "float16", "bfloat16", "e8m0")  # scale formats that store each scale on its own
 _CHUNK = 1 << 24  # float32 elements per block of rows (64 MiB)
 _ALGORITHMS = ("rtn", "hqq")
+_HQQ_SCALE_FORMATS = _ELEMENTWISE[:3] + ("kquant6",)
+"""Scale formats HQQ stores block by block of rows: each scale on its own, or kquant6, whose super-scales
+cover 8 consecutive scales and so never cross blocks of 8 rows (double8's mean spans the whole tensor)."""
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,8 @@ class QuantizeOptions:
         if self.algorithm == "hqq":
             if qt.kind != "int" or self.symmetric:
                 raise OptionError("algorithm='hqq' takes integer formats, affine (leave the symmetry default/asym)")
-            if (self.scale_format or "float32") not in ("float32", "float16", "bfloat16"):
-                raise OptionError("algorithm='hqq' stores its scales as float32, float16 or bfloat16")
+            if (self.scale_format or "float32") not in _HQQ_SCALE_FORMATS:
+                raise OptionError(f"algorithm='hqq' stores its scales as {', '.join(_HQQ_SCALE_FORMATS)}")
         if isinstance(self.min_ndim, bool) or not isinstance(self.min_ndim, int) or self.min_ndim < 0:
             raise OptionError(f"min_ndim must be an int >= 0, got {self.min_ndim!r}")
         self._check_zero_point(qt, gran)
@@ -526,7 +529,8 @@ def quantize_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]
         qtype, granularity, scale_format, symmetric: as :func:`lowbit.quantize`; a group size that does
             not divide a matrix's last axis gives a shorter last group; a tensor of more than 2 dimensions
             (a conv kernel) it does not divide falls back to one scale per row (MX: the tensor stays float).
-        algorithm: ``"rtn"`` or ``"hqq"`` (2-d tensors; others round to nearest).
+        algorithm: ``"rtn"`` or ``"hqq"`` (2-d tensors; others round to nearest; scales in float32,
+            float16, bfloat16 or kquant6).
         include, exclude: glob patterns on tensor names (all float tensors when ``include`` is None).
         min_ndim: only tensors with at least this many dimensions (biases and norms stay float).
         resume: skip output shards already complete for the same input and options.
