@@ -348,7 +348,8 @@ def budget_verdict(rows: list[Row], budget: Budget) -> dict[str, Any]:
     peers = [r for r in ok if r.source not in ("lowbit", "fp32") and r.bits == budget.peer_bits]
     ours = [r for r in ok if r.source == "lowbit" and r.bpw <= budget.max_bpw + 1e-9]
     peer = min(peers, key=lambda r: r.gap, default=None)
-    best = min(ours, key=lambda r: r.gap, default=None)
+    fair = [r for r in ours if peer is None or r.bpw <= peer.packed_bpw + 1e-9]  # no more bits than the peer
+    best = min(fair or ours, key=lambda r: r.gap, default=None)  # none: the budget's best, marked as storing more
     out: dict[str, Any] = {"budget": budget.label, "target": budget.target,
                            "peer": None if peer is None else asdict(peer),
                            "lowbit": None if best is None else asdict(best)}

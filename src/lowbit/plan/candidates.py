@@ -114,7 +114,7 @@ def parse_candidate(spec: str) -> Candidate:
         >>> parse_candidate("int3:g64:asym").config.symmetric
         False
         >>> parse_candidate("w4").config.scheme
-        'W4 uint4 group:64 hqq float16 scales'
+        'W4 uint4 group:32 hqq kquant6 scales'
     """
     from lowbit.model.config import WeightOnly
     from lowbit.model.presets import is_preset, preset
