@@ -67,7 +67,7 @@ def test_checkpoint_preset_is_the_data_free_form(tmp_path):
     assert cli.main(["quantize", str(tmp_path / "m.safetensors"), str(tmp_path / "p.safetensors"),
                      "--preset", "w4", "--quiet"]) == 0
     quantize_checkpoint(tmp_path / "m.safetensors", tmp_path / "e.safetensors", qtype="uint4",
-                        granularity="group:64", scale_format="float16", algorithm="hqq")
+                        granularity="group:32", scale_format="kquant6", algorithm="hqq")
     got, want = lowbit.load(tmp_path / "p.safetensors"), lowbit.load(tmp_path / "e.safetensors")
     assert np.array_equal(got["fc.weight"].dequantize(), want["fc.weight"].dequantize())
 
