@@ -64,13 +64,13 @@ from _timing import CpuMonitor
 LOWBIT_ROWS = [
     "rtn:int8:channel",
     "rtn:uint4:g64:scale_format=float16",
-    "preset:w4",  # hqq:uint4:g64:scale_format=float16
-    "preset:w4:calibrated",  # autoround:uint4:g64:scale_format=float16
+    "preset:w4",  # hqq:uint4:g32:scale_format=kquant6
+    "preset:w4:calibrated",  # autoround:uint4:g32:scale_format=kquant6
     "gptq:uint4:g64:scale_format=float16",
-    "preset:w3",  # hqq:uint3:g64:scale_format=float16
-    "preset:w3:calibrated",  # autoround:uint3:g64:scale_format=float16
+    "preset:w3",  # hqq:uint3:g32:scale_format=kquant6
+    "preset:w3:calibrated",  # autoround:uint3:g32:scale_format=kquant6
     "gptq:uint3:g64:scale_format=float16",
-    "preset:w2",  # hqq:uint2:g64:scale_format=float16
+    "preset:w2",  # hqq:uint2:g32:scale_format=kquant6
     "preset:w2:calibrated",  # autoround:uint2:g32:scale_format=kquant6:init=gptq
     "gptq:uint2:g64:scale_format=float16",
 ]

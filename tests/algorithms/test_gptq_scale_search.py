@@ -93,11 +93,11 @@ def test_weight_only_checks_scale_search_when_made():
         WeightOnly("uint4", "group:64", algorithm="gptq", algorithm_options={"scale_search": "best"})
 
 
-@pytest.mark.parametrize("fmt, gran", [("kquant6", "group:32"), ("double8", "group:16"), ("kquant6", "channel"),
+@pytest.mark.parametrize("fmt, gran", [("kquant6", "group:32"), ("kquant6", "group:48"), ("kquant6", "channel"),
                                        ("e8m0", "group:32")])
 def test_scale_formats_that_share_parameters_store_what_gptq_rounded_with(layer, fmt, gran):
-    """kquant6 / double8 scales share a super-scale: GPTQ chooses them all (a float32 pass), stores them
-    together, and rounds with the stored scales, so the QTensor holds GPTQ's weight on its own grid."""
+    """kquant6 scales share a super-scale: GPTQ chooses them all (a float32 pass), stores them together,
+    and rounds with the stored scales, so the QTensor holds GPTQ's weight on its own grid."""
     w, x, h = layer
     qt = gptq_quantize(w, h, "uint2", granularity=gran, scale_format=fmt)
     assert qt.scale_format == fmt
@@ -115,3 +115,9 @@ def test_shared_scale_formats_cost_little_against_float16(layer):
     k6 = gptq_quantize(w, h, "uint2", granularity="group:32", scale_format="kquant6")
     assert _out_err(x, w, k6) < 1.1 * _out_err(x, w, f16)
     assert k6.nbytes < f16.nbytes
+
+
+def test_double8_is_refused_as_its_scales_move_when_stored_again(layer):
+    w, _, h = layer
+    with pytest.raises(OptionError, match="double8"):
+        gptq_quantize(w, h, "uint4", granularity="group:32", scale_format="double8")

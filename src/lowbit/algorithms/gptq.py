@@ -32,11 +32,10 @@ Steps (all in float64; rounding itself follows lowbit's kernels exactly):
    weighted by ``H_jj`` (``"hqq"``).  Scales are chosen as stored
    (``scale_format``), and with ``zero_point="float"`` each group keeps a float
    minimum (``x = code * scale + min``) instead of an integer zero point.
-   Formats whose scales share stored parameters (``kquant6``'s float16
-   super-scale per 8 scales, ``double8``'s blocks) cannot store one group's scale
-   before the others are known: there a first pass with float32 scales chooses
-   every group's scale, all are stored at once, and a second pass rounds with the
-   stored scales (twice GPTQ's time).
+   ``kquant6`` scales share a float16 super-scale per 8 scales, so one group's
+   scale cannot be stored before the others are known: there a first pass with
+   float32 scales chooses every group's scale, all are stored at once, and a
+   second pass rounds with the stored scales (twice GPTQ's time).
 
 The result is an ordinary :class:`lowbit.QTensor` (``PerChannel(0)`` or
 ``PerGroup(size)``) whose dequantized weight is exactly the weight GPTQ
@@ -352,7 +351,7 @@ class _Rounder:
 
     def store(self, fmt: Any) -> None:
         """Store every chosen scale at once in ``fmt``, whose scales share stored parameters (kquant6's
-        super-scales, double8's blocks); integer zero points are refitted to the stored scales."""
+        super-scales); integer zero points are refitted to the stored scales."""
         from lowbit.formats.scales import store_scales
         from lowbit.qparams import affine_zero_points
 
@@ -461,8 +460,8 @@ def gptq_quantize(
             float16 scales; :func:`lowbit.quantize`'s ``zero_point="float"``).
         scale_format: how the scales (and float zero points) are stored, e.g. ``"float16"``,
             ``"kquant6"`` (two passes, see the module docstring); None for float32. GPTQ rounds
-            with the scales as stored, so the result is exact (``double8``, whose encoding is not
-            idempotent, can move a scale by a few parts in 10^3 when the QTensor stores it again).
+            with the scales as stored, so the result is exact (not ``double8``: storing its scales
+            again moves them, OptionError).
         scale_search: how a group's scale and zero point are chosen when its first column
             is reached, from its updated weights: ``"none"`` (min-max), ``"mse"`` (the default:
             the range shrunk by the factor in :data:`CLIP_FACTORS` with the lowest ``H_jj``-weighted
@@ -478,7 +477,8 @@ def gptq_quantize(
     Raises:
         OptionError: shapes that do not match, a non-integer format, bad ``damp``/``block_size``,
             an unknown ``scale_search`` (or ``"hqq"`` with symmetric use), ``zero_point="float"``
-            with a signed format, ``symmetric=True`` or a scale format other than float32/float16.
+            with a signed format, ``symmetric=True`` or a scale format other than float32/float16;
+            ``scale_format="double8"``.
         GranularityError: not per channel or per group.
         NonFiniteError: NaN/Inf in the weight or Hessian. InputTypeError: not float.
 
@@ -555,7 +555,7 @@ def gptq_solve(
     group_of = perm // gs  # group (original order) of each permuted column
     ngroups = -(-n // gs)  # a size that does not divide n: the last group is shorter
     members = [np.sort(inv_perm[g * gs : (g + 1) * gs]) for g in range(ngroups)]
-    static = fmt.shared  # scales that share a super-scale are all chosen first, then stored together
+    static = fmt.shared  # kquant6: scales that share a super-scale are all chosen first, then stored together
     rounder = _Rounder(qt, sym, sdt, out, ngroups, scale_format_for(qt, "float32") if static else fmt, float_zero,
                        scale_search, np.diag(h)[perm])
     if per_channel:  # per-channel: scales from the whole (dead-zeroed) row, as RTN
@@ -586,4 +586,8 @@ def _check_storage(qt: QType, symmetric: Any, sym: bool, zero_point: Any, scale_
         raise OptionError(f"scale_search='hqq' fits an affine scale and zero point; {qt.name} is used symmetric "
                           "here: pass symmetric=False or an unsigned format (e.g. 'uint4')")
     fmt = scale_format_for(qt, scale_format)
+    if fmt.name == "double8":
+        raise OptionError("gptq_quantize cannot store scales as double8: storing double8 scales again moves the "
+                          "small ones (by up to 20%), so the QTensor would not hold GPTQ's weight; use kquant6 "
+                          "(8 bits a scale, too) or float16")
     return fmt, check_float_zero_point(zero_point, qt, symmetric, fmt.name, where="gptq_quantize(zero_point='float')")
