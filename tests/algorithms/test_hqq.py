@@ -94,6 +94,31 @@ def test_valid_qtensor_and_no_block_worse(heavy_tailed, qtype, group_size):
     assert np.all(np.abs(blocks - deq.reshape(-1, size)).max(axis=1) <= 0.5 * s0 * (1 + 1e-6))
 
 
+@pytest.mark.parametrize("qtype, group_size", [("uint4", 64), ("uint3", 32), ("uint2", 32)])
+def test_kquant6_no_run_of_eight_blocks_worse(heavy_tailed, qtype, group_size):
+    """kquant6 stores 8 consecutive scales under one super-scale, so mixed HQQ / min-max scales are re-rounded
+    per run of 8 blocks: no such run ends up worse than round to nearest, and the whole is better."""
+    w = heavy_tailed[:64] * np.exp(np.random.default_rng(1).standard_normal((64, 1))).astype(np.float32)
+    qt = hqq_quantize(w, qtype, granularity=granularity(group_size), scale_format="kquant6")
+    rtn = lowbit.quantize(w, qtype, granularity=granularity(group_size), scale_format="kquant6")
+    assert qt.scale_format == "kquant6"
+    again = lowbit.quantize(w, qtype, granularity=granularity(group_size), scale=qt.scale, zero_point=qt.zero_point,
+                            scale_format="kquant6")
+    np.testing.assert_array_equal(again.dequantize(), qt.dequantize())  # stored as scored
+    runs = lambda q: np.add.reduceat(  # noqa: E731
+        ((w.astype(np.float64) - q.dequantize()) ** 2).reshape(-1, group_size).sum(axis=1),
+        np.arange(0, w.size // group_size, 8))
+    assert np.all(runs(qt) <= runs(rtn) * (1 + 1e-9) + 1e-12)
+    assert mse(w, qt.dequantize()) < mse(w, rtn.dequantize())
+
+
+def test_double8_never_worse_than_round_to_nearest_in_all(heavy_tailed):
+    w = heavy_tailed[:64]
+    qt = hqq_quantize(w, "uint4", granularity="group:64", scale_format="double8")
+    rtn = lowbit.quantize(w, "uint4", granularity="group:64", scale_format="double8")
+    assert mse(w, qt.dequantize()) <= mse(w, rtn.dequantize())
+
+
 def _numpy_hqq_params(w: np.ndarray, qtype: str, group_size: int, p=0.7, beta0=10.0, kappa=1.01, iterations=20):
     """The two half-quadratic phases in plain float64 NumPy (exact pow, one chunk of all blocks),
     steered by the l_p error, keeping the parameters of lowest squared error, then the per-block

@@ -41,7 +41,11 @@ have a lower (weighted) squared error than min-max round to nearest in the same
 format (zero point kind and scale format) *and* round every weight to within half
 a min-max step, as min-max does: HQQ may move the grid but not clip.  So no block
 is worse than round-to-nearest, and none clips its extremes, which in a language
-model are salient weights.  (Choosing by the ``l_p`` error let the extremes keep
+model are salient weights.  ``kquant6`` re-rounds the chosen scales of each run
+of 8 blocks under their new super-scale, so a run that ends up worse than
+round-to-nearest takes its scales back (no such run is worse); ``double8``,
+whose scales move when stored again, keeps HQQ's result only where its total
+error is lower.  (Choosing by the ``l_p`` error let the extremes keep
 large errors: on SmolLM2 at uint4 per channel, 2.5-3.1x round-to-nearest's
 perplexity; by squared error alone, 1.9x.)  The result is built with
 :func:`lowbit.quantize` from those explicit parameters, so ``lowbit.dequantize(result)``
@@ -71,7 +75,8 @@ from lowbit._arrays import as_float_array, check_finite
 from lowbit.algorithms._checks import _UNSET, group_parts, weight_granularity
 from lowbit.core import quantize
 from lowbit.errors import OptionError
-from lowbit.formats import QType, get_qtype
+from lowbit.formats import QType, get_qtype, scale_format_for
+from lowbit.formats.scales import KQUANT_SUPER
 from lowbit.granularity import Granularity, PerGroup
 from lowbit.qparams import choose_qparams
 from lowbit.qtensor import QTensor
@@ -264,7 +269,8 @@ def hqq_quantize(
         ``lowbit.quantize(weight, qtype, granularity=..., scale=qt.scale, zero_point=qt.zero_point,
         scale_format=...)``. Each block keeps HQQ's parameters only where its (weighted) squared
         error is lower than min-max round to nearest's in the same format and no weight is rounded
-        beyond half a min-max step; else min-max's.
+        beyond half a min-max step; else min-max's (kquant6: per run of 8 blocks; double8: for the
+        whole tensor, see the module docstring).
 
     Raises:
         OptionError: non-integer format, weight not 2-D, ``iterations < 1``, ``lp_norm``
@@ -309,11 +315,29 @@ def hqq_quantize(
     err_b = _block_errors(w, base, cols, size)[0]
     err_c, top_c = _block_errors(w, cand, cols, size)
     keep = usable & (err_c < err_b) & (top_c <= 0.5 * s0)
-    flat_scale = lambda q: np.asarray(q.scale, np.float64).reshape(-1)  # noqa: E731
-    scale = np.where(keep, flat_scale(cand), flat_scale(base))
-    zero = np.where(keep, cand.zero_point.reshape(-1), base.zero_point.reshape(-1))
-    return quantize(weight, qt, granularity=gran, symmetric=False, scale=scale.reshape(shape),
-                    zero_point=zero.reshape(shape).astype(zdt if float_zero else np.int64), scale_format=scale_format)
+    fmt = scale_format_for(qt, scale_format)
+    result = _mixed(weight, base, cand, keep, gran, scale_format)
+    if fmt.name == "kquant6":  # storing mixed scales re-rounds each run of 8 under its new super-scale
+        err_r = _block_errors(w, result, cols, size)[0]
+        starts = np.arange(0, err_r.size, KQUANT_SUPER)
+        worse = np.add.reduceat(err_r, starts) > np.add.reduceat(err_b, starts)
+        if worse.any():  # those runs take min-max's scales back: each run is then one stored encoding, unchanged
+            result = _mixed(weight, result, base, np.repeat(worse, KQUANT_SUPER)[: err_r.size], gran, scale_format)
+    elif fmt.name == "double8" and _block_errors(w, result, cols, size)[0].sum() > err_b.sum():
+        return base  # double8 moves scales when it stores them again: keep HQQ's only where it helps in all
+    return result
+
+
+def _mixed(weight: Any, first: QTensor, second: QTensor, take: np.ndarray, gran: Any, scale_format: Any) -> QTensor:
+    """``weight`` stored with the scales and zero points of ``second`` in the blocks ``take``, of ``first``
+    elsewhere (blocks in parameter order)."""
+    shape = first.scale.shape
+    flat = lambda a: np.asarray(a, np.float64).reshape(-1) if a.dtype.kind == "f" else a.reshape(-1)  # noqa: E731
+    scale = np.where(take, flat(second.scale), flat(first.scale))
+    zdt = first.zero_point.dtype if first.float_zero_point else np.int64
+    zero = np.where(take, flat(second.zero_point), flat(first.zero_point)).astype(zdt)
+    return quantize(weight, first.qtype, granularity=gran, symmetric=False, scale=scale.reshape(shape),
+                    zero_point=zero.reshape(shape), scale_format=scale_format)
 
 
 def _check_zero_point(qt: QType, zero_point: Any, scale_format: Any) -> bool:
