@@ -121,7 +121,8 @@ def test_float_zero_points_refused_where_they_cannot_be_stored():
 
 
 @pytest.mark.parametrize(("qtype", "scale_format", "zero_point"), [
-    ("uint2", "float16", "int"), ("uint3", "float16", "float"), ("int3", None, "int")], ids=["uint2", "uint3-fzp", "int3"])
+    ("uint2", "float16", "int"), ("uint3", "float16", "float"), ("int3", None, "int")],
+    ids=["uint2", "uint3-fzp", "int3"])
 def test_gptq_start_is_gptqs_weight_and_never_worse_than_rtn_or_gptq(qtype, scale_format, zero_point):
     from lowbit.algorithms.autoround import _gptq_starts, _LearnedWeight
 

@@ -66,7 +66,7 @@ _FLOATS = ("F32", "F16", "BF16", "F64")
 _ELEMENTWISE = ("float32", "float16", "bfloat16", "e8m0")  # scale formats that store each scale on its own
 _CHUNK = 1 << 24  # float32 elements per block of rows (64 MiB)
 _ALGORITHMS = ("rtn", "hqq")
-_HQQ_SCALE_FORMATS = _ELEMENTWISE[:3] + ("kquant6",)
+_HQQ_SCALE_FORMATS = (*_ELEMENTWISE[:3], "kquant6")
 """Scale formats HQQ stores block by block of rows: each scale on its own, or kquant6, whose super-scales
 cover 8 consecutive scales and so never cross blocks of 8 rows (double8's mean spans the whole tensor)."""
 
@@ -257,7 +257,7 @@ def _block_range(block: np.ndarray, gran: Granularity) -> tuple[np.ndarray, np.n
     if isinstance(gran, PerChannel):
         return rows.min(axis=1), rows.max(axis=1)
     lay = plan(gran, block.shape)
-    if lay.ragged:  # the last group is shorter: reduce each run of groups along the axis
+    if lay.ragged and isinstance(gran, PerGroup):  # the last group is shorter: reduce each run of groups
         axis, starts = gran.axis % block.ndim, [g0 for g0, _ in lay.group_bounds()]
         return np.minimum.reduceat(block, starts, axis=axis), np.maximum.reduceat(block, starts, axis=axis)
     blocks = block.reshape(-1, lay.R, lay.T) if lay.T > 1 else block.reshape(-1, lay.R)
@@ -590,6 +590,7 @@ def _preset_scheme(name: str) -> tuple[Any, ...]:
     from lowbit.plan.plan_file import scheme_fields
 
     f = scheme_fields(preset(name))
+    assert f is not None  # a preset is a scheme, never "keep float"
     return f["qtype"], f["granularity"], f["scale_format"], f["symmetric"], f["algorithm"], f["zero_point"]
 
 

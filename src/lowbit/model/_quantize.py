@@ -350,7 +350,7 @@ def quantize_(
         'W8 int8 channel'
     """
     check_model(model, "quantize_")
-    if is_preset(config):  # "w4": the preset's calibrated form when batches are given, else its data-free one
+    if isinstance(config, str) and is_preset(config):  # "w4": the calibrated form with batches, else data-free
         config = preset(config, calibrated=batches is not None)
     elif isinstance(config, (str, os.PathLike)):  # a plan saved by lowbit.plan (Plan is itself a Mapping)
         config = _plan_file(config)
