@@ -631,9 +631,10 @@ def autoround_block(
     with torch.enable_grad(), _frozen(block):
         base = [lw.rtn() for lw in learned]
         base_score = objective.score(_weights(base))
-        gptq_score = math.inf if starts is None else objective.score(_weights(starts))
-        if starts is not None and gptq_score < base_score:
-            base, base_score = starts, gptq_score
+        if starts is not None:
+            gptq_score = objective.score(_weights(starts))
+            if gptq_score < base_score:
+                base, base_score = starts, gptq_score
         if steps == 0:
             return dict(zip(names, base, strict=True))
         best, state = _train(objective, learned, steps, rate, float(min_clip), checkpoints, seed)

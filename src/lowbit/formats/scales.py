@@ -105,9 +105,10 @@ class ScaleFormat:
 
     name = ""
     summary = ""
-    shared = False
-    """True when scales share stored parameters (a block absmax, a super-scale): one scale cannot be
-    stored on its own, only a whole tensor's at once."""
+    shared = True
+    """Whether scales share stored parameters (a block absmax, a super-scale), so that one scale cannot be
+    stored on its own, only a whole tensor's at once. True unless a format says otherwise (the safe
+    default for a registered format: its scales are then chosen first and stored together)."""
 
     def specs(self, param_shape: tuple[int, ...], sdt: np.dtype) -> Specs:
         """Names, dtypes and shapes of the stored arrays for scales shaped ``param_shape``."""
@@ -127,6 +128,8 @@ class ScaleFormat:
 
 class _Float(ScaleFormat):
     """One IEEE float per scale (float32 keeps the scale dtype, float16 rounds to nearest even)."""
+
+    shared = False
 
     def __init__(self, name: str, key: str, dtype: type | None, lo: float, hi: float, summary: str) -> None:
         self.name, self.key, self.dtype, self.lo, self.hi, self.summary = name, key, dtype, lo, hi, summary
@@ -155,6 +158,7 @@ _BF16_MAX = float(np.ldexp(255.0, 120))  # (2 - 2^-7) * 2^127
 
 
 class _BFloat16(ScaleFormat):
+    shared = False
     name = "bfloat16"
     summary = "one bfloat16 per scale (bit patterns in uint16), round to nearest even"
     key = "scale_bf16"
@@ -174,6 +178,7 @@ class _BFloat16(ScaleFormat):
 
 
 class _E8M0(ScaleFormat):
+    shared = False
     name = "e8m0"
     summary = "one power of two per scale, 8-bit biased exponent (bias 127; OCP MX), rounded up"
     key = "scale_e8m0"
@@ -196,7 +201,6 @@ class _E8M0(ScaleFormat):
 class _Double8(ScaleFormat):
     name = "double8"
     summary = "QLoRA double quantization: mean (float32) + int8 codes in blocks of 256 with float32 absmax scales"
-    shared = True
 
     def specs(self, param_shape: tuple[int, ...], sdt: np.dtype) -> Specs:
         nblocks = -(-_size(param_shape) // DOUBLE8_BLOCK)
@@ -246,7 +250,6 @@ _F16_MAX = 65504.0
 class _KQuant6(ScaleFormat):
     name = "kquant6"
     summary = "llama.cpp k-quant scales: 6-bit codes under one float16 super-scale per 8 scales"
-    shared = True
 
     def specs(self, param_shape: tuple[int, ...], sdt: np.dtype) -> Specs:
         n = _size(param_shape)

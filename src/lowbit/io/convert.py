@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from lowbit.errors import FileFormatError, GranularityError, OptionError, error_context
-from lowbit.formats import QType, get_qtype, scale_format_for
+from lowbit.formats import QType, get_qtype, get_scale_format, scale_format_for
 from lowbit.granularity import Granularity, PerChannel, PerGroup, PerTensor, as_granularity, plan
 from lowbit.io._progress import Progress
 from lowbit.io._safetensors import SafetensorsFile, SafetensorsWriter
@@ -63,10 +63,9 @@ __all__ = ["QuantizeOptions", "ConvertSummary", "quantize_checkpoint", "dequanti
 
 MANIFEST = ".lowbit-quantize.json"
 _FLOATS = ("F32", "F16", "BF16", "F64")
-_ELEMENTWISE = ("float32", "float16", "bfloat16", "e8m0")  # scale formats that store each scale on its own
 _CHUNK = 1 << 24  # float32 elements per block of rows (64 MiB)
 _ALGORITHMS = ("rtn", "hqq")
-_HQQ_SCALE_FORMATS = (*_ELEMENTWISE[:3], "kquant6")
+_HQQ_SCALE_FORMATS = ("float32", "float16", "bfloat16", "kquant6")
 """Scale formats HQQ stores block by block of rows: each scale on its own, or kquant6, whose super-scales
 cover 8 consecutive scales and so never cross blocks of 8 rows (double8's mean spans the whole tensor)."""
 
@@ -237,7 +236,7 @@ def _stored_rtn(f: SafetensorsFile, name: str, info: dict[str, Any]) -> Iterator
     from lowbit.core import quantize
 
     gran = as_granularity(info["granularity"])
-    direct = info["scale_format"] in _ELEMENTWISE and not isinstance(gran, PerTensor)
+    direct = not get_scale_format(info["scale_format"]).shared and not isinstance(gran, PerTensor)
     if direct:
         for block in _rows(f, name):
             yield quantize(block, info["qtype"], granularity=gran, symmetric=info["symmetric"],
